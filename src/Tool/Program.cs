@@ -1,0 +1,25 @@
+using System.CommandLine;
+using TvixFuseBuild.Tool.Commands;
+
+namespace TvixFuseBuild.Tool;
+
+internal static class Program
+{
+    public static int Main(string[] args)
+    {
+        // Hidden entry points run inside sandboxes and helpers; they must start fast, so they bypass the parser.
+        if (args.Length > 0 && HiddenEntryPoints.TryRun(args, out int exitCode))
+        {
+            return exitCode;
+        }
+
+        var root = new RootCommand(
+            "tvix-fuse-build: run tvix/snix BuildRequests over lazily mounted castore inputs in a namespace sandbox.");
+        foreach (var command in CommandCatalog.All())
+        {
+            root.Subcommands.Add(command);
+        }
+
+        return ToolConsole.Invoke(root, args);
+    }
+}
