@@ -1,1 +1,3 @@
-return 0;
+using TvixFuseBuild.Bench;
+
+return BenchRunner.Run(args);
