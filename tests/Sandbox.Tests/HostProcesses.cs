@@ -51,6 +51,22 @@ internal static class HostProcesses
         }
     }
 
+    /// <summary>Waits up to <paramref name="within"/> for <paramref name="count"/> processes with the marker.</summary>
+    public static async Task<List<int>> AppearWithin(string marker, int count, TimeSpan within)
+    {
+        var sw = Stopwatch.StartNew();
+        while (true)
+        {
+            var found = WithArgument(marker);
+            if (found.Count >= count || sw.Elapsed > within)
+            {
+                return found;
+            }
+
+            await Task.Delay(20);
+        }
+    }
+
     /// <summary>A unique number to use as a sleep duration, so the process can be found on the host.</summary>
     public static string Marker() => (900000 + Random.Shared.Next(99999)).ToString(System.Globalization.CultureInfo.InvariantCulture);
 
