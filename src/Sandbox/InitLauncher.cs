@@ -142,6 +142,10 @@ internal sealed class InitLauncher
         psi.Environment["DOTNET_LTTng"] = "0";
         psi.Environment["DOTNET_TieredPGO"] = "0";
         psi.Environment["DOTNET_gcServer"] = "0";
+        if (Environment.GetEnvironmentVariable("TVIX_SANDBOX_TRACE") == "1")
+        {
+            psi.Environment["TVIX_SANDBOX_TRACE"] = "1";
+        }
         return psi;
     }
 

@@ -42,63 +42,80 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         using (process)
         await using (log)
         {
-            var control = process.StandardInput.BaseStream;
-            var outputTask = PumpOutputAsync(process.StandardError.BaseStream, log, cancellationToken);
-            var statusTask = ReadStatusAsync(process.StandardOutput.BaseStream);
             try
             {
-                await control.WriteAsync(plan.Encode(), CancellationToken.None).ConfigureAwait(false);
-                await control.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+                return await SuperviseAsync(process, log, start, cancellationToken).ConfigureAwait(false);
             }
-            catch (IOException)
+            finally
             {
-                // The init died before reading its plan; its status (or the lack of one) says why.
+                // Whatever went wrong on this side, the namespace must not outlive the call.
+                if (!process.HasExited)
+                {
+                    KillTree(process);
+                    await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+                }
             }
+        }
+    }
 
-            SandboxOutcome? killed = null;
-            using (cancellationToken.Register(static s => ((SandboxRun)s!)._kill.TrySetResult(SandboxOutcome.Cancelled), this))
-            {
-                killed = await WatchAsync(statusTask, start).ConfigureAwait(false);
-            }
+    private async Task<SandboxResult> SuperviseAsync(Process process, FileStream? log, long start, CancellationToken cancellationToken)
+    {
+        var control = process.StandardInput.BaseStream;
+        var outputTask = PumpOutputAsync(process.StandardError.BaseStream, log, cancellationToken);
+        var statusTask = ReadStatusAsync(process.StandardOutput.BaseStream);
+        try
+        {
+            await control.WriteAsync(plan.Encode(), CancellationToken.None).ConfigureAwait(false);
+            await control.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (IOException)
+        {
+            // The init died before reading its plan; its status (or the lack of one) says why.
+        }
 
-            if (killed is not null)
-            {
-                await KillAsync(process, control).ConfigureAwait(false);
-            }
+        SandboxOutcome? killed = null;
+        using (cancellationToken.Register(static s => ((SandboxRun)s!)._kill.TrySetResult(SandboxOutcome.Cancelled), this))
+        {
+            killed = await WatchAsync(statusTask, start).ConfigureAwait(false);
+        }
 
-            var status = await statusTask.ConfigureAwait(false);
-            await control.DisposeAsync().ConfigureAwait(false);
-            await WaitForExitAsync(process).ConfigureAwait(false);
-            await outputTask.ConfigureAwait(false);
-            long end = Stopwatch.GetTimestamp();
+        if (killed is not null)
+        {
+            await KillAsync(process, control).ConfigureAwait(false);
+        }
 
-            if (_sinkError is not null)
-            {
-                throw _sinkError;
-            }
+        var status = await statusTask.ConfigureAwait(false);
+        await control.DisposeAsync().ConfigureAwait(false);
+        await WaitForExitAsync(process).ConfigureAwait(false);
+        await outputTask.ConfigureAwait(false);
+        long end = Stopwatch.GetTimestamp();
 
-            TimeSpan setup = _started == 0 ? Stopwatch.GetElapsedTime(start, end) : Stopwatch.GetElapsedTime(start, _started);
-            TimeSpan run = _started == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(_started, end);
-            if (killed is { } reason)
-            {
-                return Result(reason, null, null, setup, run);
-            }
+        if (_sinkError is not null)
+        {
+            throw _sinkError;
+        }
 
-            switch (status)
-            {
-                case (InitMessage.Exited, var payload):
-                    int wait = BinaryPrimitives.ReadInt32LittleEndian(payload);
-                    return (wait & 0x7f) == 0
-                        ? Result(SandboxOutcome.Exited, (wait >> 8) & 0xff, null, setup, run)
-                        : Result(SandboxOutcome.Signaled, null, wait & 0x7f, setup, run);
-                case (InitMessage.Error, var payload):
-                    throw new SandboxException($"cannot set up the sandbox: {Encoding.UTF8.GetString(payload)}");
-                default:
-                    string tail = _tail.ToString().Trim();
-                    throw new SandboxException(
-                        $"the sandbox ended before the command did (exit code {process.ExitCode} of {Path.GetFileName(process.StartInfo.FileName)})" +
-                        (tail.Length > 0 ? ": " + tail : ""));
-            }
+        TimeSpan setup = _started == 0 ? Stopwatch.GetElapsedTime(start, end) : Stopwatch.GetElapsedTime(start, _started);
+        TimeSpan run = _started == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(_started, end);
+        if (killed is { } reason)
+        {
+            return Result(reason, null, null, setup, run);
+        }
+
+        switch (status)
+        {
+            case (InitMessage.Exited, var payload):
+                int wait = BinaryPrimitives.ReadInt32LittleEndian(payload);
+                return (wait & 0x7f) == 0
+                    ? Result(SandboxOutcome.Exited, (wait >> 8) & 0xff, null, setup, run)
+                    : Result(SandboxOutcome.Signaled, null, wait & 0x7f, setup, run);
+            case (InitMessage.Error, var payload):
+                throw new SandboxException($"cannot set up the sandbox: {Encoding.UTF8.GetString(payload)}");
+            default:
+                string tail = _tail.ToString().Trim();
+                throw new SandboxException(
+                    $"the sandbox ended before the command did (exit code {process.ExitCode} of {Path.GetFileName(process.StartInfo.FileName)})" +
+                    (tail.Length > 0 ? ": " + tail : ""));
         }
     }
 

@@ -86,6 +86,11 @@ internal static class SpecValidator
             }
 
             string p = SandboxPath(path, "read-only host path", allowDev: true);
+            if (p == "/dev")
+            {
+                Refuse("read-only host path /dev would replace the sandbox's /dev; name the devices instead");
+            }
+
             if (!File.Exists(p) && !Directory.Exists(p))
             {
                 Refuse($"read-only host path {p} does not exist");

@@ -103,6 +103,26 @@ public sealed class SandboxEnvironmentTests
     }
 
     [Fact]
+    public async Task ScratchPathsInsideAReadOnlyInputsDir()
+    {
+        // The tvix layout: only the outputs are writable, inside the inputs directory.
+        using var tree = new SandboxTree();
+        string output = await Run.Ok(new SandboxSpec
+        {
+            Command = [B, "sh", "-c",
+                "echo built > /nix/store/8888888888888888888888888888888o-out/result && " +
+                $"{B} cat /nix/store/1111111111111111111111111111111d-data/file; " +
+                $"{B} mkdir /nix/store/other 2>/dev/null || echo no-other-entries; " +
+                $"{B} rm -rf /nix/store/1111111111111111111111111111111d-data 2>/dev/null || echo input-kept"],
+            ScratchPaths = new Dictionary<string, string> { ["nix/store/8888888888888888888888888888888o-out"] = tree.Store },
+            InputsHostDirectory = tree.Inputs,
+            InputNames = tree.InputNames,
+        });
+        Assert.Equal("input contents\nno-other-entries\ninput-kept\n", output);
+        Assert.Equal("built\n", File.ReadAllText(Path.Combine(tree.Store, "result")));
+    }
+
+    [Fact]
     public async Task AdditionalFilesAppearWithTheirContents()
     {
         using var tree = new SandboxTree();

@@ -96,7 +96,8 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
         Check(chdir("/"), "chdir /");
 
         // 3. Mounts, parents before children.
-        entries.Sort(static (a, b) => string.CompareOrdinal(a.Path, b.Path));
+        // Parents before children; at the same path a scratch mount before the inputs bound into it.
+        entries.Sort(static (a, b) => string.CompareOrdinal(a.Path, b.Path) is var c && c != 0 ? c : a.Kind.CompareTo(b.Kind));
         foreach (var entry in entries)
         {
             switch (entry.Kind)

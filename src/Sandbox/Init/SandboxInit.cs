@@ -22,13 +22,16 @@ internal static unsafe class SandboxInit
     {
         try
         {
+            Trace("main");
             // After pivot_root the runtime's own files are gone; whatever the init needs must be loaded first.
             foreach (var name in typeof(SandboxInit).Assembly.GetReferencedAssemblies())
             {
                 Assembly.Load(name);
             }
 
+            Trace("assemblies loaded");
             var plan = ReadPlan();
+            Trace("plan read");
             if (plan is null)
             {
                 return 1; // the caller went away before sending anything
@@ -40,7 +43,9 @@ internal static unsafe class SandboxInit
             watchdog.Start();
 
             new RootBuilder(plan).Build();
+            Trace("root built");
             int pid = BuildLauncher.Start(plan, OutputFd);
+            Trace("command started");
             Send(InitMessage.Started, []);
             int status = ReapUntil(pid);
             Span<byte> payload = stackalloc byte[4];
@@ -55,6 +60,29 @@ internal static unsafe class SandboxInit
         }
 
         return 1;
+    }
+
+    private static readonly bool s_trace = Environment.GetEnvironmentVariable("TVIX_SANDBOX_TRACE") == "1";
+
+    /// <summary>With TVIX_SANDBOX_TRACE=1 in the caller's environment: milliseconds since the process started, on the output.</summary>
+    private static void Trace(string what)
+    {
+        if (!s_trace)
+        {
+            return;
+        }
+
+        // /proc/self/stat field 22 is the start time in clock ticks since boot; /proc/uptime is seconds since boot.
+        string stat = File.ReadAllText("/proc/self/stat");
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        double started = double.Parse(fields[19], System.Globalization.CultureInfo.InvariantCulture) / 100;
+        double now = double.Parse(File.ReadAllText("/proc/uptime").Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+        string loaded = what == "command started" ? " " + string.Join(",", AppDomain.CurrentDomain.GetAssemblies().Select(a => a.GetName().Name)) : "";
+        byte[] line = Encoding.UTF8.GetBytes($"sandbox-init: {what} at {(now - started) * 1000:0} ms (cpu {Environment.CpuUsage.TotalTime.TotalMilliseconds:0} ms){loaded}\n");
+        fixed (byte* p = line)
+        {
+            Libc.write(OutputFd, p, (nuint)line.Length);
+        }
     }
 
     private static InitPlan? ReadPlan()
