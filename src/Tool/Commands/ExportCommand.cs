@@ -8,12 +8,12 @@ internal static class ExportCommand
 {
     public static Command Create()
     {
-        var source = new Argument<string?>("DIGEST[/PATH]")
+        var operands = new Argument<string[]>("DIGEST[/PATH] DEST")
         {
-            Description = "What to export: a directory or blob digest (blake3-... or hex), optionally with a path inside a directory.",
-            Arity = ArgumentArity.ZeroOrOne,
+            Description = "What to export (a directory or blob digest, blake3-... or hex, optionally with a path inside a directory) " +
+                          "and where to put it (must not exist yet). With --nodes, only DEST.",
+            Arity = new ArgumentArity(1, 2),
         };
-        var destination = new Argument<string>("DEST") { Description = "Where to put it; must not exist yet." };
         var nodes = new Option<string?>("--nodes")
         {
             Description = "Export every node of FILE (as printed by 'import --json') into the existing directory DEST, each under its name.",
@@ -23,8 +23,7 @@ internal static class ExportCommand
         var writable = new Option<bool>("--writable") { Description = "Give the owner write permission (0644/0755 instead of 0444/0555)." };
         var command = new Command("export", "Materialize store content at a host path: directories, files with their modes, symlinks as symlinks.")
         {
-            source,
-            destination,
+            operands,
             nodes,
             executable,
             writable,
@@ -32,12 +31,14 @@ internal static class ExportCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             string? nodesFile = parse.GetValue(nodes);
-            string? reference = parse.GetValue(source);
-            string dest = parse.GetValue(destination)!;
-            if ((nodesFile is null) == (reference is null))
+            string[] given = parse.GetValue(operands)!;
+            if (given.Length != (nodesFile is null ? 2 : 1))
             {
-                throw new UsageException("export needs exactly one of DIGEST[/PATH] or --nodes FILE");
+                throw new UsageException("usage: export DIGEST[/PATH] DEST, or export --nodes FILE DEST");
             }
+
+            string? reference = nodesFile is null ? given[0] : null;
+            string dest = given[^1];
 
             var options = new ExportOptions { Writable = parse.GetValue(writable) };
             await using var store = StoreSelection.Open(parse);

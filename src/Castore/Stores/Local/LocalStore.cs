@@ -20,6 +20,7 @@ public sealed class LocalStore
 {
     public const string MarkerFileName = "tvix-fuse-build-store";
     private const string FormatVersion = "1";
+    private static readonly HashSet<string> StoreEntries = ["blobs", "directories", "tmp", "quarantine"];
 
     private LocalStore(string root)
     {
@@ -81,7 +82,8 @@ public sealed class LocalStore
         {
             if (!File.Exists(marker))
             {
-                if (Directory.Exists(root) && Directory.EnumerateFileSystemEntries(root).Any())
+                // Entries of a store being created (maybe by another process right now) are fine; anything else is not ours.
+                if (Directory.Exists(root) && Directory.EnumerateFileSystemEntries(root).Any(e => !StoreEntries.Contains(Path.GetFileName(e))))
                 {
                     throw new StoreAddressException($"{root} is not empty and is not a tvix-fuse-build store (no {MarkerFileName} file)");
                 }
