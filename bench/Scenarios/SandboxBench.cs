@@ -70,7 +70,7 @@ internal sealed class SandboxBench : IBenchScenario
         }
 
         // Where our time goes: the pieces measured on their own.
-        var launcherPieces = Breakdown(root, repetitions);
+        var launcherPieces = Breakdown(repetitions);
         results.Add(new BenchResult("breakdown", launcherPieces, "", "-", 1, null, null));
         return results;
     }
@@ -123,41 +123,52 @@ internal sealed class SandboxBench : IBenchScenario
         return sorted[sorted.Count / 2];
     }
 
-    /// <summary>unshare alone, and unshare plus the .NET init start-up (EOF on its stdin makes it exit at once).</summary>
-    private static string Breakdown(string root, int repetitions)
+    /// <summary>
+    /// The launcher's own command line twice: once running /bin/true instead of the init (namespaces only), once
+    /// running the init with its stdin closed (it starts, loads what it needs, reads EOF and exits).
+    /// </summary>
+    private static string Breakdown(int repetitions)
     {
-        string[] ns = ["--user", "--map-user=1000", "--map-group=100", "--keep-caps", "--mount", "--propagation=private",
-            "--pid", "--fork", "--kill-child", "--uts", "--ipc", "--cgroup", "--net", "--"];
-        string sandboxDll = typeof(SandboxRunner).Assembly.Location;
-        string dotnet = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(typeof(object).Assembly.Location)!, "..", "..", "..", "dotnet"));
+        var psi = InitLauncher.Get().CreateStartInfo(network: false, []);
+        var args = psi.ArgumentList.ToList();
+        int program = args.LastIndexOf("--") + 1;
+        var unshareOnly = args.Take(program).Append("/bin/true").ToList();
         var unshareTrue = new List<double>();
         var unshareInit = new List<double>();
         for (int i = 0; i < repetitions; i++)
         {
-            unshareTrue.Add(Time(() => Run("unshare", [.. ns, "/bin/true"], expectZero: true)));
-            unshareInit.Add(Time(() => Run("unshare", [.. ns, dotnet, "exec", "--runtimeconfig",
-                Path.ChangeExtension(sandboxDll, ".runtimeconfig.json"), sandboxDll], expectZero: false)));
+            unshareTrue.Add(Time(() => Run(psi, unshareOnly, expectZero: true)));
+            unshareInit.Add(Time(() => Run(psi, args, expectZero: false)));
         }
 
-        return $"unshare + /bin/true: {Measure.Time(Median(unshareTrue))}; unshare + .NET init start-up to Main and back: {Measure.Time(Median(unshareInit))}";
+        return $"{Path.GetFileName(psi.FileName)} + unshare + /bin/true: {Measure.Time(Median(unshareTrue))}; " +
+               $"the same + .NET init start-up to Main and back (stdin closed): {Measure.Time(Median(unshareInit))}";
     }
 
-    private static void Run(string file, IEnumerable<string> args, bool expectZero)
+    private static void Run(ProcessStartInfo template, List<string> args, bool expectZero)
     {
-        var psi = new ProcessStartInfo(file) { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args)
+        var psi = new ProcessStartInfo(template.FileName)
         {
-            psi.ArgumentList.Add(a);
+            UseShellExecute = false,
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        args.ForEach(psi.ArgumentList.Add);
+        psi.Environment.Clear();
+        foreach (var (key, value) in template.Environment)
+        {
+            psi.Environment[key] = value;
         }
 
-        psi.Environment["DOTNET_EnableDiagnostics"] = "0";
         using var p = Process.Start(psi)!;
         p.StandardInput.Close();
         p.StandardOutput.ReadToEnd();
+        string error = p.StandardError.ReadToEnd();
         p.WaitForExit();
         if (expectZero && p.ExitCode != 0)
         {
-            throw new InvalidOperationException($"{file} exited {p.ExitCode}: {p.StandardError.ReadToEnd()}");
+            throw new InvalidOperationException($"{psi.FileName} exited {p.ExitCode}: {error}");
         }
     }
 

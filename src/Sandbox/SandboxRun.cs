@@ -351,7 +351,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
 
         foreach (var (_, host) in plan.Scratch)
         {
-            ChownTree(host);
+            ChownToBuildUser(host);
         }
 
         var groups = new SortedSet<int>();
@@ -367,19 +367,12 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         return groups;
     }
 
-    private static void ChownTree(string path)
+    /// <summary>The directory itself, not its contents: scratch directories are created empty by the caller.</summary>
+    private static void ChownToBuildUser(string path)
     {
         if (Libc.lchown(path, InitLauncher.RootModeUid, InitLauncher.RootModeGid) < 0)
         {
             throw new SandboxException(Errno.Exception($"chown {path} to the build user {InitLauncher.RootModeUid}", Errno.Last).Message);
-        }
-
-        if (Directory.Exists(path) && !File.GetAttributes(path).HasFlag(FileAttributes.ReparsePoint))
-        {
-            foreach (var entry in Directory.EnumerateFileSystemEntries(path))
-            {
-                ChownTree(entry);
-            }
         }
     }
 
