@@ -88,9 +88,9 @@ internal static class FuseConstants
     public const int PageSize = 4096;
 
     // ioctls on /dev/fuse: _IOR(229, 0, uint32_t), _IOW(229, 1, struct fuse_backing_map), _IOW(229, 2, uint32_t).
-    public const nuint DevIocClone = 0x8004E500;
-    public const nuint DevIocBackingOpen = 0x4010E501;
-    public const nuint DevIocBackingClose = 0x4004E502;
+    public const uint DevIocClone = 0x8004E500;
+    public const uint DevIocBackingOpen = 0x4010E501;
+    public const uint DevIocBackingClose = 0x4004E502;
 
     // File types in fuse_attr.mode and fuse_dirent.type.
     public const uint S_IFDIR = 0x4000;

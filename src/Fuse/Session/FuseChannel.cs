@@ -58,7 +58,7 @@ internal sealed unsafe class FuseChannel : SafeHandleZeroOrMinusOneIsInvalid
         }
 
         uint source = (uint)Fd;
-        if (Libc.Ioctl(fd, FuseConstants.DevIocClone, &source) < 0)
+        if (Libc.Ioctl(fd, (nuint)FuseConstants.DevIocClone, &source) < 0)
         {
             errno = Marshal.GetLastPInvokeError();
             Libc.Close(fd);
@@ -121,7 +121,7 @@ internal sealed unsafe class FuseChannel : SafeHandleZeroOrMinusOneIsInvalid
             DangerousAddRef(ref addedSelf);
             file.DangerousAddRef(ref addedFile);
             var map = new FuseBackingMap { Fd = (int)file.DangerousGetHandle() };
-            int id = Libc.Ioctl(Fd, FuseConstants.DevIocBackingOpen, &map);
+            int id = Libc.Ioctl(Fd, (nuint)FuseConstants.DevIocBackingOpen, &map);
             return id >= 0 ? id : -Marshal.GetLastPInvokeError();
         }
         catch (ObjectDisposedException)
@@ -149,7 +149,7 @@ internal sealed unsafe class FuseChannel : SafeHandleZeroOrMinusOneIsInvalid
         {
             DangerousAddRef(ref added);
             uint id = (uint)backingId;
-            Libc.Ioctl(Fd, FuseConstants.DevIocBackingClose, &id);
+            Libc.Ioctl(Fd, (nuint)FuseConstants.DevIocBackingClose, &id);
         }
         catch (ObjectDisposedException)
         {

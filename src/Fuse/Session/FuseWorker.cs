@@ -71,7 +71,13 @@ internal sealed unsafe class FuseWorker : IDisposable
         while (!_session.Stopping)
         {
             int n = _channel.Read(_request, FuseSession.RequestBufferSize);
-            if (n >= 0)
+            if (n == 0)
+            {
+                // /dev/fuse never reads 0 bytes; a socket standing in for it (tests) does at its end.
+                return null;
+            }
+
+            if (n > 0)
             {
                 Dispatch(n);
                 continue;
