@@ -52,6 +52,9 @@ public sealed class CastoreMount : IAsyncDisposable
     /// <summary>Inodes the kernel currently holds (for tests and diagnostics).</summary>
     public int LiveInodes => _fileSystem.Inodes.Count;
 
+    /// <summary>Workers that got a cloned /dev/fuse file of their own.</summary>
+    internal int ClonedChannels => _session.ClonedChannels;
+
     /// <summary>Mounts <paramref name="nodes"/> (each under its own name) at <paramref name="mountpoint"/>, an existing directory.</summary>
     public static Task<CastoreMount> MountAsync(
         string mountpoint,

@@ -67,7 +67,9 @@ internal sealed partial class CastoreFileSystem
         var reply = new FuseOpenOut { Fh = inode.Id, OpenFlags = FileOpenFlags };
         if (backingId > 0)
         {
-            reply.OpenFlags |= FuseOpenFlags.Passthrough;
+            // The kernel accepts only PASSTHROUGH, DIRECT_IO and NOFLUSH with it (KEEP_CACHE makes the open EIO):
+            // the page cache is the backing file's.
+            reply.OpenFlags = FuseOpenFlags.Passthrough | FuseOpenFlags.NoFlush;
             reply.BackingId = backingId;
         }
 
