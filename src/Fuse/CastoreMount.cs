@@ -110,12 +110,13 @@ public sealed class CastoreMount : IAsyncDisposable
         cancellationToken.ThrowIfCancellationRequested();
         var log = options.Log ?? (static _ => { });
         string path = Path.GetFullPath(mountpoint);
+
+        // First: a dead mount of ours on the mountpoint would make it look missing (ENOTCONN).
+        StaleMounts.RemoveDead(log);
         if (!Directory.Exists(path))
         {
             throw new FuseException($"cannot mount at {path}: no such directory");
         }
-
-        StaleMounts.RemoveDead(log);
         var fileSystem = new CastoreFileSystem(root, blobs, directories, new CastoreFsOptions
         {
             ListRoot = options.ListRoot,

@@ -124,8 +124,9 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "recvmsg", SetLastError = true)]
     public static partial nint RecvMsg(int fd, MsgHdr* msg, int flags);
 
-    [LibraryImport(Lib, EntryPoint = "access", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int Access(string path, int mode);
+    /// <summary>statfs(2); <paramref name="buffer"/> needs 120 bytes (struct statfs on 64-bit Linux).</summary>
+    [LibraryImport(Lib, EntryPoint = "statfs", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int StatFs(string path, byte* buffer);
 
     [LibraryImport(Lib, EntryPoint = "geteuid")]
     public static partial uint GetEuid();

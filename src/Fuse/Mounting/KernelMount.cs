@@ -10,16 +10,17 @@ internal sealed record MountSettings(string FsName, string Subtype, bool AllowOt
 
 /// <summary>
 /// A FUSE mount: <c>mount(2)</c> with a fresh /dev/fuse file when we may (root), else <c>fusermount3</c>, which mounts
-/// for us and hands the /dev/fuse file back over a unix socket (and, with auto_unmount, unmounts when we die).
-/// Always read-only, nosuid, nodev, default_permissions.
+/// for us and hands the /dev/fuse file back over a unix socket. Always read-only, nosuid, nodev, default_permissions.
+/// If the serving process dies, readers get ENOTCONN and the mount stays until the next start removes it
+/// (<see cref="StaleMounts"/>). fusermount3's auto_unmount is not used: Debian 12's fusermount3 probes the dead mount
+/// as root, gets EACCES instead of ENOTCONN when allow_other is off, and then leaves the mount in place anyway.
 /// </summary>
 internal sealed unsafe class KernelMount : IDisposable
 {
     private const string FusermountEnvironment = "_FUSE_COMMFD";
 
+
     private readonly Action<string> _log;
-    private Process? _watcher;
-    private int _commFd = -1;
     private int _unmounted;
 
     private KernelMount(string mountpoint, FuseChannel channel, bool viaFusermount, Action<string> log)
@@ -81,7 +82,7 @@ internal sealed unsafe class KernelMount : IDisposable
         {
             // Only fusermount3 may inherit its end (a build started from this process later must not).
             Libc.Fcntl(theirs, Libc.F_SETFD, 0);
-            string options = $"ro,nosuid,nodev,default_permissions,auto_unmount,fsname={settings.FsName},subtype={settings.Subtype}" +
+            string options = $"ro,nosuid,nodev,default_permissions,fsname={settings.FsName},subtype={settings.Subtype}" +
                 (settings.AllowOther ? ",allow_other" : string.Empty);
             var start = new ProcessStartInfo(fusermount)
             {
@@ -115,7 +116,12 @@ internal sealed unsafe class KernelMount : IDisposable
             int fd = ReceiveFd(ours);
             if (fd < 0)
             {
-                process.WaitForExit(10_000);
+                // The untimed wait also drains the redirected output, so the message below is complete.
+                if (process.WaitForExit(10_000))
+                {
+                    process.WaitForExit();
+                }
+
                 string message;
                 lock (stderr)
                 {
@@ -125,14 +131,13 @@ internal sealed unsafe class KernelMount : IDisposable
                 throw new FuseException($"fusermount3 could not mount {mountpoint}: {(message.Length > 0 ? message : "no reason given")}");
             }
 
-            var mount = new KernelMount(mountpoint, FuseChannel.Adopt(fd), viaFusermount: true, log)
+            var channel = FuseChannel.Adopt(fd);
+            if (!process.WaitForExit(10_000))
             {
-                _watcher = process,
-                _commFd = ours,
-            };
-            process = null;
-            ours = -1;
-            return mount;
+                log($"fusermount3 did not exit after mounting {mountpoint}");
+            }
+
+            return new KernelMount(mountpoint, channel, viaFusermount: true, log);
         }
         finally
         {
@@ -224,24 +229,7 @@ internal sealed unsafe class KernelMount : IDisposable
             return;
         }
 
-        // fusermount3 (auto_unmount) unmounts lazily as soon as its socket closes.
-        if (_commFd >= 0)
-        {
-            Libc.Close(_commFd);
-            _commFd = -1;
-        }
-
-        if (_watcher is { } watcher)
-        {
-            if (!watcher.WaitForExit(5_000))
-            {
-                _log($"fusermount3 did not unmount {Mountpoint} within 5 s; running fusermount3 -u -z");
-                RunFusermountUnmount(Mountpoint, _log);
-            }
-
-            watcher.Dispose();
-            _watcher = null;
-        }
+        RunFusermountUnmount(Mountpoint, _log);
     }
 
     /// <summary><c>fusermount3 -u -z</c>: how a user detaches a FUSE mount of theirs.</summary>

@@ -103,10 +103,28 @@ internal static class StaleMounts
     /// <summary>True when <paramref name="pid"/> runs and is the process that started at <paramref name="startTime"/>.</summary>
     internal static bool IsAlive(int pid, ulong startTime) => pid > 0 && StartTime(pid) == startTime;
 
-    /// <summary>A dead FUSE server's mount answers ENOTCONN (or ECONNABORTED) at once; a live one answers normally.</summary>
-    private static bool IsDisconnected(string mountpoint)
+    /// <summary>The start time of a live process in clock ticks since boot (field 22 of /proc/PID/stat); null when it is gone or a zombie.</summary>
+    internal static ulong? StartTime(int pid)
     {
-        if (Libc.Access(mountpoint, 0) == 0)
+        if (Stat(pid) is not { } fields)
+        {
+            return null;
+        }
+
+        // fields[0] is field 3 (the state), so field 22 is fields[19].
+        return fields[0] is not ("Z" or "X") && ulong.TryParse(fields[19], NumberStyles.None, CultureInfo.InvariantCulture, out ulong start)
+            ? start
+            : null;
+    }
+
+    /// <summary>
+    /// A dead FUSE server's mount answers ENOTCONN at once. Asked with statfs, which the kernel never answers from its
+    /// caches (stat and access may be, with our long timeouts).
+    /// </summary>
+    private static unsafe bool IsDisconnected(string mountpoint)
+    {
+        byte* buffer = stackalloc byte[256];
+        if (Libc.StatFs(mountpoint, buffer) == 0)
         {
             return false;
         }
@@ -115,8 +133,8 @@ internal static class StaleMounts
         return errno is Errno.ENOTCONN or Errno.ECONNABORTED;
     }
 
-    /// <summary>The start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), or null.</summary>
-    internal static ulong? StartTime(int pid)
+    /// <summary>The fields of /proc/PID/stat from the third (the state) on, or null.</summary>
+    private static string[]? Stat(int pid)
     {
         string stat;
         try
@@ -134,17 +152,13 @@ internal static class StaleMounts
 
         // The command name (field 2) is in parentheses and may contain anything; count fields after its end.
         int close = stat.LastIndexOf(')');
-        if (close < 0)
+        if (close < 0 || close + 2 >= stat.Length)
         {
             return null;
         }
 
-        string[] rest = stat[(close + 2)..].Split(' ');
-
-        // rest[0] is field 3 (state), so field 22 is rest[19].
-        return rest.Length > 19 && ulong.TryParse(rest[19], NumberStyles.None, CultureInfo.InvariantCulture, out ulong start)
-            ? start
-            : null;
+        string[] fields = stat[(close + 2)..].Split(' ');
+        return fields.Length > 19 ? fields : null;
     }
 
     /// <summary>Undoes mountinfo's octal escapes (\040 for a space, \011, \012, \134).</summary>
