@@ -182,6 +182,18 @@ public sealed class MountBehaviourTests
         Assert.Equal(BlobA, await File.ReadAllBytesAsync(mount[BlobAName]));
     }
 
+    [Fact]
+    public async Task ChildProcessesDoNotInheritTheFuseConnection()
+    {
+        var stores = await new FixtureStores().BlobA();
+        await using var mount = await TestMount.StartAsync(stores);
+
+        // Every /dev/fuse file is close-on-exec: a build started from this process cannot keep the mount alive.
+        string fds = Run.Checked("sh", "-c", "ls -l /proc/$$/fd");
+        Assert.DoesNotContain("/dev/fuse", fds);
+        Assert.Contains("/dev/fuse", string.Join("\n", Directory.GetFiles("/proc/self/fd").Select(fd => new FileInfo(fd).LinkTarget)));
+    }
+
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill")]
     private static extern int Kill(int pid, int signal);
 

@@ -226,6 +226,9 @@ public sealed partial class MountCommandTests : IDisposable
             Assert.Equal(0, server.ExitCode);
             Assert.Empty(MountsUnder(_temp));
 
+            // A user may not hand files to the kernel for passthrough: reads are then served by the process itself.
+            Assert.Contains("passthrough refused", await server.StandardError.ReadToEndAsync());
+
             // Killed outright: readers get ENOTCONN, and the user's next start removes the dead mount.
             var killed = Start([.. asUser, "env", "CI=true", ToolProcess.Executable, "--store", Store, "mount", Mountpoint, "--nodes", "-"], stdin: nodes);
             await WaitForReadyAsync(killed);
@@ -256,6 +259,27 @@ public sealed partial class MountCommandTests : IDisposable
                 RunWithCode("userdel", User);
             }
         }
+    }
+
+    [Fact]
+    public async Task AllowOtherLetsAnotherUserIn()
+    {
+        const string User = "nobody";
+        string nodes = Import(json: false);
+        string[] asUser = ["setpriv", $"--reuid={User}", "--regid=nogroup", "--clear-groups", "--"];
+        File.SetUnixFileMode(_temp, (UnixFileMode)0x1ED);
+        string hello = Path.Combine(Mountpoint, "src", "hello.txt");
+
+        var closed = StartMountWithStdin(nodes, "--nodes", "-");
+        var (code, _, stderr) = RunWithCode([.. asUser, "cat", hello]);
+        Assert.NotEqual(0, code);
+        Assert.Contains("Permission denied", stderr);
+        await StopAsync(closed);
+
+        var open = StartMountWithStdin(nodes, "--nodes", "-", "--allow-other");
+        Assert.Equal("hello, world\n", Run([.. asUser, "cat", hello]));
+        await StopAsync(open);
+        Assert.Empty(MountsUnder(_temp));
     }
 
     private string Import(bool json) =>
