@@ -135,7 +135,7 @@ internal static class BinaryMessageReader
                 var bytes = reader.Take(length);
                 if (!Utf8.IsValid(bytes))
                 {
-                    int bad = FirstInvalidUtf8(bytes);
+                    int bad = Utf8Text.FirstInvalid(bytes);
                     return $"string is not valid UTF-8 (at byte {reader.Position - length + bad})";
                 }
 
@@ -195,22 +195,6 @@ internal static class BinaryMessageReader
             default:
                 return reader.TrySkip(end, wire) ? null : "truncated value";
         }
-    }
-
-    private static int FirstInvalidUtf8(ReadOnlySpan<byte> bytes)
-    {
-        int i = 0;
-        while (i < bytes.Length)
-        {
-            if (System.Text.Rune.DecodeFromUtf8(bytes[i..], out _, out int consumed) != System.Buffers.OperationStatus.Done)
-            {
-                return i;
-            }
-
-            i += consumed;
-        }
-
-        return i;
     }
 
     private static WireType ExpectedWireType(FieldType type) => type switch

@@ -157,6 +157,11 @@ public static class BuildMessages
             return buffer.ToArray();
         }
 
+        if (Directory.Exists(path))
+        {
+            throw new IOException($"{path}: is a directory, not a file");
+        }
+
         try
         {
             return File.ReadAllBytes(path);
@@ -172,10 +177,6 @@ public static class BuildMessages
         catch (UnauthorizedAccessException)
         {
             throw new UnauthorizedAccessException($"{path}: permission denied");
-        }
-        catch (IOException e) when (Directory.Exists(path))
-        {
-            throw new IOException($"{path}: is a directory, not a file", e);
         }
     }
 

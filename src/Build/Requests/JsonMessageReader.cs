@@ -18,6 +18,14 @@ internal static class JsonMessageReader
     public static IMessage Parse(ReadOnlySpan<byte> data, MessageDescriptor descriptor, string source)
     {
         string prefix = $"{source}: malformed JSON {descriptor.FullName}";
+        if (!System.Text.Unicode.Utf8.IsValid(data))
+        {
+            int bad = Utf8Text.FirstInvalid(data);
+            int line = data[..bad].Count((byte)'\n');
+            int column = bad - (data[..bad].LastIndexOf((byte)'\n') + 1);
+            throw new BuildMessageFormatException($"{prefix} at line {line + 1}, column {column + 1}: invalid UTF-8 (byte {bad})");
+        }
+
         JsonElement root;
         try
         {
@@ -136,10 +144,18 @@ internal static class JsonMessageReader
         _ => kind.ToString(),
     };
 
-    // System.Text.Json appends "Path: $ | LineNumber: ..." after the first sentence; we say where ourselves.
+    // System.Text.Json appends "Path: ... | LineNumber: ..." and advice about reader options; we say where ourselves.
     private static string FirstSentence(string message)
     {
-        int cut = message.IndexOf(" Path: ", StringComparison.Ordinal);
-        return (cut < 0 ? message : message[..cut]).TrimEnd();
+        foreach (string marker in (ReadOnlySpan<string>)[" Path: ", " LineNumber: ", " Change the reader options."])
+        {
+            int cut = message.IndexOf(marker, StringComparison.Ordinal);
+            if (cut >= 0)
+            {
+                message = message[..cut];
+            }
+        }
+
+        return message.TrimEnd();
     }
 }
