@@ -1,0 +1,248 @@
+using System.Buffers;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace TvixFuseBuild.Build.Refscan;
+
+/// <summary>
+/// The Nix case: every needle is 32 nixbase32 characters. A match needs 32 consecutive alphabet bytes, and in binaries
+/// and most text such runs are rare, so the haystack is classified 64 bytes at a time with vector compares into a
+/// bit mask, and only windows inside runs of at least 32 alphabet bytes are looked up: first in a 64 Kibit filter, then
+/// in an open-addressing table keyed by the window's first 8 bytes (needles are uniformly random, so those bytes hash
+/// well), then compared in full.
+/// </summary>
+internal sealed class NixHashSearcher : NeedleSearcher
+{
+    internal static readonly SearchValues<byte> Alphabet = SearchValues.Create("0123456789abcdfghijklmnpqrsvwxyz"u8);
+
+    private const int Length = NeedleSet.NixHashLength;
+    private const int FilterBits = 16;
+    private const ulong HashMultiplier = 0x9E3779B97F4A7C15;
+
+    private readonly byte[] _needles;        // distinct needles, 32 bytes each
+    private readonly int[][] _indexes;       // per distinct needle: its indexes in the NeedleSet (duplicates share one)
+    private readonly ulong[] _keys;          // open-addressing table: first 8 bytes of a needle; 0 marks an empty slot
+    private readonly int[] _slots;           // the distinct needle in each slot
+    private readonly int _shift;
+    private readonly ulong[] _filter = new ulong[(1 << FilterBits) / 64];
+
+    public NixHashSearcher(IReadOnlyList<byte[]> needles)
+    {
+        var distinct = new Dictionary<string, List<int>>(StringComparer.Ordinal);
+        for (int i = 0; i < needles.Count; i++)
+        {
+            string key = Convert.ToHexString(needles[i]);
+            if (!distinct.TryGetValue(key, out var list))
+            {
+                distinct[key] = list = [];
+            }
+
+            list.Add(i);
+        }
+
+        _needles = new byte[distinct.Count * Length];
+        _indexes = new int[distinct.Count][];
+        int tableBits = Math.Max(4, BitOperations.Log2((uint)distinct.Count) + 3); // load factor at most 1/4
+        _keys = new ulong[1 << tableBits];
+        _slots = new int[1 << tableBits];
+        _shift = 64 - tableBits;
+        int d = 0;
+        foreach (var list in distinct.Values)
+        {
+            var needle = needles[list[0]];
+            needle.CopyTo(_needles, d * Length);
+            _indexes[d] = [.. list];
+            ulong key = MemoryMarshal.Read<ulong>(needle);
+            ulong hash = key * HashMultiplier;
+            int filterIndex = (int)(hash >> (64 - FilterBits));
+            _filter[filterIndex >> 6] |= 1UL << filterIndex;
+            int mask = _keys.Length - 1;
+            int slot = (int)(hash >> _shift);
+            while (_keys[slot] != 0)
+            {
+                slot = (slot + 1) & mask;
+            }
+
+            _keys[slot] = key;
+            _slots[slot] = d;
+            d++;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public override void Search(ReadOnlySpan<byte> haystack, NeedleHits hits)
+    {
+        int n = haystack.Length;
+        if (n < Length)
+        {
+            return;
+        }
+
+        ref byte start = ref MemoryMarshal.GetReference(haystack);
+        int run = 0; // alphabet bytes ending at the previous block's end (capped at 64)
+        int i = 0;
+        for (; i <= n - 64; i += 64)
+        {
+            ulong mask = Classify64(ref Unsafe.Add(ref start, i));
+            if (mask == 0)
+            {
+                run = 0;
+                continue;
+            }
+
+            // Cheap rejection first: no window can end in this block unless the run carried in plus the block's leading
+            // alphabet bytes reach 32, or the block holds 32 alphabet bytes at all.
+            int lead = BitOperations.TrailingZeroCount(~mask);
+            if (run + lead >= Length || BitOperations.PopCount(mask) >= Length)
+            {
+                Candidates(haystack, i, mask, run, lead, hits);
+            }
+
+            run = mask == ulong.MaxValue ? Math.Min(run + 64, 64) : BitOperations.LeadingZeroCount(~mask);
+        }
+
+        if (i < n)
+        {
+            // The last partial block, zero padded (zero is not in the alphabet).
+            Span<byte> tail = stackalloc byte[64];
+            tail.Clear();
+            haystack[i..].CopyTo(tail);
+            ulong mask = Classify64(ref MemoryMarshal.GetReference(tail));
+            int lead = BitOperations.TrailingZeroCount(~mask);
+            if (mask != 0 && (run + lead >= Length || BitOperations.PopCount(mask) >= Length))
+            {
+                Candidates(haystack, i, mask, run, lead, hits);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Looks up every window that ends in the block at <paramref name="blockStart"/> and is made of alphabet bytes
+    /// only: those starting in earlier blocks (the carried run), then those starting in this block.
+    /// </summary>
+    private void Candidates(ReadOnlySpan<byte> haystack, int blockStart, ulong mask, int run, int lead, NeedleHits hits)
+    {
+        // A window ending at block offset e (e < 31, so it starts in an earlier block) is all alphabet when the carried
+        // run and the block's first e + 1 bytes make 32.
+        if (run > 0)
+        {
+            int last = Math.Min(lead, Length - 1);
+            for (int e = Math.Max(0, Length - 1 - run); e < last; e++)
+            {
+                Lookup(haystack, blockStart + e - (Length - 1), hits);
+            }
+        }
+
+        // Windows inside the block: bit s of `starts` is set when mask bits s..s+31 all are.
+        ulong starts = mask;
+        starts &= starts >> 1;
+        starts &= starts >> 2;
+        starts &= starts >> 4;
+        starts &= starts >> 8;
+        starts &= starts >> 16;
+        while (starts != 0)
+        {
+            Lookup(haystack, blockStart + BitOperations.TrailingZeroCount(starts), hits);
+            starts &= starts - 1;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Lookup(ReadOnlySpan<byte> haystack, int at, NeedleHits hits)
+    {
+        ref byte window = ref Unsafe.Add(ref MemoryMarshal.GetReference(haystack), at);
+        ulong key = Unsafe.ReadUnaligned<ulong>(ref window);
+        ulong hash = key * HashMultiplier;
+        int filterIndex = (int)(hash >> (64 - FilterBits));
+        if ((_filter[filterIndex >> 6] & (1UL << filterIndex)) == 0)
+        {
+            return;
+        }
+
+        int tableMask = _keys.Length - 1;
+        for (int slot = (int)(hash >> _shift); _keys[slot] != 0; slot = (slot + 1) & tableMask)
+        {
+            if (_keys[slot] == key && haystack.Slice(at, Length).SequenceEqual(_needles.AsSpan(_slots[slot] * Length, Length)))
+            {
+                foreach (int index in _indexes[_slots[slot]])
+                {
+                    hits.Add(index);
+                }
+
+                return;
+            }
+        }
+    }
+
+    /// <summary>Bit j is set when byte j of the 64 at <paramref name="p"/> is in the nixbase32 alphabet.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static ulong Classify64(ref byte p)
+    {
+        if (Vector512.IsHardwareAccelerated)
+        {
+            return InAlphabet(Vector512.LoadUnsafe(ref p)).ExtractMostSignificantBits();
+        }
+
+        if (Vector256.IsHardwareAccelerated)
+        {
+            ulong lo = InAlphabet(Vector256.LoadUnsafe(ref p)).ExtractMostSignificantBits();
+            ulong hi = InAlphabet(Vector256.LoadUnsafe(ref p, 32)).ExtractMostSignificantBits();
+            return lo | (hi << 32);
+        }
+
+        if (Vector128.IsHardwareAccelerated)
+        {
+            ulong result = 0;
+            for (int k = 0; k < 4; k++)
+            {
+                result |= (ulong)InAlphabet(Vector128.LoadUnsafe(ref p, (nuint)(16 * k))).ExtractMostSignificantBits() << (16 * k);
+            }
+
+            return result;
+        }
+
+        ulong bits = 0;
+        for (int k = 0; k < 64; k++)
+        {
+            if (Alphabet.Contains(Unsafe.Add(ref p, k)))
+            {
+                bits |= 1UL << k;
+            }
+        }
+
+        return bits;
+    }
+
+    // '0'..'9', or 'a'..'z' except 'e', 'o', 't' and 'u'. Byte compares are unsigned, so x - lo < count is a range test.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<byte> InAlphabet(Vector512<byte> v)
+    {
+        var digit = Vector512.LessThan(v - Vector512.Create((byte)'0'), Vector512.Create((byte)10));
+        var lower = Vector512.LessThan(v - Vector512.Create((byte)'a'), Vector512.Create((byte)26));
+        var excluded = Vector512.Equals(v, Vector512.Create((byte)'e')) | Vector512.Equals(v, Vector512.Create((byte)'o')) |
+            Vector512.LessThan(v - Vector512.Create((byte)'t'), Vector512.Create((byte)2));
+        return digit | Vector512.AndNot(lower, excluded);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> InAlphabet(Vector256<byte> v)
+    {
+        var digit = Vector256.LessThan(v - Vector256.Create((byte)'0'), Vector256.Create((byte)10));
+        var lower = Vector256.LessThan(v - Vector256.Create((byte)'a'), Vector256.Create((byte)26));
+        var excluded = Vector256.Equals(v, Vector256.Create((byte)'e')) | Vector256.Equals(v, Vector256.Create((byte)'o')) |
+            Vector256.LessThan(v - Vector256.Create((byte)'t'), Vector256.Create((byte)2));
+        return digit | Vector256.AndNot(lower, excluded);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<byte> InAlphabet(Vector128<byte> v)
+    {
+        var digit = Vector128.LessThan(v - Vector128.Create((byte)'0'), Vector128.Create((byte)10));
+        var lower = Vector128.LessThan(v - Vector128.Create((byte)'a'), Vector128.Create((byte)26));
+        var excluded = Vector128.Equals(v, Vector128.Create((byte)'e')) | Vector128.Equals(v, Vector128.Create((byte)'o')) |
+            Vector128.LessThan(v - Vector128.Create((byte)'t'), Vector128.Create((byte)2));
+        return digit | Vector128.AndNot(lower, excluded);
+    }
+}
