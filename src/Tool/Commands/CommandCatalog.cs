@@ -7,14 +7,11 @@ internal static class CommandCatalog
 {
     public static IEnumerable<Command> All()
     {
-<<<<<<< HEAD
         yield return ImportCommand.Create();
         yield return ExportCommand.Create();
         yield return LsCommand.Create();
         yield return CatCommand.Create();
         yield return MountCommand.Create();
-=======
         yield return RefscanCommand.Create();
->>>>>>> refscan
     }
 }
