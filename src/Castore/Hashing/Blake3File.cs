@@ -1,14 +1,15 @@
-using System.IO.MemoryMappedFiles;
+using System.Buffers;
+using System.Runtime.ExceptionServices;
 using Microsoft.Win32.SafeHandles;
 
 namespace TvixFuseBuild.Castore.Hashing;
 
 public static unsafe partial class Blake3
 {
-    /// <summary>Smaller files are read: for them a mapping costs more than the copy it saves (as b3sum decides).</summary>
-    internal const long MapThreshold = 64 * 1024;
+    // Files are read in pieces of this size: a power-of-two subtree, and a buffer that stays in the core's L2 cache.
+    private const int MaxReadPiece = 1024 * 1024;
 
-    private const int ReadBufferLength = 16 * 1024;
+    private const int MinReadPiece = 64 * 1024;
 
     /// <summary>The digest of the file at <paramref name="path"/>, hashed with all cores.</summary>
     public static B3Digest HashFile(string path)
@@ -18,77 +19,128 @@ public static unsafe partial class Blake3
     }
 
     /// <summary>
-    /// The digest of the first <paramref name="length"/> bytes of <paramref name="file"/> (opened for reading).
-    /// Files of 64 KiB and more are memory-mapped and, when <paramref name="parallel"/>, hashed with all cores.
+    /// The digest of the first <paramref name="length"/> bytes of <paramref name="file"/> (opened for reading), read
+    /// with positioned reads (the file's position is not used). Large files are hashed on all cores when
+    /// <paramref name="parallel"/>, each thread reading and hashing its own whole subtrees.
     /// </summary>
     /// <exception cref="IOException">The file is shorter than <paramref name="length"/>, or cannot be read.</exception>
-    /// <remarks>
-    /// As with any memory mapping, the file must not be truncated while it is hashed: the kernel would signal
-    /// SIGBUS on the pages that vanished.
-    /// </remarks>
     public static B3Digest HashFile(SafeFileHandle file, long length, bool parallel = true)
     {
         ArgumentNullException.ThrowIfNull(file);
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         Span<byte> output = stackalloc byte[OutLength];
-        if (length < MapThreshold)
-        {
-            HashByReading(file, length, output);
-        }
-        else
-        {
-            HashMapped(file, length, parallel ? Environment.ProcessorCount : 1, output);
-        }
-
-        return new B3Digest(output);
-    }
-
-    private static void HashByReading(SafeFileHandle file, long length, Span<byte> output)
-    {
         var state = new Blake3State(in IVWords, 0, Blake3Backend.Best);
-        Span<byte> buffer = stackalloc byte[ReadBufferLength];
-        for (long offset = 0; offset < length;)
+        long offset = 0;
+        int parallelism = parallel ? Environment.ProcessorCount : 1;
+        if (parallelism > 1 && length >= ParallelThreshold)
         {
-            int n = RandomAccess.Read(file, buffer[..(int)Math.Min(buffer.Length, length - offset)], offset);
-            if (n == 0)
-            {
-                throw Truncated(offset, length);
-            }
-
-            fixed (byte* bytes = buffer)
-            {
-                state.Update(bytes, (nuint)n);
-            }
-
-            offset += n;
+            offset = HashPiecesInParallel(file, length, parallelism, ref state);
         }
 
-        state.Finalize(output);
-    }
-
-    private static void HashMapped(SafeFileHandle file, long length, int parallelism, Span<byte> output)
-    {
-        long fileLength = RandomAccess.GetLength(file);
-        if (fileLength < length)
-        {
-            throw Truncated(fileLength, length);
-        }
-
-        using var map = MemoryMappedFile.CreateFromFile(file, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
-        using var view = map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
-        var handle = view.SafeMemoryMappedViewHandle;
-        byte* pointer = null;
-        handle.AcquirePointer(ref pointer);
+        byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(length - offset, MaxReadPiece));
         try
         {
-            HashCore(pointer + view.PointerOffset, (nuint)length, in IVWords, 0, output, Blake3Backend.Best, parallelism);
+            fixed (byte* bytes = buffer)
+            {
+                while (offset < length)
+                {
+                    int n = ReadFully(file, buffer.AsSpan(0, (int)Math.Min(buffer.Length, length - offset)), offset, length);
+                    state.Update(bytes, (nuint)n);
+                    offset += n;
+                }
+            }
         }
         finally
         {
-            handle.ReleasePointer();
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+
+        state.Finalize(output);
+        return new B3Digest(output);
+    }
+
+    /// <summary>
+    /// Hashes the file's whole pieces on the thread pool and pushes them onto <paramref name="state"/>; returns where
+    /// the rest (less than a piece) starts. Pieces are aligned power-of-two subtrees and there are at least two, so
+    /// each one's chaining value is a node of the file's tree.
+    /// </summary>
+    private static long HashPiecesInParallel(SafeFileHandle file, long length, int parallelism, ref Blake3State state)
+    {
+        int pieceLength = MaxReadPiece;
+        while (pieceLength > MinReadPiece && length / pieceLength < 4L * parallelism)
+        {
+            pieceLength /= 2;
+        }
+
+        long pieces = length / pieceLength;
+        byte[] cvs = ArrayPool<byte>.Shared.Rent(checked((int)(pieces * OutLength)));
+        try
+        {
+            var work = new FilePieceWork(file, pieceLength, length);
+            try
+            {
+                Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, piece => work.Hash(piece, cvs));
+            }
+            catch (AggregateException error) when (error.InnerExceptions.Count > 0)
+            {
+                ExceptionDispatchInfo.Capture(error.InnerExceptions[0]).Throw();
+            }
+
+            fixed (byte* cv = cvs)
+            {
+                for (long piece = 0; piece < pieces; piece++)
+                {
+                    state.PushSubtree(cv + (piece * OutLength), (ulong)(pieceLength / ChunkLength));
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(cvs);
+        }
+
+        return pieces * pieceLength;
+    }
+
+    private sealed class FilePieceWork(SafeFileHandle file, int pieceLength, long length)
+    {
+        public void Hash(long piece, byte[] cvs)
+        {
+            byte[] buffer = ArrayPool<byte>.Shared.Rent(pieceLength);
+            try
+            {
+                long offset = piece * pieceLength;
+                ReadFully(file, buffer.AsSpan(0, pieceLength), offset, length);
+                byte* children = stackalloc byte[BlockLength];
+                fixed (byte* bytes = buffer)
+                fixed (byte* cv = cvs)
+                {
+                    Blake3Tree.CompressSubtreeToParentNode(
+                        bytes, (nuint)pieceLength, in IVWords, (ulong)(offset / ChunkLength), 0, children, Blake3Backend.Best);
+                    Blake3Output.Parent(children, in IVWords, 0).ChainingValue(cv + (piece * OutLength), Blake3Backend.Best);
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
         }
     }
 
-    private static IOException Truncated(long available, long length) =>
-        new($"cannot hash {length} bytes of the file: it ends after {available}");
+    /// <summary>Fills <paramref name="buffer"/> from <paramref name="offset"/>; the file ending first is an error.</summary>
+    private static int ReadFully(SafeFileHandle file, Span<byte> buffer, long offset, long length)
+    {
+        for (int done = 0; done < buffer.Length;)
+        {
+            int n = RandomAccess.Read(file, buffer[done..], offset + done);
+            if (n == 0)
+            {
+                throw new IOException($"cannot hash {length} bytes of the file: it ends after {offset + done}");
+            }
+
+            done += n;
+        }
+
+        return buffer.Length;
+    }
 }

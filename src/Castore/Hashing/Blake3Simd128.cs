@@ -47,8 +47,13 @@ internal readonly unsafe struct Blake3Simd128 : IBlake3Lanes<Vector128<uint>>
 
     /// <summary>Each 16-byte quarter of the four blocks is one 4x4 transposition.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void LoadTransposed(byte* block, nuint stride, Vector128<uint>* message)
+    public static void LoadTransposed(byte* block, nuint stride, byte* prefetch, Vector128<uint>* message)
     {
+        for (nuint input = 0; input < 4; input++)
+        {
+            Sse.Prefetch0(prefetch + (input * stride));
+        }
+
         for (int quarter = 0; quarter < 4; quarter++)
         {
             byte* q = block + (16 * quarter);

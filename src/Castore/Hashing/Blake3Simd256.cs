@@ -44,8 +44,13 @@ internal readonly unsafe struct Blake3Simd256 : IBlake3Lanes<Vector256<uint>>
 
     /// <summary>Words 0-7 and words 8-15 of the eight blocks are two 8x8 transpositions.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void LoadTransposed(byte* block, nuint stride, Vector256<uint>* message)
+    public static void LoadTransposed(byte* block, nuint stride, byte* prefetch, Vector256<uint>* message)
     {
+        for (nuint input = 0; input < 8; input++)
+        {
+            Sse.Prefetch0(prefetch + (input * stride));
+        }
+
         Transpose(
             Vector256.Load((uint*)block),
             Vector256.Load((uint*)(block + stride)),

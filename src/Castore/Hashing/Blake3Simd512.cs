@@ -46,7 +46,7 @@ internal readonly unsafe struct Blake3Simd512 : IBlake3Lanes<Vector512<uint>>
     /// wide a unit (32-bit, 64-bit, then 128-bit lanes twice). Names say which inputs (a..p) a vector holds.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void LoadTransposed(byte* block, nuint stride, Vector512<uint>* message)
+    public static void LoadTransposed(byte* block, nuint stride, byte* prefetch, Vector512<uint>* message)
     {
         var a = Vector512.Load((uint*)block);
         var b = Vector512.Load((uint*)(block + stride));
@@ -64,6 +64,10 @@ internal readonly unsafe struct Blake3Simd512 : IBlake3Lanes<Vector512<uint>>
         var n = Vector512.Load((uint*)(block + (13 * stride)));
         var o = Vector512.Load((uint*)(block + (14 * stride)));
         var p = Vector512.Load((uint*)(block + (15 * stride)));
+        for (nuint input = 0; input < 16; input++)
+        {
+            Sse.Prefetch0(prefetch + (input * stride));
+        }
 
         // In each 128-bit lane q: ab0 = a[4q], b[4q], a[4q+1], b[4q+1]; ab2 = the same for words 4q+2 and 4q+3.
         var ab0 = Avx512F.UnpackLow(a, b);

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 
@@ -115,6 +116,18 @@ internal unsafe struct Blake3State
             _chunk.Update(input, length, _level);
             MergeCvStack(_chunk.ChunkCounter);
         }
+    }
+
+    /// <summary>
+    /// Appends a subtree hashed elsewhere (on another thread): its chaining value, and its size, a power of two
+    /// number of chunks that divides the chunks so far. The subtree must not be all of the input; there is no partial
+    /// chunk pending.
+    /// </summary>
+    public void PushSubtree(byte* cv, ulong chunks)
+    {
+        Debug.Assert(_chunk.Length == 0 && BitOperations.IsPow2(chunks) && _chunk.ChunkCounter % chunks == 0);
+        PushCv(cv, _chunk.ChunkCounter);
+        _chunk.ChunkCounter += chunks;
     }
 
     public readonly void Finalize(Span<byte> output)
