@@ -18,8 +18,8 @@ public sealed class Blake3B3sumTests
     {
         var input = new byte[length];
         new Random(length).NextBytes(input);
-        using var dir = new Blake3TempDir();
-        string path = dir.Write("input", input);
+        using var dir = new TempDirectory("tvix-fuse-blake3-");
+        string path = dir.WriteFile("input", input);
         string expected = B3sum.Run(path);
 
         Assert.Equal(expected, Blake3.Hash(input).ToHex());
@@ -54,8 +54,8 @@ public sealed class Blake3B3sumTests
         new Random(length + 1).NextBytes(input);
         var key = new byte[Blake3.KeyLength];
         new Random(99).NextBytes(key);
-        using var dir = new Blake3TempDir();
-        string path = dir.Write("input", input);
+        using var dir = new TempDirectory("tvix-fuse-blake3-");
+        string path = dir.WriteFile("input", input);
 
         var output = new byte[200];
         Blake3.Hash(input, output);

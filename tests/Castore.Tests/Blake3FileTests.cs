@@ -7,8 +7,8 @@ public sealed class Blake3FileTests
     [Fact]
     public void EmptyFileHasTheEmptyDigest()
     {
-        using var dir = new Blake3TempDir();
-        string path = dir.Write("empty", []);
+        using var dir = new TempDirectory("tvix-fuse-blake3-");
+        string path = dir.WriteFile("empty", []);
         Assert.Equal(B3Digest.Empty, Blake3.HashFile(path));
         using var file = File.OpenHandle(path);
         Assert.Equal(B3Digest.Empty, Blake3.HashFile(file, 0));
@@ -28,8 +28,8 @@ public sealed class Blake3FileTests
     {
         var contents = new byte[length];
         new Random(length).NextBytes(contents);
-        using var dir = new Blake3TempDir();
-        string path = dir.Write("file", contents);
+        using var dir = new TempDirectory("tvix-fuse-blake3-");
+        string path = dir.WriteFile("file", contents);
         var expected = Blake3.Hash(contents);
 
         Assert.Equal(expected, Blake3.HashFile(path));
@@ -45,8 +45,8 @@ public sealed class Blake3FileTests
     {
         var contents = new byte[fileLength];
         new Random(3).NextBytes(contents);
-        using var dir = new Blake3TempDir();
-        using var file = File.OpenHandle(dir.Write("file", contents));
+        using var dir = new TempDirectory("tvix-fuse-blake3-");
+        using var file = File.OpenHandle(dir.WriteFile("file", contents));
         Assert.Equal(Blake3.Hash(contents.AsSpan(0, length)), Blake3.HashFile(file, length));
     }
 
@@ -57,8 +57,8 @@ public sealed class Blake3FileTests
     [InlineData(2 * 1024 * 1024, 8 * 1024 * 1024)] // pieces hashed in parallel are missing
     public void AFileShorterThanTheLengthIsAnError(int fileLength, int length)
     {
-        using var dir = new Blake3TempDir();
-        using var file = File.OpenHandle(dir.Write("file", new byte[fileLength]));
+        using var dir = new TempDirectory("tvix-fuse-blake3-");
+        using var file = File.OpenHandle(dir.WriteFile("file", new byte[fileLength]));
         foreach (bool parallel in new[] { true, false })
         {
             var error = Assert.Throws<IOException>(() => Blake3.HashFile(file, length, parallel));
@@ -75,8 +75,8 @@ public sealed class Blake3FileTests
     {
         // Sparse: costs no disk. Data at the start, across the 2 GiB mark and at the end catches offset truncation.
         const long length = (2L * 1024 * 1024 * 1024) + (5 * 1024) + 7;
-        using var dir = new Blake3TempDir();
-        string path = Path.Combine(dir.Path, "sparse");
+        using var dir = new TempDirectory("tvix-fuse-blake3-");
+        string path = dir.Combine("sparse");
         using (var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write))
         {
             stream.SetLength(length);

@@ -85,37 +85,30 @@ internal static unsafe class Blake3Backend
         uint flags, uint flagsStart, uint flagsEnd, byte* output, Blake3Level level)
     {
         nuint stride = (nuint)blocks * Blake3.BlockLength;
-        if (level >= Blake3Level.Vector512)
+        int degree = Degree(level);
+        while (count > 1 && level > Blake3Level.Scalar)
         {
-            for (; count >= 16; count -= 16)
+            // Full passes of the widest kernel; a remainder of two or more goes through the narrowest kernel that
+            // holds it all, with spare lanes.
+            int lanes = count >= (nuint)degree ? degree : count <= 4 ? 4 : count <= 8 ? 8 : 16;
+            int n = (int)Math.Min(count, (nuint)lanes);
+            switch (lanes)
             {
-                Blake3SimdKernel.Hash<Blake3Simd512, Vector512<uint>>(input, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
-                input += 16 * stride;
-                output += 16 * Blake3.OutLength;
-                counter += incrementCounter ? 16ul : 0;
+                case 16:
+                    Blake3SimdKernel.Hash<Blake3Simd512, Vector512<uint>>(input, n, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
+                    break;
+                case 8:
+                    Blake3SimdKernel.Hash<Blake3Simd256, Vector256<uint>>(input, n, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
+                    break;
+                default:
+                    Blake3SimdKernel.Hash<Blake3Simd128, Vector128<uint>>(input, n, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
+                    break;
             }
-        }
 
-        if (level >= Blake3Level.Vector256)
-        {
-            for (; count >= 8; count -= 8)
-            {
-                Blake3SimdKernel.Hash<Blake3Simd256, Vector256<uint>>(input, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
-                input += 8 * stride;
-                output += 8 * Blake3.OutLength;
-                counter += incrementCounter ? 8ul : 0;
-            }
-        }
-
-        if (level >= Blake3Level.Vector128)
-        {
-            for (; count >= 4; count -= 4)
-            {
-                Blake3SimdKernel.Hash<Blake3Simd128, Vector128<uint>>(input, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
-                input += 4 * stride;
-                output += 4 * Blake3.OutLength;
-                counter += incrementCounter ? 4ul : 0;
-            }
+            input += (nuint)n * stride;
+            output += n * Blake3.OutLength;
+            counter += incrementCounter ? (ulong)n : 0;
+            count -= (nuint)n;
         }
 
         for (; count > 0; count--)

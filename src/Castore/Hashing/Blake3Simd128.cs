@@ -47,21 +47,21 @@ internal readonly unsafe struct Blake3Simd128 : IBlake3Lanes<Vector128<uint>>
 
     /// <summary>Each 16-byte quarter of the four blocks is one 4x4 transposition.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void LoadTransposed(byte* block, nuint stride, byte* prefetch, Vector128<uint>* message)
+    public static void LoadTransposed(byte* block, nuint* offsets, byte* prefetch, Vector128<uint>* message)
     {
         for (nuint input = 0; input < 4; input++)
         {
-            Sse.Prefetch0(prefetch + (input * stride));
+            Sse.Prefetch0(prefetch + offsets[input]);
         }
 
         for (int quarter = 0; quarter < 4; quarter++)
         {
             byte* q = block + (16 * quarter);
             Transpose(
-                Vector128.Load((uint*)q),
-                Vector128.Load((uint*)(q + stride)),
-                Vector128.Load((uint*)(q + (2 * stride))),
-                Vector128.Load((uint*)(q + (3 * stride))),
+                Vector128.Load((uint*)(q + offsets[0])),
+                Vector128.Load((uint*)(q + offsets[1])),
+                Vector128.Load((uint*)(q + offsets[2])),
+                Vector128.Load((uint*)(q + offsets[3])),
                 message + (4 * quarter),
                 1);
         }

@@ -44,33 +44,33 @@ internal readonly unsafe struct Blake3Simd256 : IBlake3Lanes<Vector256<uint>>
 
     /// <summary>Words 0-7 and words 8-15 of the eight blocks are two 8x8 transpositions.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void LoadTransposed(byte* block, nuint stride, byte* prefetch, Vector256<uint>* message)
+    public static void LoadTransposed(byte* block, nuint* offsets, byte* prefetch, Vector256<uint>* message)
     {
         for (nuint input = 0; input < 8; input++)
         {
-            Sse.Prefetch0(prefetch + (input * stride));
+            Sse.Prefetch0(prefetch + offsets[input]);
         }
 
         Transpose(
-            Vector256.Load((uint*)block),
-            Vector256.Load((uint*)(block + stride)),
-            Vector256.Load((uint*)(block + (2 * stride))),
-            Vector256.Load((uint*)(block + (3 * stride))),
-            Vector256.Load((uint*)(block + (4 * stride))),
-            Vector256.Load((uint*)(block + (5 * stride))),
-            Vector256.Load((uint*)(block + (6 * stride))),
-            Vector256.Load((uint*)(block + (7 * stride))),
+            Vector256.Load((uint*)(block + offsets[0])),
+            Vector256.Load((uint*)(block + offsets[1])),
+            Vector256.Load((uint*)(block + offsets[2])),
+            Vector256.Load((uint*)(block + offsets[3])),
+            Vector256.Load((uint*)(block + offsets[4])),
+            Vector256.Load((uint*)(block + offsets[5])),
+            Vector256.Load((uint*)(block + offsets[6])),
+            Vector256.Load((uint*)(block + offsets[7])),
             message);
         block += 32;
         Transpose(
-            Vector256.Load((uint*)block),
-            Vector256.Load((uint*)(block + stride)),
-            Vector256.Load((uint*)(block + (2 * stride))),
-            Vector256.Load((uint*)(block + (3 * stride))),
-            Vector256.Load((uint*)(block + (4 * stride))),
-            Vector256.Load((uint*)(block + (5 * stride))),
-            Vector256.Load((uint*)(block + (6 * stride))),
-            Vector256.Load((uint*)(block + (7 * stride))),
+            Vector256.Load((uint*)(block + offsets[0])),
+            Vector256.Load((uint*)(block + offsets[1])),
+            Vector256.Load((uint*)(block + offsets[2])),
+            Vector256.Load((uint*)(block + offsets[3])),
+            Vector256.Load((uint*)(block + offsets[4])),
+            Vector256.Load((uint*)(block + offsets[5])),
+            Vector256.Load((uint*)(block + offsets[6])),
+            Vector256.Load((uint*)(block + offsets[7])),
             message + 8);
     }
 

@@ -46,27 +46,27 @@ internal readonly unsafe struct Blake3Simd512 : IBlake3Lanes<Vector512<uint>>
     /// wide a unit (32-bit, 64-bit, then 128-bit lanes twice). Names say which inputs (a..p) a vector holds.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void LoadTransposed(byte* block, nuint stride, byte* prefetch, Vector512<uint>* message)
+    public static void LoadTransposed(byte* block, nuint* offsets, byte* prefetch, Vector512<uint>* message)
     {
-        var a = Vector512.Load((uint*)block);
-        var b = Vector512.Load((uint*)(block + stride));
-        var c = Vector512.Load((uint*)(block + (2 * stride)));
-        var d = Vector512.Load((uint*)(block + (3 * stride)));
-        var e = Vector512.Load((uint*)(block + (4 * stride)));
-        var f = Vector512.Load((uint*)(block + (5 * stride)));
-        var g = Vector512.Load((uint*)(block + (6 * stride)));
-        var h = Vector512.Load((uint*)(block + (7 * stride)));
-        var i = Vector512.Load((uint*)(block + (8 * stride)));
-        var j = Vector512.Load((uint*)(block + (9 * stride)));
-        var k = Vector512.Load((uint*)(block + (10 * stride)));
-        var l = Vector512.Load((uint*)(block + (11 * stride)));
-        var m = Vector512.Load((uint*)(block + (12 * stride)));
-        var n = Vector512.Load((uint*)(block + (13 * stride)));
-        var o = Vector512.Load((uint*)(block + (14 * stride)));
-        var p = Vector512.Load((uint*)(block + (15 * stride)));
+        var a = Vector512.Load((uint*)(block + offsets[0]));
+        var b = Vector512.Load((uint*)(block + offsets[1]));
+        var c = Vector512.Load((uint*)(block + offsets[2]));
+        var d = Vector512.Load((uint*)(block + offsets[3]));
+        var e = Vector512.Load((uint*)(block + offsets[4]));
+        var f = Vector512.Load((uint*)(block + offsets[5]));
+        var g = Vector512.Load((uint*)(block + offsets[6]));
+        var h = Vector512.Load((uint*)(block + offsets[7]));
+        var i = Vector512.Load((uint*)(block + offsets[8]));
+        var j = Vector512.Load((uint*)(block + offsets[9]));
+        var k = Vector512.Load((uint*)(block + offsets[10]));
+        var l = Vector512.Load((uint*)(block + offsets[11]));
+        var m = Vector512.Load((uint*)(block + offsets[12]));
+        var n = Vector512.Load((uint*)(block + offsets[13]));
+        var o = Vector512.Load((uint*)(block + offsets[14]));
+        var p = Vector512.Load((uint*)(block + offsets[15]));
         for (nuint input = 0; input < 16; input++)
         {
-            Sse.Prefetch0(prefetch + (input * stride));
+            Sse.Prefetch0(prefetch + offsets[input]);
         }
 
         // In each 128-bit lane q: ab0 = a[4q], b[4q], a[4q+1], b[4q+1]; ab2 = the same for words 4q+2 and 4q+3.

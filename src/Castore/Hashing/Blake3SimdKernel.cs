@@ -26,11 +26,11 @@ internal unsafe interface IBlake3Lanes<TVec>
     static abstract void Counters(ulong counter, bool increment, out TVec low, out TVec high);
 
     /// <summary>
-    /// Loads one 64-byte block from each input (input i at <paramref name="block"/> + i * <paramref name="stride"/>)
+    /// Loads one 64-byte block from each input (input i at <paramref name="block"/> + <paramref name="offsets"/>[i])
     /// and transposes them: <paramref name="message"/>[w] receives word w of every input. Also prefetches the line
-    /// at <paramref name="prefetch"/> + i * <paramref name="stride"/> for each input.
+    /// at <paramref name="prefetch"/> + <paramref name="offsets"/>[i] for each input.
     /// </summary>
-    static abstract void LoadTransposed(byte* block, nuint stride, byte* prefetch, TVec* message);
+    static abstract void LoadTransposed(byte* block, nuint* offsets, byte* prefetch, TVec* message);
 
     /// <summary>The inverse for the result: <paramref name="cv"/>[w] holds word w of every input's chaining value;
     /// writes input i's 32 bytes to <paramref name="output"/> + 32 * i.</summary>
@@ -44,17 +44,24 @@ internal static unsafe class Blake3SimdKernel
     private const int PrefetchBlocks = 4;
 
     /// <summary>
-    /// Hashes <c>TLanes.Degree</c> inputs of <paramref name="blocks"/> blocks each, lying back to back at
-    /// <paramref name="input"/>, and writes their chaining values to <paramref name="output"/>.
+    /// Hashes <paramref name="count"/> (1 to <c>TLanes.Degree</c>) inputs of <paramref name="blocks"/> blocks each,
+    /// lying back to back at <paramref name="input"/>, and writes their chaining values to <paramref name="output"/>.
+    /// With fewer inputs than lanes, the spare lanes hash the last input again and their results are dropped: one
+    /// pass of a wide kernel is still cheaper than narrower passes and single blocks.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Hash<TLanes, TVec>(
-        byte* input, int blocks, ref readonly CvWords key, ulong counter, bool incrementCounter,
+        byte* input, int count, int blocks, ref readonly CvWords key, ulong counter, bool incrementCounter,
         uint flags, uint flagsStart, uint flagsEnd, byte* output)
         where TLanes : struct, IBlake3Lanes<TVec>
         where TVec : unmanaged
     {
         nuint stride = (nuint)blocks * Blake3.BlockLength;
+        nuint* offsets = stackalloc nuint[TLanes.Degree];
+        for (int lane = 0; lane < TLanes.Degree; lane++)
+        {
+            offsets[lane] = (nuint)Math.Min(lane, count - 1) * stride;
+        }
 
         // The message lives in an aligned stack buffer: the rounds read it as memory operands, which keeps all
         // registers for the 16 state vectors, and an aligned buffer keeps 64-byte loads within one cache line.
@@ -79,7 +86,7 @@ internal static unsafe class Blake3SimdKernel
             byte* prefetch = block + PrefetchBlocks < blocks
                 ? current + (PrefetchBlocks * Blake3.BlockLength)
                 : input + ((nuint)TLanes.Degree * stride) + ((nuint)Math.Max(0, block + PrefetchBlocks - blocks) * Blake3.BlockLength);
-            TLanes.LoadTransposed(current, stride, prefetch, m);
+            TLanes.LoadTransposed(current, offsets, prefetch, m);
 
             TVec v0 = h0, v1 = h1, v2 = h2, v3 = h3, v4 = h4, v5 = h5, v6 = h6, v7 = h7;
             TVec v8 = TLanes.Splat(0x6A09E667), v9 = TLanes.Splat(0xBB67AE85);
@@ -177,6 +184,15 @@ internal static unsafe class Blake3SimdKernel
         m[5] = h5;
         m[6] = h6;
         m[7] = h7;
-        TLanes.StoreTransposed(m, output);
+        if (count == TLanes.Degree)
+        {
+            TLanes.StoreTransposed(m, output);
+        }
+        else
+        {
+            byte* all = stackalloc byte[TLanes.Degree * Blake3.OutLength];
+            TLanes.StoreTransposed(m, all);
+            Unsafe.CopyBlockUnaligned(output, all, (uint)(count * Blake3.OutLength));
+        }
     }
 }
