@@ -170,6 +170,48 @@ public sealed class Blake3LevelTests
         Assert.Equal(Convert.ToHexStringLower(expected), Convert.ToHexStringLower(actual));
     }
 
+    [Theory]
+    [MemberData(nameof(Levels))]
+    public unsafe void HashManyAgreesWithOneAtATimeForEveryCount(string levelName)
+    {
+        if (!Runs(levelName, out var level))
+        {
+            return;
+        }
+
+        var input = new byte[40 * Blake3.ChunkLength];
+        new Random(5).NextBytes(input);
+        var key = Blake3.IVWords;
+        var expected = new byte[40 * Blake3.OutLength];
+        var actual = new byte[40 * Blake3.OutLength];
+
+        // The counters start just below 2^32, so the lanes' low words wrap and must carry into the high words.
+        foreach (ulong counter in new[] { 0ul, uint.MaxValue - 5ul, (7ul << 32) + 3 })
+        {
+            for (int count = 1; count <= 40; count++)
+            {
+                foreach (var (blocks, increment, flags, start, end) in new[]
+                {
+                    (16, true, Blake3.FlagKeyedHash, Blake3.FlagChunkStart, Blake3.FlagChunkEnd),
+                    (1, false, Blake3.FlagParent, 0u, 0u),
+                })
+                {
+                    fixed (byte* bytes = input)
+                    fixed (byte* e = expected)
+                    fixed (byte* a = actual)
+                    {
+                        Blake3Backend.HashMany(bytes, (nuint)count, blocks, in key, counter, increment, flags, start, end, e, Blake3Level.Scalar);
+                        Blake3Backend.HashMany(bytes, (nuint)count, blocks, in key, counter, increment, flags, start, end, a, level);
+                    }
+
+                    Assert.True(
+                        expected.AsSpan(0, count * Blake3.OutLength).SequenceEqual(actual.AsSpan(0, count * Blake3.OutLength)),
+                        $"{count} inputs of {blocks} blocks from counter {counter}");
+                }
+            }
+        }
+    }
+
     internal static void Feed(Blake3Hasher hasher, byte[] input, int piece)
     {
         for (int offset = 0; offset < input.Length; offset += piece)
