@@ -25,9 +25,6 @@ public static unsafe partial class Blake3
     internal const uint FlagDeriveKeyContext = 1 << 5;
     internal const uint FlagDeriveKeyMaterial = 1 << 6;
 
-    /// <summary>Below this, <see cref="HashParallel"/> stays on the calling thread.</summary>
-    internal const int ParallelThreshold = 1024 * 1024;
-
     internal static ReadOnlySpan<uint> IV =>
     [
         0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19,
@@ -92,11 +89,11 @@ public static unsafe partial class Blake3
     /// <summary>Hashes memory that may exceed a span's 2 GiB (a mapped file).</summary>
     internal static void HashCore(byte* input, nuint length, ref readonly CvWords key, uint flags, Span<byte> output, Blake3Level level, int parallelism)
     {
-        if (parallelism > 1 && length >= ParallelThreshold)
+        if (Blake3Parallel.IsWorthwhile((long)length, parallelism))
         {
-            // The incremental state cuts the input into power-of-two subtrees, which split evenly across threads.
             var state = new Blake3State(in key, flags, level);
-            state.Update(input, length, parallelism);
+            long done = new Blake3Parallel.Memory(input, (long)length, in key, flags, level, parallelism).HashPieces(ref state);
+            state.Update(input + done, length - (nuint)done);
             state.Finalize(output);
         }
         else

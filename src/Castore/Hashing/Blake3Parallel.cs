@@ -1,86 +1,134 @@
 using System.Buffers;
-using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace TvixFuseBuild.Castore.Hashing;
 
 /// <summary>
-/// Multi-threaded hashing of one power-of-two subtree: it is cut into equal, aligned pieces (each a subtree of its
-/// own, so each yields a real chaining value of the tree), the pieces are hashed on the thread pool, and their values
-/// are merged layer by layer, many parents at a time.
+/// Multi-threaded hashing: the input is cut into equal pieces, each an aligned power-of-two subtree of the input's
+/// tree. With at least two pieces none of them is the root, so each one's chaining value is a node of the tree;
+/// threads hash pieces independently, and the values are then pushed in order onto an incremental state, which
+/// merges them exactly as if it had hashed the pieces itself. The caller hashes the rest (less than a piece).
 /// </summary>
-[SkipLocalsInit]
-internal static unsafe class Blake3Parallel
+internal abstract unsafe class Blake3Parallel
 {
-    /// <summary>Smaller subtrees are not worth handing to other threads.</summary>
-    public const nuint MinimumSubtree = 512 * 1024;
+    // Pieces of at most 1 MiB: each fits a core's L2 cache (read into a buffer, for files), and there are many more
+    // pieces than threads, so a thread slowed by others on the machine does not hold everyone up.
+    private const int MaxPiece = 1024 * 1024;
 
-    // Pieces no smaller than this keep the per-piece overhead (a work item, a few parents) negligible.
-    private const nuint MinimumPiece = 128 * 1024;
+    private const int MinPiece = 64 * 1024;
 
-    // Enough pieces per thread that an unlucky thread (preempted, slower core) does not hold everyone up.
-    private const int PiecesPerThread = 8;
+    private readonly CvWords _key;
+    private readonly uint _flags;
+    private readonly Blake3Level _level;
 
-    private const int MaxPieces = 4096;
-
-    /// <summary>Like <see cref="Blake3Tree.CompressSubtreeToParentNode"/> for a power-of-two number of chunks.</summary>
-    public static void CompressSubtreeToParentNode(
-        byte* input, nuint length, ref readonly CvWords key, ulong chunkCounter, uint flags, byte* output, Blake3Level level, int parallelism)
+    protected Blake3Parallel(long length, ref readonly CvWords key, uint flags, Blake3Level level, int parallelism)
     {
-        nuint pieceLength = length;
-        while (pieceLength / 2 >= MinimumPiece && length / pieceLength < (nuint)Math.Min(parallelism * PiecesPerThread, MaxPieces))
+        int pieceLength = MaxPiece;
+        while (pieceLength > MinPiece && length / pieceLength < 4L * parallelism)
         {
             pieceLength /= 2;
         }
 
-        int pieces = (int)(length / pieceLength);
-        if (pieces < 4)
-        {
-            Blake3Tree.CompressSubtreeToParentNode(input, length, in key, chunkCounter, flags, output, level);
-            return;
-        }
+        Length = length;
+        PieceLength = pieceLength;
+        Pieces = length / pieceLength;
+        Parallelism = parallelism;
+        _key = key;
+        _flags = flags;
+        _level = level;
+    }
 
-        byte[] rented = ArrayPool<byte>.Shared.Rent(pieces * Blake3.OutLength * 3 / 2);
+    /// <summary>All of the input: the pieces, and the rest the caller hashes.</summary>
+    protected long Length { get; }
+
+    protected int PieceLength { get; }
+
+    private long Pieces { get; }
+
+    private int Parallelism { get; }
+
+    /// <summary>Worth the threads: enough input for several pieces per thread.</summary>
+    public static bool IsWorthwhile(long length, int parallelism) => parallelism > 1 && length >= 2L * parallelism * MinPiece;
+
+    /// <summary>Hashes the whole pieces onto <paramref name="state"/> (which must be empty); returns the bytes done.</summary>
+    public long HashPieces(ref Blake3State state)
+    {
+        byte[] cvs = ArrayPool<byte>.Shared.Rent(checked((int)(Pieces * Blake3.OutLength)));
         try
         {
-            fixed (byte* cvs = rented)
+            try
             {
-                var work = new PieceWork((nint)input, pieceLength, key, chunkCounter, flags, level, (nint)cvs);
-                Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = parallelism }, work.Hash);
+                Parallel.For(0, Pieces, new ParallelOptions { MaxDegreeOfParallelism = Parallelism }, piece => HashPiece(piece, cvs));
+            }
+            catch (AggregateException error)
+            {
+                ExceptionDispatchInfo.Capture(error.InnerExceptions[0]).Throw();
+            }
 
-                // Merge the layers of parents until the subtree's two children are left.
-                byte* layer = cvs;
-                byte* next = cvs + (pieces * Blake3.OutLength);
-                nuint count = (nuint)pieces;
-                while (count > 2)
+            fixed (byte* cv = cvs)
+            {
+                for (long piece = 0; piece < Pieces; piece++)
                 {
-                    count = Blake3Tree.CompressParents(layer, count, in key, flags, next, level);
-                    byte* merged = next;
-                    next = layer;
-                    layer = merged;
+                    state.PushSubtree(cv + (piece * Blake3.OutLength), (ulong)(PieceLength / Blake3.ChunkLength));
                 }
-
-                Unsafe.CopyBlockUnaligned(output, layer, 2 * Blake3.OutLength);
             }
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(rented);
+            ArrayPool<byte>.Shared.Return(cvs);
+        }
+
+        return Pieces * PieceLength;
+    }
+
+    private void HashPiece(long piece, byte[] cvs)
+    {
+        fixed (byte* cv = &cvs[piece * Blake3.OutLength])
+        {
+            HashPiece(piece * PieceLength, cv);
         }
     }
 
-    private sealed class PieceWork(nint input, nuint pieceLength, CvWords key, ulong chunkCounter, uint flags, Blake3Level level, nint cvs)
+    /// <summary>Hashes the piece at <paramref name="offset"/> (use <see cref="HashSubtree"/>) into its chaining value.</summary>
+    protected abstract void HashPiece(long offset, byte* cv);
+
+    protected void HashSubtree(byte* piece, long offset, byte* cv)
     {
-        private CvWords _key = key;
+        byte* children = stackalloc byte[Blake3.BlockLength];
+        Blake3Tree.CompressSubtreeToParentNode(
+            piece, (nuint)PieceLength, in _key, (ulong)(offset / Blake3.ChunkLength), _flags, children, _level);
+        Blake3Output.Parent(children, in _key, _flags).ChainingValue(cv, _level);
+    }
 
-        public void Hash(int piece)
+    /// <summary>Pieces of memory, which all threads read where it is.</summary>
+    public sealed class Memory(byte* input, long length, ref readonly CvWords key, uint flags, Blake3Level level, int parallelism)
+        : Blake3Parallel(length, in key, flags, level, parallelism)
+    {
+        private readonly nint _input = (nint)input;
+
+        protected override void HashPiece(long offset, byte* cv) => HashSubtree((byte*)_input + offset, offset, cv);
+    }
+
+    /// <summary>Pieces of a file, each read into a buffer by the thread that hashes it.</summary>
+    public sealed class File(SafeFileHandle file, long length, ref readonly CvWords key, uint flags, Blake3Level level, int parallelism)
+        : Blake3Parallel(length, in key, flags, level, parallelism)
+    {
+        protected override void HashPiece(long offset, byte* cv)
         {
-            byte* children = stackalloc byte[Blake3.BlockLength];
-            Blake3Tree.CompressSubtreeToParentNode(
-                (byte*)input + ((nuint)piece * pieceLength), pieceLength, in _key,
-                chunkCounter + ((ulong)piece * (pieceLength / Blake3.ChunkLength)), flags, children, level);
-
-            // There are several pieces, so none is the root: its value is an ordinary parent.
-            Blake3Output.Parent(children, in _key, flags).ChainingValue((byte*)cvs + (piece * Blake3.OutLength), level);
+            byte[] buffer = ArrayPool<byte>.Shared.Rent(PieceLength);
+            try
+            {
+                Blake3.ReadFully(file, buffer.AsSpan(0, PieceLength), offset, Length);
+                fixed (byte* bytes = buffer)
+                {
+                    HashSubtree(bytes, offset, cv);
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
         }
     }
 }

@@ -45,8 +45,7 @@ internal unsafe struct Blake3State
         _cvStackLength = 0;
     }
 
-    /// <param name="parallelism">Above 1, large subtrees are hashed on that many threads.</param>
-    public void Update(byte* input, nuint length, int parallelism = 1)
+    public void Update(byte* input, nuint length)
     {
         byte* cv = stackalloc byte[2 * Blake3.OutLength];
 
@@ -91,14 +90,7 @@ internal unsafe struct Blake3State
             }
             else
             {
-                if (parallelism > 1 && subtreeLength >= Blake3Parallel.MinimumSubtree)
-                {
-                    Blake3Parallel.CompressSubtreeToParentNode(input, subtreeLength, in _key, _chunk.ChunkCounter, _flags, cv, _level, parallelism);
-                }
-                else
-                {
-                    Blake3Tree.CompressSubtreeToParentNode(input, subtreeLength, in _key, _chunk.ChunkCounter, _flags, cv, _level);
-                }
+                Blake3Tree.CompressSubtreeToParentNode(input, subtreeLength, in _key, _chunk.ChunkCounter, _flags, cv, _level);
 
                 PushCv(cv, _chunk.ChunkCounter);
                 PushCv(cv + Blake3.OutLength, _chunk.ChunkCounter + (subtreeChunks / 2));
