@@ -51,27 +51,20 @@ internal readonly unsafe struct Blake3Simd256 : IBlake3Lanes<Vector256<uint>>
             Sse.Prefetch0(prefetch + offsets[input]);
         }
 
-        Transpose(
-            Vector256.Load((uint*)(block + offsets[0])),
-            Vector256.Load((uint*)(block + offsets[1])),
-            Vector256.Load((uint*)(block + offsets[2])),
-            Vector256.Load((uint*)(block + offsets[3])),
-            Vector256.Load((uint*)(block + offsets[4])),
-            Vector256.Load((uint*)(block + offsets[5])),
-            Vector256.Load((uint*)(block + offsets[6])),
-            Vector256.Load((uint*)(block + offsets[7])),
-            message);
-        block += 32;
-        Transpose(
-            Vector256.Load((uint*)(block + offsets[0])),
-            Vector256.Load((uint*)(block + offsets[1])),
-            Vector256.Load((uint*)(block + offsets[2])),
-            Vector256.Load((uint*)(block + offsets[3])),
-            Vector256.Load((uint*)(block + offsets[4])),
-            Vector256.Load((uint*)(block + offsets[5])),
-            Vector256.Load((uint*)(block + offsets[6])),
-            Vector256.Load((uint*)(block + offsets[7])),
-            message + 8);
+        for (int half = 0; half < 2; half++)
+        {
+            byte* words = block + (32 * half);
+            Transpose(
+                Vector256.Load((uint*)(words + offsets[0])),
+                Vector256.Load((uint*)(words + offsets[1])),
+                Vector256.Load((uint*)(words + offsets[2])),
+                Vector256.Load((uint*)(words + offsets[3])),
+                Vector256.Load((uint*)(words + offsets[4])),
+                Vector256.Load((uint*)(words + offsets[5])),
+                Vector256.Load((uint*)(words + offsets[6])),
+                Vector256.Load((uint*)(words + offsets[7])),
+                message + (8 * half));
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

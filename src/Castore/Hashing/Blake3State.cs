@@ -37,8 +37,6 @@ internal unsafe struct Blake3State
         _cvStackLength = 0;
     }
 
-    public readonly Blake3Level Level => _level;
-
     public void Reset()
     {
         _chunk.Reset(in _key, 0);
