@@ -37,16 +37,17 @@ internal sealed partial class Blake3Bench : IBenchScenario
                 throw new InvalidOperationException($"BLAKE3 disagrees with b3sum on {path}: ours {ours}, b3sum {theirs}");
             }
 
+            string amount = size >= 1L << 30 ? $"{size >> 30} GiB" : $"{size >> 20} MiB";
             var results = new List<BenchResult>
             {
                 Compare(
-                    "1 GiB in memory, 1 thread (`Blake3.Hash`) vs `b3sum --num-threads 1` on the file", size, repetitions, cancellationToken,
+                    $"{amount} in memory, 1 thread (`Blake3.Hash`) vs `b3sum --num-threads 1` on the file", size, repetitions, cancellationToken,
                     () => Blake3.Hash(data), () => RunB3sum(b3sum, ["--num-threads", "1", path]), "b3sum --num-threads 1", 0.7),
                 Compare(
-                    $"1 GiB file, all {Environment.ProcessorCount} cores (`Blake3.HashFile`) vs `b3sum`", size, repetitions, cancellationToken,
+                    $"{amount} file, all {Environment.ProcessorCount} cores (`Blake3.HashFile`) vs `b3sum`", size, repetitions, cancellationToken,
                     () => Blake3.HashFile(path), () => RunB3sum(b3sum, [path]), "b3sum", 0.7),
                 Compare(
-                    "1 GiB file, 1 thread (`HashFile(parallel: false)`) vs `b3sum --num-threads 1`", size, repetitions, cancellationToken,
+                    $"{amount} file, 1 thread (`HashFile(parallel: false)`) vs `b3sum --num-threads 1`", size, repetitions, cancellationToken,
                     () => HashFileSerial(path), () => RunB3sum(b3sum, ["--num-threads", "1", path]), "b3sum --num-threads 1", null),
             };
             return Task.FromResult<IReadOnlyList<BenchResult>>(results);
