@@ -86,7 +86,7 @@ public static unsafe partial class Blake3
         }
     }
 
-    /// <summary>Hashes memory that may exceed a span's 2 GiB (a mapped file).</summary>
+    /// <summary>Hashes pinned memory: on the calling thread, or cut into pieces for the thread pool.</summary>
     internal static void HashCore(byte* input, nuint length, ref readonly CvWords key, uint flags, Span<byte> output, Blake3Level level, int parallelism)
     {
         if (Blake3Parallel.IsWorthwhile((long)length, parallelism))
