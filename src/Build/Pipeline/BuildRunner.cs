@@ -273,12 +273,23 @@ internal sealed class BuildDirectory
 
     public static BuildDirectory Create(string? workRoot, BuildSpec spec)
     {
-        string parent = workRoot ?? Path.GetTempPath();
-        Directory.CreateDirectory(parent);
-        string root = Directory.CreateTempSubdirectory(Path.Combine(parent, "tvix-fuse-build-")).FullName;
         const UnixFileMode Traversable = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute |
                                          UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
-        File.SetUnixFileMode(root, Traversable);
+        string parent = Path.GetFullPath(workRoot ?? Path.GetTempPath());
+        Directory.CreateDirectory(parent);
+        if (Environment.IsPrivilegedProcess)
+        {
+            CheckReachableByOthers(parent);
+        }
+
+        string root;
+        do
+        {
+            root = Path.Combine(parent, $"tvix-fuse-build-{Random.Shared.NextInt64():x16}");
+        }
+        while (Path.Exists(root));
+
+        Directory.CreateDirectory(root, Traversable);
         Directory.CreateDirectory(Path.Combine(root, "inputs"), Traversable);
         Directory.CreateDirectory(Path.Combine(root, "scratch"), Traversable);
         var scratch = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -290,6 +301,22 @@ internal sealed class BuildDirectory
         }
 
         return new BuildDirectory(root, scratch);
+    }
+
+    /// <summary>
+    /// As root, the sandbox builds as an unprivileged host user, who must be able to walk down to the build directory.
+    /// </summary>
+    private static void CheckReachableByOthers(string directory)
+    {
+        for (var dir = new DirectoryInfo(directory); dir is not null; dir = dir.Parent)
+        {
+            if ((dir.UnixFileMode & UnixFileMode.OtherExecute) == 0)
+            {
+                throw new IOException(
+                    $"cannot build under {directory}: {dir.FullName} is not searchable by other users (mode {Convert.ToString((int)dir.UnixFileMode, 8)}), " +
+                    "and the sandbox runs builds as an unprivileged user; choose another work directory (TMPDIR) or chmod o+x it");
+            }
+        }
     }
 
     /// <summary>Where a request path (under some scratch path) is on the host: below the longest scratch path holding it.</summary>
