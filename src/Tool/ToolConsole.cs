@@ -44,6 +44,9 @@ internal static class ToolConsole
             case UsageException usage:
                 Console.Error.WriteLine($"{Name}: {usage.Message}");
                 return Usage;
+            case Build.Requests.BuildRequestValidationException invalid:
+                Console.Error.WriteLine($"{Name}: invalid request: {invalid.Message}");
+                return Failed;
             case ReportedFailureException reported:
                 Console.Error.WriteLine(reported.Message);
                 return Failed;

@@ -108,14 +108,6 @@ internal static class BuildCommand
             {
                 throw new ReportedFailureException(Describe(failure));
             }
-            catch (BuildRequestValidationException invalid)
-            {
-                throw new ReportedFailureException($"{ToolConsole.Name}: invalid request: {invalid.Message}");
-            }
-            catch (SandboxException sandbox)
-            {
-                throw new ReportedFailureException($"{ToolConsole.Name}: error: {sandbox.Message}");
-            }
         }
 
         private static TimeSpan? Seconds(double? value, string option) => value switch
