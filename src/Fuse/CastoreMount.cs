@@ -55,6 +55,15 @@ public sealed class CastoreMount : IAsyncDisposable
     /// <summary>Workers that got a cloned /dev/fuse file of their own.</summary>
     internal int ClonedChannels => _session.ClonedChannels;
 
+    /// <summary>Mounts <paramref name="nodes"/> (each under its own name) from <paramref name="store"/> (which must outlive the mount).</summary>
+    public static Task<CastoreMount> MountAsync(
+        string mountpoint,
+        IEnumerable<Node> nodes,
+        CastoreStore store,
+        CastoreMountOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        MountAsync(mountpoint, nodes, store.Blobs, store.Directories, options, cancellationToken);
+
     /// <summary>Mounts <paramref name="nodes"/> (each under its own name) at <paramref name="mountpoint"/>, an existing directory.</summary>
     public static Task<CastoreMount> MountAsync(
         string mountpoint,

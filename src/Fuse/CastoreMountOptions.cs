@@ -15,8 +15,9 @@ public sealed record CastoreMountOptions
     /// <summary>
     /// Hand blobs that the store keeps as whole local files to the kernel (FUSE passthrough, kernel 6.9+, needs
     /// CAP_SYS_ADMIN): reads then never reach this process. Falls back to serving reads itself when refused.
+    /// Off by default: measured slower here on a cold read of a real tree (see docs/benchmarks.md, FUSE).
     /// </summary>
-    public bool Passthrough { get; init; } = true;
+    public bool Passthrough { get; init; }
 
     /// <summary>Owner reported for every file; default: the effective uid of this process.</summary>
     public uint? Uid { get; init; }
@@ -42,5 +43,6 @@ public sealed record CastoreMountOptions
     /// <summary>How long the kernel may cache names and attributes; content never changes, so very long.</summary>
     public TimeSpan CacheTimeout { get; init; } = TimeSpan.FromDays(365);
 
-    internal static int DefaultThreads => Math.Clamp(Environment.ProcessorCount * 2, 4, 16);
+    // Cold reads block a worker in the store (disk, hashing) while readahead keeps others busy: 8 beat 4 and 1 here.
+    internal static int DefaultThreads => Math.Clamp(Environment.ProcessorCount * 4, 8, 32);
 }

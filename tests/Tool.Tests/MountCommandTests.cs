@@ -209,7 +209,7 @@ public sealed partial class MountCommandTests : IDisposable
             string nodes = Run([.. asUser, ToolProcess.Executable, "--store", Store, "import", Source]);
 
             var server = Start(
-                [.. asUser, "env", "CI=true", $"HOME={_temp}", ToolProcess.Executable, "--store", Store, "mount", Mountpoint, "--nodes", "-"],
+                [.. asUser, "env", "CI=true", $"HOME={_temp}", ToolProcess.Executable, "--store", Store, "mount", Mountpoint, "--nodes", "-", "--passthrough"],
                 stdin: nodes);
             await WaitForReadyAsync(server);
 

@@ -11,15 +11,12 @@ internal static unsafe partial class Libc
     private const string Lib = "libc";
 
     public const int O_RDONLY = 0;
-    public const int O_WRONLY = 1;
     public const int O_RDWR = 2;
     public const int O_ACCMODE = 3;
     public const int O_NONBLOCK = 0x800;
     public const int O_CLOEXEC = 0x80000;
 
-    public const int F_GETFD = 1;
     public const int F_SETFD = 2;
-    public const int FD_CLOEXEC = 1;
     public const int F_GETFL = 3;
     public const int F_SETFL = 4;
 
@@ -32,8 +29,6 @@ internal static unsafe partial class Libc
     public const int EPOLL_CLOEXEC = 0x80000;
     public const int EPOLL_CTL_ADD = 1;
     public const uint EPOLLIN = 0x001;
-    public const uint EPOLLERR = 0x008;
-    public const uint EPOLLHUP = 0x010;
     public const uint EPOLLEXCLUSIVE = 1u << 28;
 
     public const int EFD_CLOEXEC = 0x80000;
@@ -45,8 +40,6 @@ internal static unsafe partial class Libc
     public const int SOL_SOCKET = 1;
     public const int SCM_RIGHTS = 1;
     public const int MSG_CMSG_CLOEXEC = 0x40000000;
-
-    public const int SIGKILL = 9;
 
     [StructLayout(LayoutKind.Sequential, Pack = 4)]
     public struct EpollEvent
@@ -133,12 +126,6 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Lib, EntryPoint = "getegid")]
     public static partial uint GetEgid();
-
-    [LibraryImport(Lib, EntryPoint = "getpid")]
-    public static partial int GetPid();
-
-    [LibraryImport(Lib, EntryPoint = "kill", SetLastError = true)]
-    public static partial int Kill(int pid, int signal);
 
     /// <summary>The message for an errno, e.g. "Transport endpoint is not connected".</summary>
     public static string StrError(int errno) => Marshal.GetPInvokeErrorMessage(errno);

@@ -27,7 +27,7 @@ internal static class MountCommand
         };
         var threads = new Option<int?>("--threads")
         {
-            Description = "Worker threads answering the kernel (default: twice the cores, 4 to 16).",
+            Description = "Worker threads answering the kernel (default: 4 per core, 8 to 32).",
             HelpName = "N",
         };
         var allowOther = new Option<bool>("--allow-other")
@@ -38,9 +38,10 @@ internal static class MountCommand
         {
             Description = "Refuse listing the root (EPERM); its entries can still be opened by name.",
         };
-        var noPassthrough = new Option<bool>("--no-passthrough")
+        var passthrough = new Option<bool>("--passthrough")
         {
-            Description = "Serve every read from this process, even for blobs stored as local files (FUSE passthrough is used when permitted).",
+            Description = "Let the kernel read blobs stored as whole local files itself (FUSE passthrough; root, kernel 6.9+; " +
+                          "falls back to serving reads when refused).",
         };
         var command = new Command(
             "mount",
@@ -53,7 +54,7 @@ internal static class MountCommand
             threads,
             allowOther,
             noRootListing,
-            noPassthrough,
+            passthrough,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -78,7 +79,7 @@ internal static class MountCommand
                 Threads = threadCount ?? defaults.Threads,
                 AllowOther = parse.GetValue(allowOther),
                 ListRoot = !parse.GetValue(noRootListing),
-                Passthrough = !parse.GetValue(noPassthrough),
+                Passthrough = parse.GetValue(passthrough),
                 Log = line => Console.Error.WriteLine($"{ToolConsole.Name}: mount: {line}"),
             };
 
