@@ -121,3 +121,57 @@ public sealed class RefscanCommandTests : IDisposable
         Assert.Single(result.Stderr.TrimEnd('\n').Split('\n'));
     }
 }
+
+/// <summary>The scanner picks its code by instruction set; the runtime's switches let one machine run each path.</summary>
+public sealed class RefscanInstructionSetTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("tvix-fuse-build-test-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Theory]
+    [InlineData("DOTNET_EnableAVX512", "Avx2Classifier")]
+    [InlineData("DOTNET_EnableAVX2", "PortableClassifier")] // 128-bit vectors
+    [InlineData("DOTNET_EnableHWIntrinsic", "PortableClassifier")] // bytewise
+    public void EveryInstructionSetFindsTheSame(string switchOff, string expectedClassifier)
+    {
+        var random = new Random(switchOff.Length);
+        const string Alphabet = "0123456789abcdfghijklmnpqrsvwxyz";
+        var needles = Enumerable.Range(0, 50).Select(_ => new string(Enumerable.Range(0, 32).Select(_ => Alphabet[random.Next(32)]).ToArray())).ToArray();
+        File.WriteAllLines(Path.Combine(_dir, "needles"), needles);
+        Directory.CreateDirectory(Path.Combine(_dir, "tree"));
+        for (int f = 0; f < 20; f++)
+        {
+            // Runs of alphabet bytes broken now and then, with some needles planted.
+            var content = new byte[random.Next(100, 20000)];
+            for (int i = 0; i < content.Length; i++)
+            {
+                content[i] = random.Next(40) == 0 ? (byte)'e' : (byte)Alphabet[random.Next(32)];
+            }
+
+            for (int k = random.Next(3); k > 0; k--)
+            {
+                System.Text.Encoding.ASCII.GetBytes(needles[random.Next(needles.Length)]).CopyTo(content, random.Next(content.Length - 32));
+            }
+
+            File.WriteAllBytes(Path.Combine(_dir, "tree", $"f{f}"), content);
+        }
+
+        var normal = ToolProcess.Run(["refscan", "--needles", "needles", "tree"], workingDirectory: _dir);
+        Assert.True(normal.ExitCode == 0, normal.Stderr);
+        Assert.NotEqual("tree:\n", normal.Stdout);
+        var general = ToolProcess.Run(["refscan", "--needles", "needles", "--engine", "general", "tree"], workingDirectory: _dir);
+        Assert.Equal(normal.Stdout, general.Stdout);
+        // The JIT's summary of what it compiled proves which loop ran.
+        string summary = Path.Combine(_dir, "jit-summary.txt");
+        var reduced = ToolProcess.Run(
+            ["refscan", "--needles", "needles", "tree"],
+            workingDirectory: _dir,
+            environment: new Dictionary<string, string> { [switchOff] = "0", ["DOTNET_JitDisasmSummary"] = "1", ["DOTNET_JitStdOutFile"] = summary });
+        Assert.True(reduced.ExitCode == 0, reduced.Stderr);
+        Assert.Equal(normal.Stdout, reduced.Stdout);
+        string compiled = File.ReadAllText(summary);
+        Assert.Contains($"NixHashSearcher:Search[TvixFuseBuild.Build.Refscan.NixHashSearcher+{expectedClassifier}]", compiled);
+        Assert.DoesNotContain("NixHashSearcher+Avx512Classifier]", compiled);
+    }
+}

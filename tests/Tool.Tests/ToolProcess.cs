@@ -7,7 +7,7 @@ internal static class ToolProcess
 {
     public sealed record Result(int ExitCode, string Stdout, string Stderr);
 
-    public static Result Run(IEnumerable<string> args, string? stdin = null, string? workingDirectory = null)
+    public static Result Run(IEnumerable<string> args, string? stdin = null, string? workingDirectory = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         string tool = Path.Combine(AppContext.BaseDirectory, "TvixFuseBuild.Tool.dll");
         Assert.True(File.Exists(tool), $"the built tool is missing at {tool}");
@@ -18,6 +18,11 @@ internal static class ToolProcess
             RedirectStandardError = true,
             WorkingDirectory = workingDirectory ?? Environment.CurrentDirectory,
         };
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[name] = value;
+        }
+
         psi.ArgumentList.Add(tool);
         foreach (string a in args)
         {
