@@ -145,8 +145,16 @@ public sealed unsafe partial class ReferenceScanner
 
     private enum WorkKind
     {
+        /// <summary>A directory: the open root (no name), or a child of the held directory.</summary>
         Directory,
+
+        /// <summary>A file named relative to the held directory.</summary>
         File,
+
+        /// <summary>The held open file, whole.</summary>
+        OpenFile,
+
+        /// <summary>A piece of the held open file.</summary>
         FilePiece,
     }
 
@@ -159,7 +167,7 @@ public sealed unsafe partial class ReferenceScanner
     {
         public static WorkItem ForDirectory(FileDescriptor directory, string displayPath) => Take(new(WorkKind.Directory, directory, null, displayPath, 0, 0));
 
-        public static WorkItem ForFile(FileDescriptor file, ulong size, string displayPath) => Take(new(WorkKind.FilePiece, file, null, displayPath, size, ulong.MaxValue));
+        public static WorkItem ForFile(FileDescriptor file, ulong size, string displayPath) => Take(new(WorkKind.OpenFile, file, null, displayPath, size, 0));
 
         public static WorkItem Child(WorkKind kind, FileDescriptor parent, byte[] name, string displayPath) => Take(new(kind, parent, name, displayPath, 0, 0));
 
@@ -282,7 +290,7 @@ public sealed unsafe partial class ReferenceScanner
                     break;
                 }
 
-                case WorkKind.FilePiece when item.Offset == ulong.MaxValue:
+                case WorkKind.OpenFile:
                     ScanOpenFile(item.Handle, item.Size, item.DisplayPath);
                     break;
 
