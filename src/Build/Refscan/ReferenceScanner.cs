@@ -66,6 +66,10 @@ public sealed partial class ReferenceScanner
         Needles = needles;
         Options = options ?? new ReferenceScanOptions();
         Options.Validate();
+        if (Options.ChunkSize + needles.MaxLength > int.MaxValue)
+        {
+            throw new ArgumentException($"a needle of {needles.MaxLength} bytes is too long to scan in pieces of {Options.ChunkSize} bytes", nameof(needles));
+        }
     }
 
     /// <summary>A scanner for a request's <c>refscan_needles</c> (their UTF-8 bytes).</summary>
