@@ -7,6 +7,10 @@ internal static class CommandCatalog
 {
     public static IEnumerable<Command> All()
     {
+        yield return ImportCommand.Create();
+        yield return ExportCommand.Create();
+        yield return LsCommand.Create();
+        yield return CatCommand.Create();
         yield return RefscanCommand.Create();
     }
 }
