@@ -265,24 +265,15 @@ internal sealed class NixHashSearcher : NeedleSearcher
         }
     }
 
-    /// <summary>Range compares with whatever vectors the platform has (Arm64, older x64), or bytewise.</summary>
+    /// <summary>
+    /// Range compares on 128-bit vectors (Arm64, x64 without AVX2), or bytewise. (Wider vectors imply AVX2 or
+    /// AVX-512BW on x64, which have their own classifiers.)
+    /// </summary>
     internal readonly struct PortableClassifier : IClassifier
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public ulong Classify64(ref byte p)
         {
-            if (Vector512.IsHardwareAccelerated)
-            {
-                return InAlphabet(Vector512.LoadUnsafe(ref p)).ExtractMostSignificantBits();
-            }
-
-            if (Vector256.IsHardwareAccelerated)
-            {
-                ulong lo = InAlphabet(Vector256.LoadUnsafe(ref p)).ExtractMostSignificantBits();
-                ulong hi = InAlphabet(Vector256.LoadUnsafe(ref p, 32)).ExtractMostSignificantBits();
-                return lo | (hi << 32);
-            }
-
             if (Vector128.IsHardwareAccelerated)
             {
                 ulong result = 0;
@@ -308,26 +299,6 @@ internal sealed class NixHashSearcher : NeedleSearcher
     }
 
     // '0'..'9', or 'a'..'z' except 'e', 'o', 't' and 'u'. Byte compares are unsigned, so x - lo < count is a range test.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<byte> InAlphabet(Vector512<byte> v)
-    {
-        var digit = Vector512.LessThan(v - Vector512.Create((byte)'0'), Vector512.Create((byte)10));
-        var lower = Vector512.LessThan(v - Vector512.Create((byte)'a'), Vector512.Create((byte)26));
-        var excluded = Vector512.Equals(v, Vector512.Create((byte)'e')) | Vector512.Equals(v, Vector512.Create((byte)'o')) |
-            Vector512.LessThan(v - Vector512.Create((byte)'t'), Vector512.Create((byte)2));
-        return digit | Vector512.AndNot(lower, excluded);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<byte> InAlphabet(Vector256<byte> v)
-    {
-        var digit = Vector256.LessThan(v - Vector256.Create((byte)'0'), Vector256.Create((byte)10));
-        var lower = Vector256.LessThan(v - Vector256.Create((byte)'a'), Vector256.Create((byte)26));
-        var excluded = Vector256.Equals(v, Vector256.Create((byte)'e')) | Vector256.Equals(v, Vector256.Create((byte)'o')) |
-            Vector256.LessThan(v - Vector256.Create((byte)'t'), Vector256.Create((byte)2));
-        return digit | Vector256.AndNot(lower, excluded);
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<byte> InAlphabet(Vector128<byte> v)
     {

@@ -16,31 +16,20 @@ public sealed partial record BuildSpec
     public static BuildSpec FromTvix(TvixBuild.BuildRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
-        var inputs = ConvertInputs(request.Inputs, static n => n.ToModel());
-        var constraints = request.Constraints is { } c
-            ? new BuildConstraints(c.System, c.MinMemory, [.. c.AvailableRoPaths], c.NetworkAccess, c.ProvideBinSh)
-            : null;
-        var spec = new BuildSpec
-        {
-            Inputs = inputs,
-            CommandArgs = [.. request.CommandArgs],
-            WorkingDir = request.WorkingDir,
-            ScratchPaths = [.. request.ScratchPaths],
-            InputsDir = request.InputsDir,
-            Outputs = [.. request.Outputs],
-            EnvironmentVars = [.. request.EnvironmentVars.Select(static e => new EnvironmentVariable(e.Key, e.Value.Memory))],
-            Constraints = constraints,
-            AdditionalFiles = [.. request.AdditionalFiles.Select(static f => new AdditionalFile(f.Path, f.Contents.Memory))],
-            RefscanNeedles = [.. request.RefscanNeedles],
-        };
-        ThrowIfInvalidAfterInputs(spec, BuildProtocol.Tvix);
-        return spec;
+        return FromMessage(request, BuildProtocol.Tvix);
     }
 
     /// <summary>Validates a snix request as snix does (NUL is also refused in the environment) and converts it.</summary>
     public static BuildSpec FromSnix(SnixBuild.BuildRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
+
+        // The two messages have the same fields and numbers (snix renames the node types only).
+        return FromMessage(TvixBuild.BuildRequest.Parser.ParseFrom(request.ToByteString()), BuildProtocol.Snix);
+    }
+
+    private static BuildSpec FromMessage(TvixBuild.BuildRequest request, BuildProtocol protocol)
+    {
         var inputs = ConvertInputs(request.Inputs, static n => n.ToModel());
         var constraints = request.Constraints is { } c
             ? new BuildConstraints(c.System, c.MinMemory, [.. c.AvailableRoPaths], c.NetworkAccess, c.ProvideBinSh)
@@ -58,7 +47,11 @@ public sealed partial record BuildSpec
             AdditionalFiles = [.. request.AdditionalFiles.Select(static f => new AdditionalFile(f.Path, f.Contents.Memory))],
             RefscanNeedles = [.. request.RefscanNeedles],
         };
-        ThrowIfInvalidAfterInputs(spec, BuildProtocol.Snix);
+        if (BuildRequestValidator.ValidateAfterInputs(spec, protocol) is { } error)
+        {
+            throw error.ToException();
+        }
+
         return spec;
     }
 
@@ -143,14 +136,6 @@ public sealed partial record BuildSpec
         }
 
         return inputs.MoveToImmutable();
-    }
-
-    private static void ThrowIfInvalidAfterInputs(BuildSpec spec, BuildProtocol protocol)
-    {
-        if (BuildRequestValidator.ValidateAfterInputs(spec, protocol) is { } error)
-        {
-            throw error.ToException();
-        }
     }
 
     private static ByteString Bytes(ReadOnlyMemory<byte> bytes) => bytes.IsEmpty ? ByteString.Empty : ByteString.CopyFrom(bytes.Span);
