@@ -30,7 +30,7 @@ public sealed partial record BuildSpec
 
     private static BuildSpec FromMessage(TvixBuild.BuildRequest request, BuildProtocol protocol)
     {
-        var inputs = ConvertInputs(request.Inputs, static n => n.ToModel());
+        var inputs = ConvertInputs(request.Inputs);
         var constraints = request.Constraints is { } c
             ? new BuildConstraints(c.System, c.MinMemory, [.. c.AvailableRoPaths], c.NetworkAccess, c.ProvideBinSh)
             : null;
@@ -112,7 +112,7 @@ public sealed partial record BuildSpec
     /// Step 1 of the validation, interleaved as tvix does it: node <c>i</c> is checked, then its order against node
     /// <c>i-1</c>, before node <c>i+1</c> is looked at.
     /// </summary>
-    private static ImmutableArray<Node> ConvertInputs<T>(IReadOnlyList<T> nodes, Func<T, Node> convert)
+    private static ImmutableArray<Node> ConvertInputs(IReadOnlyList<Tvix.Castore.V1.Node> nodes)
     {
         var inputs = ImmutableArray.CreateBuilder<Node>(nodes.Count);
         for (int i = 0; i < nodes.Count; i++)
@@ -120,7 +120,7 @@ public sealed partial record BuildSpec
             Node node;
             try
             {
-                node = convert(nodes[i]);
+                node = nodes[i].ToModel();
             }
             catch (CastoreException e)
             {
