@@ -154,6 +154,7 @@ internal sealed class NixHashSearcher : NeedleSearcher
     }
 
     /// <summary>Looks up the candidate windows that end in the block at <paramref name="blockStart"/>; returns the run carried out of it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int Block(ReadOnlySpan<byte> haystack, int blockStart, ulong mask, int run, NeedleHits hits)
     {
         int lead = BitOperations.TrailingZeroCount(~mask);
@@ -169,6 +170,7 @@ internal sealed class NixHashSearcher : NeedleSearcher
     /// Looks up every window that ends in the block at <paramref name="blockStart"/> and is made of alphabet bytes
     /// only: those starting in earlier blocks (the carried run), then those starting in this block.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Candidates(ReadOnlySpan<byte> haystack, int blockStart, ulong mask, int run, int lead, NeedleHits hits)
     {
         // A window ending at block offset e (e < 31, so it starts in an earlier block) is all alphabet when the carried
