@@ -12,5 +12,6 @@ internal static class CommandCatalog
         yield return LsCommand.Create();
         yield return CatCommand.Create();
         yield return MountCommand.Create();
+        yield return RefscanCommand.Create();
     }
 }
