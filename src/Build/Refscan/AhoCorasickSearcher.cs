@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -18,6 +19,7 @@ internal sealed class AhoCorasickSearcher : NeedleSearcher
     private const int MatchFlag = int.MinValue;
 
     private readonly byte[] _classOf = new byte[256];
+    private readonly SearchValues<byte> _startBytes;   // first bytes of the needles: where a match can begin
     private readonly int _stride;          // number of byte classes
     private readonly int[] _outputs;       // per state: first needle ending exactly here, index into _outputList, or -1
     private readonly int[] _outputList;    // (needle, next) pairs flattened
@@ -67,6 +69,7 @@ internal sealed class AhoCorasickSearcher : NeedleSearcher
         }
 
         _stride = classes;
+        _startBytes = SearchValues.Create([.. needles.Where(n => n.Length > 0).Select(n => n[0]).Distinct()]);
 
         // The trie, built with a dictionary of children per state.
         var children = new List<Dictionary<byte, int>> { new() };
@@ -233,19 +236,41 @@ internal sealed class AhoCorasickSearcher : NeedleSearcher
         }
     }
 
+    /// <summary>
+    /// One table load per byte, 64 bytes at a time. Between those steps, when the automaton is in its start state,
+    /// a vectorized IndexOfAny jumps to the next byte that can begin a needle: long stretches without one (zeros,
+    /// much binary data) are skipped at memory speed, and dense text pays one call per 64 bytes.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void SearchDense(ReadOnlySpan<byte> haystack, NeedleHits hits)
     {
         ref int delta = ref MemoryMarshal.GetArrayDataReference(_delta!);
         ref byte classOf = ref MemoryMarshal.GetArrayDataReference(_classOf);
+        ref byte start = ref MemoryMarshal.GetReference(haystack);
+        int n = haystack.Length;
         int state = 0;
-        foreach (byte b in haystack)
+        int i = 0;
+        while (i < n)
         {
-            int next = Unsafe.Add(ref delta, state + Unsafe.Add(ref classOf, b));
-            state = next & ~MatchFlag;
-            if (next < 0)
+            if (state == 0)
             {
-                Report(state / _stride, hits);
+                int skip = haystack[i..].IndexOfAny(_startBytes);
+                if (skip < 0)
+                {
+                    return;
+                }
+
+                i += skip;
+            }
+
+            for (int end = Math.Min(n, i + 64); i < end; i++)
+            {
+                int next = Unsafe.Add(ref delta, state + Unsafe.Add(ref classOf, Unsafe.Add(ref start, i)));
+                state = next & ~MatchFlag;
+                if (next < 0)
+                {
+                    Report(state / _stride, hits);
+                }
             }
         }
     }

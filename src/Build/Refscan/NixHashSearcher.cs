@@ -3,6 +3,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace TvixFuseBuild.Build.Refscan;
 
@@ -71,8 +72,27 @@ internal sealed class NixHashSearcher : NeedleSearcher
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Search(ReadOnlySpan<byte> haystack, NeedleHits hits)
+    {
+        if (Avx512BW.IsSupported)
+        {
+            Search(haystack, hits, new Avx512Classifier());
+        }
+        else if (Avx2.IsSupported)
+        {
+            Search(haystack, hits, new Avx2Classifier());
+        }
+        else
+        {
+            Search(haystack, hits, default(PortableClassifier));
+        }
+    }
+
+    // Generic over the classifier so that the JIT compiles one loop per instruction set, with the lookup tables
+    // loaded into registers once per call.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Search<TClassifier>(ReadOnlySpan<byte> haystack, NeedleHits hits, TClassifier classifier)
+        where TClassifier : struct, IClassifier
     {
         int n = haystack.Length;
         if (n < Length)
@@ -83,24 +103,33 @@ internal sealed class NixHashSearcher : NeedleSearcher
         ref byte start = ref MemoryMarshal.GetReference(haystack);
         int run = 0; // alphabet bytes ending at the previous block's end (capped at 64)
         int i = 0;
-        for (; i <= n - 64; i += 64)
+
+        // Two blocks per step, with one well-predicted branch. A window of 32 alphabet bytes either lies inside a
+        // block (which then holds at least 32 alphabet bytes: a popcount tells) or crosses into it from the run
+        // carried in (its leading alphabet bytes tell). Only then are the blocks looked at closely.
+        for (; i <= n - 128; i += 128)
         {
-            ulong mask = Classify64(ref Unsafe.Add(ref start, i));
-            if (mask == 0)
+            ulong m1 = classifier.Classify64(ref Unsafe.Add(ref start, i));
+            ulong m2 = classifier.Classify64(ref Unsafe.Add(ref start, i + 64));
+            int lead1 = BitOperations.TrailingZeroCount(~m1);
+            int lead2 = BitOperations.TrailingZeroCount(~m2);
+            int tail1 = BitOperations.LeadingZeroCount(~m1);
+            bool quiet = (BitOperations.PopCount(m1) < Length) & (BitOperations.PopCount(m2) < Length) &
+                (run + lead1 < Length) & (tail1 + lead2 < Length);
+            if (quiet)
             {
-                run = 0;
+                // Neither block is all alphabet (that would be a run of 32), so the carry is block 2's tail.
+                run = BitOperations.LeadingZeroCount(~m2);
                 continue;
             }
 
-            // Cheap rejection first: no window can end in this block unless the run carried in plus the block's leading
-            // alphabet bytes reach 32, or the block holds 32 alphabet bytes at all.
-            int lead = BitOperations.TrailingZeroCount(~mask);
-            if (run + lead >= Length || BitOperations.PopCount(mask) >= Length)
-            {
-                Candidates(haystack, i, mask, run, lead, hits);
-            }
+            run = Block(haystack, i, m1, run, hits);
+            run = Block(haystack, i + 64, m2, run, hits);
+        }
 
-            run = mask == ulong.MaxValue ? Math.Min(run + 64, 64) : BitOperations.LeadingZeroCount(~mask);
+        for (; i <= n - 64; i += 64)
+        {
+            run = Block(haystack, i, classifier.Classify64(ref Unsafe.Add(ref start, i)), run, hits);
         }
 
         if (i < n)
@@ -109,19 +138,39 @@ internal sealed class NixHashSearcher : NeedleSearcher
             Span<byte> tail = stackalloc byte[64];
             tail.Clear();
             haystack[i..].CopyTo(tail);
-            ulong mask = Classify64(ref MemoryMarshal.GetReference(tail));
-            int lead = BitOperations.TrailingZeroCount(~mask);
-            if (mask != 0 && (run + lead >= Length || BitOperations.PopCount(mask) >= Length))
-            {
-                Candidates(haystack, i, mask, run, lead, hits);
-            }
+            Block(haystack, i, classifier.Classify64(ref MemoryMarshal.GetReference(tail)), run, hits);
         }
+    }
+
+    /// <summary>Bit s is set when bits s..s+31 of <paramref name="mask"/> all are: a window of 32 alphabet bytes starts at s.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong Runs32(ulong mask)
+    {
+        mask &= mask >> 1;
+        mask &= mask >> 2;
+        mask &= mask >> 4;
+        mask &= mask >> 8;
+        return mask & (mask >> 16);
+    }
+
+    /// <summary>Looks up the candidate windows that end in the block at <paramref name="blockStart"/>; returns the run carried out of it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private int Block(ReadOnlySpan<byte> haystack, int blockStart, ulong mask, int run, NeedleHits hits)
+    {
+        int lead = BitOperations.TrailingZeroCount(~mask);
+        if (run + lead >= Length || Runs32(mask) != 0)
+        {
+            Candidates(haystack, blockStart, mask, run, lead, hits);
+        }
+
+        return mask == ulong.MaxValue ? Math.Min(run + 64, 64) : BitOperations.LeadingZeroCount(~mask);
     }
 
     /// <summary>
     /// Looks up every window that ends in the block at <paramref name="blockStart"/> and is made of alphabet bytes
     /// only: those starting in earlier blocks (the carried run), then those starting in this block.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Candidates(ReadOnlySpan<byte> haystack, int blockStart, ulong mask, int run, int lead, NeedleHits hits)
     {
         // A window ending at block offset e (e < 31, so it starts in an earlier block) is all alphabet when the carried
@@ -135,17 +184,10 @@ internal sealed class NixHashSearcher : NeedleSearcher
             }
         }
 
-        // Windows inside the block: bit s of `starts` is set when mask bits s..s+31 all are.
-        ulong starts = mask;
-        starts &= starts >> 1;
-        starts &= starts >> 2;
-        starts &= starts >> 4;
-        starts &= starts >> 8;
-        starts &= starts >> 16;
-        while (starts != 0)
+        // Windows inside the block.
+        for (ulong starts = Runs32(mask); starts != 0; starts &= starts - 1)
         {
             Lookup(haystack, blockStart + BitOperations.TrailingZeroCount(starts), hits);
-            starts &= starts - 1;
         }
     }
 
@@ -176,66 +218,89 @@ internal sealed class NixHashSearcher : NeedleSearcher
         }
     }
 
-    /// <summary>Bit j is set when byte j of the 64 at <paramref name="p"/> is in the nixbase32 alphabet.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static ulong Classify64(ref byte p)
+    /// <summary>Classifies 64 bytes: bit j is set when byte j is in the nixbase32 alphabet.</summary>
+    internal interface IClassifier
     {
-        if (Vector512.IsHardwareAccelerated)
-        {
-            return InAlphabet(Vector512.LoadUnsafe(ref p)).ExtractMostSignificantBits();
-        }
+        ulong Classify64(ref byte p);
+    }
 
-        if (Vector256.IsHardwareAccelerated)
-        {
-            ulong lo = InAlphabet(Vector256.LoadUnsafe(ref p)).ExtractMostSignificantBits();
-            ulong hi = InAlphabet(Vector256.LoadUnsafe(ref p, 32)).ExtractMostSignificantBits();
-            return lo | (hi << 32);
-        }
+    // A byte is in the alphabet when the classes of its low nibble and of its high nibble share a bit (one pshufb
+    // lookup each): bit 1 = '0'..'9' (high nibble 3), bit 2 = 'a'..'n' except 'e' (high nibble 6), bit 4 = 'p'..'z'
+    // except 't' and 'u' (high nibble 7).
+    private static Vector128<byte> LowNibbleClasses => Vector128.Create(
+        (byte)0b101, 0b111, 0b111, 0b111, 0b011, 0b001, 0b111, 0b111, 0b111, 0b111, 0b110, 0b010, 0b010, 0b010, 0b010, 0b000);
 
-        if (Vector128.IsHardwareAccelerated)
+    private static Vector128<byte> HighNibbleClasses => Vector128.Create(
+        (byte)0, 0, 0, 0b001, 0, 0, 0b010, 0b100, 0, 0, 0, 0, 0, 0, 0, 0);
+
+    internal readonly struct Avx512Classifier() : IClassifier
+    {
+        private readonly Vector512<byte> _low = Vector512.Create(LowNibbleClasses);
+        private readonly Vector512<byte> _high = Vector512.Create(HighNibbleClasses);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public ulong Classify64(ref byte p)
         {
-            ulong result = 0;
-            for (int k = 0; k < 4; k++)
+            var v = Vector512.LoadUnsafe(ref p);
+            var nibble = Vector512.Create((byte)0x0f);
+            var lo = Avx512BW.Shuffle(_low, v & nibble);
+            var hi = Avx512BW.Shuffle(_high, Vector512.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & nibble);
+            return ~Vector512.Equals(lo & hi, Vector512<byte>.Zero).ExtractMostSignificantBits();
+        }
+    }
+
+    internal readonly struct Avx2Classifier() : IClassifier
+    {
+        private readonly Vector256<byte> _low = Vector256.Create(LowNibbleClasses);
+        private readonly Vector256<byte> _high = Vector256.Create(HighNibbleClasses);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public ulong Classify64(ref byte p) => Classify32(Vector256.LoadUnsafe(ref p)) | ((ulong)Classify32(Vector256.LoadUnsafe(ref p, 32)) << 32);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private uint Classify32(Vector256<byte> v)
+        {
+            var nibble = Vector256.Create((byte)0x0f);
+            var lo = Avx2.Shuffle(_low, v & nibble);
+            var hi = Avx2.Shuffle(_high, Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & nibble);
+            return ~Vector256.Equals(lo & hi, Vector256<byte>.Zero).ExtractMostSignificantBits();
+        }
+    }
+
+    /// <summary>
+    /// Range compares on 128-bit vectors (Arm64, x64 without AVX2), or bytewise. (Wider vectors imply AVX2 or
+    /// AVX-512BW on x64, which have their own classifiers.)
+    /// </summary>
+    internal readonly struct PortableClassifier : IClassifier
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public ulong Classify64(ref byte p)
+        {
+            if (Vector128.IsHardwareAccelerated)
             {
-                result |= (ulong)InAlphabet(Vector128.LoadUnsafe(ref p, (nuint)(16 * k))).ExtractMostSignificantBits() << (16 * k);
+                ulong result = 0;
+                for (int k = 0; k < 4; k++)
+                {
+                    result |= (ulong)InAlphabet(Vector128.LoadUnsafe(ref p, (nuint)(16 * k))).ExtractMostSignificantBits() << (16 * k);
+                }
+
+                return result;
             }
 
-            return result;
-        }
-
-        ulong bits = 0;
-        for (int k = 0; k < 64; k++)
-        {
-            if (Alphabet.Contains(Unsafe.Add(ref p, k)))
+            ulong bits = 0;
+            for (int k = 0; k < 64; k++)
             {
-                bits |= 1UL << k;
+                if (Alphabet.Contains(Unsafe.Add(ref p, k)))
+                {
+                    bits |= 1UL << k;
+                }
             }
-        }
 
-        return bits;
+            return bits;
+        }
     }
 
     // '0'..'9', or 'a'..'z' except 'e', 'o', 't' and 'u'. Byte compares are unsigned, so x - lo < count is a range test.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<byte> InAlphabet(Vector512<byte> v)
-    {
-        var digit = Vector512.LessThan(v - Vector512.Create((byte)'0'), Vector512.Create((byte)10));
-        var lower = Vector512.LessThan(v - Vector512.Create((byte)'a'), Vector512.Create((byte)26));
-        var excluded = Vector512.Equals(v, Vector512.Create((byte)'e')) | Vector512.Equals(v, Vector512.Create((byte)'o')) |
-            Vector512.LessThan(v - Vector512.Create((byte)'t'), Vector512.Create((byte)2));
-        return digit | Vector512.AndNot(lower, excluded);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<byte> InAlphabet(Vector256<byte> v)
-    {
-        var digit = Vector256.LessThan(v - Vector256.Create((byte)'0'), Vector256.Create((byte)10));
-        var lower = Vector256.LessThan(v - Vector256.Create((byte)'a'), Vector256.Create((byte)26));
-        var excluded = Vector256.Equals(v, Vector256.Create((byte)'e')) | Vector256.Equals(v, Vector256.Create((byte)'o')) |
-            Vector256.LessThan(v - Vector256.Create((byte)'t'), Vector256.Create((byte)2));
-        return digit | Vector256.AndNot(lower, excluded);
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<byte> InAlphabet(Vector128<byte> v)
     {

@@ -49,14 +49,15 @@ public sealed record ReferenceScanOptions
 /// <summary>
 /// Finds which needles occur in build outputs: in file contents and symlink targets (and entry names with
 /// <see cref="ReferenceScanOptions.IncludeNames"/>). Matches may overlap and may span any read or mapping boundary.
-/// Files are read through memory maps. Thread-safe: one scanner can serve many scans at once.
+/// Files are read through memory maps (those under <see cref="ReferenceScanOptions.ReadBelow"/> with one pread).
+/// Thread-safe: one scanner can serve many scans at once.
 /// </summary>
 /// <remarks>
 /// A tree is walked by file descriptor (<c>openat</c> with <c>O_NOFOLLOW</c>, names as raw bytes), so no symlink is
 /// ever followed and names that are not UTF-8 are fine. Entries other than regular files, directories and symlinks
 /// (devices, FIFOs, sockets) have no contents and are skipped. A mapped file that another process truncates while it
-/// is scanned raises SIGBUS, as it does for every mmap-based scanner (ripgrep, Nix): scan outputs after the build has
-/// stopped.
+/// is scanned raises SIGBUS, as for any reader that maps files (ripgrep documents the same): scan outputs after the
+/// build has stopped.
 /// </remarks>
 public sealed partial class ReferenceScanner
 {
@@ -66,6 +67,10 @@ public sealed partial class ReferenceScanner
         Needles = needles;
         Options = options ?? new ReferenceScanOptions();
         Options.Validate();
+        if (Options.ChunkSize + needles.MaxLength > int.MaxValue)
+        {
+            throw new ArgumentException($"a needle of {needles.MaxLength} bytes is too long to scan in pieces of {Options.ChunkSize} bytes", nameof(needles));
+        }
     }
 
     /// <summary>A scanner for a request's <c>refscan_needles</c> (their UTF-8 bytes).</summary>

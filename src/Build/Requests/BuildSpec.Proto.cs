@@ -16,32 +16,21 @@ public sealed partial record BuildSpec
     public static BuildSpec FromTvix(TvixBuild.BuildRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
-        var inputs = ConvertInputs(request.Inputs, static n => n.ToModel());
-        var constraints = request.Constraints is { } c
-            ? new BuildConstraints(c.System, c.MinMemory, [.. c.AvailableRoPaths], c.NetworkAccess, c.ProvideBinSh)
-            : null;
-        var spec = new BuildSpec
-        {
-            Inputs = inputs,
-            CommandArgs = [.. request.CommandArgs],
-            WorkingDir = request.WorkingDir,
-            ScratchPaths = [.. request.ScratchPaths],
-            InputsDir = request.InputsDir,
-            Outputs = [.. request.Outputs],
-            EnvironmentVars = [.. request.EnvironmentVars.Select(static e => new EnvironmentVariable(e.Key, e.Value.Memory))],
-            Constraints = constraints,
-            AdditionalFiles = [.. request.AdditionalFiles.Select(static f => new AdditionalFile(f.Path, f.Contents.Memory))],
-            RefscanNeedles = [.. request.RefscanNeedles],
-        };
-        ThrowIfInvalidAfterInputs(spec, BuildProtocol.Tvix);
-        return spec;
+        return FromMessage(request, BuildProtocol.Tvix);
     }
 
     /// <summary>Validates a snix request as snix does (NUL is also refused in the environment) and converts it.</summary>
     public static BuildSpec FromSnix(SnixBuild.BuildRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
-        var inputs = ConvertInputs(request.Inputs, static n => n.ToModel());
+
+        // The two messages have the same fields and numbers (snix renames the node types only).
+        return FromMessage(TvixBuild.BuildRequest.Parser.ParseFrom(request.ToByteString()), BuildProtocol.Snix);
+    }
+
+    private static BuildSpec FromMessage(TvixBuild.BuildRequest request, BuildProtocol protocol)
+    {
+        var inputs = ConvertInputs(request.Inputs);
         var constraints = request.Constraints is { } c
             ? new BuildConstraints(c.System, c.MinMemory, [.. c.AvailableRoPaths], c.NetworkAccess, c.ProvideBinSh)
             : null;
@@ -58,7 +47,11 @@ public sealed partial record BuildSpec
             AdditionalFiles = [.. request.AdditionalFiles.Select(static f => new AdditionalFile(f.Path, f.Contents.Memory))],
             RefscanNeedles = [.. request.RefscanNeedles],
         };
-        ThrowIfInvalidAfterInputs(spec, BuildProtocol.Snix);
+        if (BuildRequestValidator.ValidateAfterInputs(spec, protocol) is { } error)
+        {
+            throw error.ToException();
+        }
+
         return spec;
     }
 
@@ -119,7 +112,7 @@ public sealed partial record BuildSpec
     /// Step 1 of the validation, interleaved as tvix does it: node <c>i</c> is checked, then its order against node
     /// <c>i-1</c>, before node <c>i+1</c> is looked at.
     /// </summary>
-    private static ImmutableArray<Node> ConvertInputs<T>(IReadOnlyList<T> nodes, Func<T, Node> convert)
+    private static ImmutableArray<Node> ConvertInputs(IReadOnlyList<Tvix.Castore.V1.Node> nodes)
     {
         var inputs = ImmutableArray.CreateBuilder<Node>(nodes.Count);
         for (int i = 0; i < nodes.Count; i++)
@@ -127,7 +120,7 @@ public sealed partial record BuildSpec
             Node node;
             try
             {
-                node = convert(nodes[i]);
+                node = nodes[i].ToModel();
             }
             catch (CastoreException e)
             {
@@ -143,14 +136,6 @@ public sealed partial record BuildSpec
         }
 
         return inputs.MoveToImmutable();
-    }
-
-    private static void ThrowIfInvalidAfterInputs(BuildSpec spec, BuildProtocol protocol)
-    {
-        if (BuildRequestValidator.ValidateAfterInputs(spec, protocol) is { } error)
-        {
-            throw error.ToException();
-        }
     }
 
     private static ByteString Bytes(ReadOnlyMemory<byte> bytes) => bytes.IsEmpty ? ByteString.Empty : ByteString.CopyFrom(bytes.Span);

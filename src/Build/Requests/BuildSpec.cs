@@ -1,6 +1,6 @@
 using System.Collections.Immutable;
-using Google.Protobuf;
 using System.Text;
+using Google.Protobuf;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Hashing;
 

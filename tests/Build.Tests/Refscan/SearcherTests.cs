@@ -232,3 +232,48 @@ public sealed class SearcherTests
         return bytes;
     }
 }
+
+public sealed class ClassifierTests
+{
+    [Fact]
+    public void EveryClassifierAgreesWithTheAlphabetForEveryByteAtEveryPosition()
+    {
+        var alphabet = NeedleSet.NixBase32Alphabet.Select(c => (byte)c).ToHashSet();
+        var classifiers = new List<(string Name, Func<byte[], ulong> Classify)>
+        {
+            ("portable", b => default(NixHashSearcher.PortableClassifier).Classify64(ref b[0])),
+        };
+        if (System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+        {
+            classifiers.Add(("avx2", b => new NixHashSearcher.Avx2Classifier().Classify64(ref b[0])));
+        }
+
+        if (System.Runtime.Intrinsics.X86.Avx512BW.IsSupported)
+        {
+            classifiers.Add(("avx512", b => new NixHashSearcher.Avx512Classifier().Classify64(ref b[0])));
+        }
+
+        var block = new byte[64];
+        for (int value = 0; value < 256; value++)
+        {
+            for (int position = 0; position < 64; position++)
+            {
+                Array.Fill(block, (byte)'e');
+                block[position] = (byte)value;
+                ulong expected = alphabet.Contains((byte)value) ? 1UL << position : 0;
+                foreach (var (name, classify) in classifiers)
+                {
+                    Assert.True(expected == classify(block), $"{name}: byte 0x{value:x2} at {position}");
+                }
+            }
+        }
+
+        // And a block of alphabet bytes with one outsider.
+        Array.Fill(block, (byte)'z');
+        block[17] = (byte)'u';
+        foreach (var (name, classify) in classifiers)
+        {
+            Assert.Equal(~(1UL << 17), classify(block));
+        }
+    }
+}
