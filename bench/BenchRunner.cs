@@ -171,7 +171,8 @@ internal static class Measure
     }
 
     /// <summary>Runs a process to completion, failing loudly on a non-zero exit; returns wall seconds.</summary>
-    public static double Process(string fileName, IEnumerable<string> arguments, string? stdoutFile = null)
+    public static double Process(
+        string fileName, IEnumerable<string> arguments, string? stdoutFile = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         var psi = new ProcessStartInfo(fileName)
         {
@@ -182,6 +183,11 @@ internal static class Measure
         foreach (var a in arguments)
         {
             psi.ArgumentList.Add(a);
+        }
+
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[key] = value;
         }
 
         var sw = Stopwatch.StartNew();

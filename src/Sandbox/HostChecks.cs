@@ -12,21 +12,23 @@ internal static class HostChecks
     /// <summary>The Nix system names this host runs: its own, plus i686-linux where the kernel runs 32-bit x86.</summary>
     public static IReadOnlyList<string> Systems => s_systems.Value;
 
-    public static void CheckConstraints(SandboxSpec spec)
+    public static void CheckConstraints(SandboxSpec spec) => CheckConstraints(spec.System, spec.MinMemory);
+
+    public static void CheckConstraints(string? system, long minMemory)
     {
-        if (spec.System is { } system && !Systems.Contains(system, StringComparer.Ordinal))
+        if (system is not null && !Systems.Contains(system, StringComparer.Ordinal))
         {
             throw new SandboxRefusedException(
                 $"this host cannot build for system '{system}'; it runs {string.Join(", ", Systems)}");
         }
 
-        if (spec.MinMemory > 0)
+        if (minMemory > 0)
         {
             long available = MemAvailable();
-            if (spec.MinMemory > available)
+            if (minMemory > available)
             {
                 throw new SandboxRefusedException(
-                    $"the build needs {Mib(spec.MinMemory)} of memory but this host has {Mib(available)} available");
+                    $"the build needs {Mib(minMemory)} of memory but this host has {Mib(available)} available");
             }
         }
     }

@@ -90,7 +90,92 @@ internal sealed class InitLauncher
             throw new SandboxException($"cannot sandbox builds: the dotnet host was not found at {dotnet}");
         }
 
+        if (IsRoot)
+        {
+            // As root the init runs as the build user, who must be able to run dotnet and read the init.
+            if (!ReachableByOthers(dotnet))
+            {
+                throw new SandboxException(
+                    $"cannot sandbox builds as root: {dotnet} is not readable by the unprivileged build user (uid {RootModeUid}); install .NET where all users can run it");
+            }
+
+            if (!ReachableByOthers(initAssembly) || !ReachableByOthers(runtimeConfig))
+            {
+                (initAssembly, runtimeConfig) = StageForBuildUser(initAssembly, runtimeConfig);
+            }
+        }
+
         return new InitLauncher(unshare, setpriv, dotnet, initAssembly, runtimeConfig);
+    }
+
+    /// <summary>True when every directory above <paramref name="path"/> is searchable, and the file readable, by other users.</summary>
+    private static bool ReachableByOthers(string path)
+    {
+        if ((File.GetUnixFileMode(path) & UnixFileMode.OtherRead) == 0)
+        {
+            return false;
+        }
+
+        for (var dir = new DirectoryInfo(Path.GetDirectoryName(path)!); dir is not null; dir = dir.Parent)
+        {
+            if ((dir.UnixFileMode & UnixFileMode.OtherExecute) == 0)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Copies the init where the build user can read it (a global tool or a NuGet package lives under root's 0700
+    /// home): /run/tvix-fuse-build/sandbox-init/HASH, in directories only root can write, so nobody can swap the init.
+    /// </summary>
+    private static (string Assembly, string RuntimeConfig) StageForBuildUser(string initAssembly, string runtimeConfig)
+    {
+        byte[] assembly = File.ReadAllBytes(initAssembly);
+        byte[] config = File.ReadAllBytes(runtimeConfig);
+        string hash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData([.. assembly, .. config]))[..16];
+        string parent = Directory.Exists("/run") ? "/run/tvix-fuse-build" : "/var/lib/tvix-fuse-build";
+        string inits = Path.Combine(parent, "sandbox-init");
+        const UnixFileMode Public = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute |
+                                    UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
+        foreach (string dir in new[] { parent, inits })
+        {
+            Directory.CreateDirectory(dir, Public);
+            if (Interop.Libc.OwnerOf(dir) != 0 || (File.GetUnixFileMode(dir) & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
+            {
+                throw new SandboxException($"cannot sandbox builds as root: {dir} must be owned by root and writable by root only");
+            }
+
+            File.SetUnixFileMode(dir, Public);
+        }
+
+        string final = Path.Combine(inits, hash);
+        string stagedAssembly = Path.Combine(final, Path.GetFileName(initAssembly));
+        string stagedConfig = Path.Combine(final, Path.GetFileName(runtimeConfig));
+        if (!File.Exists(stagedConfig))
+        {
+            string temporary = Path.Combine(inits, $".{hash}.{Environment.ProcessId}.{Random.Shared.Next():x8}");
+            Directory.CreateDirectory(temporary, Public);
+            File.WriteAllBytes(Path.Combine(temporary, Path.GetFileName(initAssembly)), assembly);
+            File.WriteAllBytes(Path.Combine(temporary, Path.GetFileName(runtimeConfig)), config);
+            foreach (string file in Directory.EnumerateFiles(temporary))
+            {
+                File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+            }
+
+            try
+            {
+                Directory.Move(temporary, final);
+            }
+            catch (IOException) when (File.Exists(stagedConfig))
+            {
+                Directory.Delete(temporary, recursive: true); // another process staged the same init first
+            }
+        }
+
+        return (stagedAssembly, stagedConfig);
     }
 
     public ProcessStartInfo CreateStartInfo(bool network, IReadOnlyCollection<int> extraGroups)

@@ -28,6 +28,12 @@ public static class SandboxRunner
     /// <summary>Throws a <see cref="SandboxException"/> naming what is missing when this host cannot sandbox builds.</summary>
     public static void EnsureAvailable() => InitLauncher.Get();
 
+    /// <summary>
+    /// Refuses (with <see cref="SandboxRefusedException"/>) a system this host cannot run or more memory than it has
+    /// available, so that callers can check before preparing anything else.
+    /// </summary>
+    public static void CheckConstraints(string? system, long minMemory) => HostChecks.CheckConstraints(system, minMemory);
+
     /// <summary>The Nix system names this host can build for (<see cref="SandboxSpec.System"/>).</summary>
     public static IReadOnlyList<string> SupportedSystems => HostChecks.Systems;
 }

@@ -44,10 +44,16 @@ internal static class ToolConsole
             case UsageException usage:
                 Console.Error.WriteLine($"{Name}: {usage.Message}");
                 return Usage;
+            case Build.Requests.BuildRequestValidationException invalid:
+                Console.Error.WriteLine($"{Name}: invalid request: {invalid.Message}");
+                return Failed;
+            case ReportedFailureException reported:
+                Console.Error.WriteLine(reported.Message);
+                return Failed;
             case OperationCanceledException:
                 Console.Error.WriteLine($"{Name}: cancelled");
                 return Failed;
-            case CastoreException or IOException or UnauthorizedAccessException or FormatException:
+            case CastoreException or IOException or UnauthorizedAccessException or FormatException or Sandbox.SandboxException:
                 Console.Error.WriteLine($"{Name}: error: {e.Message}");
                 return Failed;
             case AggregateException aggregate when aggregate.InnerExceptions.Count == 1:
@@ -66,3 +72,6 @@ internal static class ToolConsole
 
 /// <summary>The command line is wrong in a way the parser cannot see (exit code 2).</summary>
 internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>A failure whose message is already the complete text to print, possibly several lines (exit code 1).</summary>
+internal sealed class ReportedFailureException(string message) : Exception(message);

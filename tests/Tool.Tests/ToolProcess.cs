@@ -18,7 +18,8 @@ internal static class ToolProcess
     public sealed record Result(int ExitCode, string Stdout, string Stderr);
 
     /// <summary>Starts the tool; the caller owns the process (and must kill it).</summary>
-    public static Process Start(IEnumerable<string> arguments, IDictionary<string, string>? environment = null, bool redirectStdin = false)
+    public static Process Start(
+        IEnumerable<string> arguments, IDictionary<string, string>? environment = null, bool redirectStdin = false, string? workingDirectory = null)
     {
         var psi = new ProcessStartInfo(Executable)
         {
@@ -26,6 +27,7 @@ internal static class ToolProcess
             RedirectStandardError = true,
             RedirectStandardInput = redirectStdin,
             UseShellExecute = false,
+            WorkingDirectory = workingDirectory ?? Environment.CurrentDirectory,
         };
         foreach (var a in arguments)
         {
@@ -42,9 +44,11 @@ internal static class ToolProcess
         return Process.Start(psi) ?? throw new InvalidOperationException("cannot start the tool");
     }
 
-    public static Result Run(IEnumerable<string> arguments, IDictionary<string, string>? environment = null, string? stdin = null, TimeSpan? timeout = null)
+    public static Result Run(
+        IEnumerable<string> arguments, IDictionary<string, string>? environment = null, string? stdin = null, TimeSpan? timeout = null,
+        string? workingDirectory = null)
     {
-        using var process = Start(arguments, environment, redirectStdin: stdin is not null);
+        using var process = Start(arguments, environment, redirectStdin: stdin is not null, workingDirectory);
         if (stdin is not null)
         {
             process.StandardInput.Write(stdin);

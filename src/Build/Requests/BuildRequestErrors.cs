@@ -32,6 +32,9 @@ public enum BuildRequestErrorKind
 
     /// <summary>Beyond tvix: an additional file that cannot be written (the root, a directory the build needs, inside an input or the read-only inputs_dir).</summary>
     UnwritableAdditionalFile,
+
+    /// <summary>Beyond tvix: an environment value or input name that is not UTF-8, which this builder cannot hand to a process.</summary>
+    NotUtf8,
 }
 
 /// <summary>A BuildRequest is refused. <see cref="Exception.Message"/> is the one-line text to show (tvix's exact text for tvix's kinds).</summary>

@@ -64,7 +64,7 @@ public static class HostExporter
         }
         catch
         {
-            RemoveTree(staging);
+            HostTree.Remove(staging);
             throw;
         }
     }
@@ -264,30 +264,5 @@ public static class HostExporter
                     : new PosixException("rename", to, errno);
             }
         }
-    }
-
-    /// <summary>Removes a partly exported tree, making read-only directories writable first.</summary>
-    internal static void RemoveTree(string path)
-    {
-        var info = new DirectoryInfo(path);
-        if (info.LinkTarget is not null || !info.Exists)
-        {
-            if (File.Exists(path) || info.LinkTarget is not null)
-            {
-                File.Delete(path);
-            }
-
-            return;
-        }
-
-        foreach (var directory in info.EnumerateDirectories("*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0 }).Prepend(info))
-        {
-            if (directory.LinkTarget is null)
-            {
-                directory.UnixFileMode |= UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
-            }
-        }
-
-        info.Delete(recursive: true);
     }
 }

@@ -137,6 +137,14 @@ internal static unsafe partial class Libc
         return rc < 0 ? -1 : *(ushort*)(buf + 28);
     }
 
+    /// <summary>The owning user of a host path (not following symlinks), or -1.</summary>
+    public static long OwnerOf(string path)
+    {
+        byte* buf = stackalloc byte[256];
+        int rc = statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, 0x8 /* STATX_UID */, buf);
+        return rc < 0 ? -1 : *(uint*)(buf + 20);
+    }
+
     /// <summary>The owning group of a host path (following symlinks), or -1.</summary>
     public static int GetGid(string path)
     {

@@ -7,6 +7,8 @@ internal static class CommandCatalog
 {
     public static IEnumerable<Command> All()
     {
+        yield return BuildCommand.Create();
+        yield return RunCommand.Create();
         yield return ImportCommand.Create();
         yield return ExportCommand.Create();
         yield return LsCommand.Create();

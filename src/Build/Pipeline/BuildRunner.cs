@@ -1,0 +1,355 @@
+using System.Collections.Immutable;
+using System.Diagnostics;
+using System.Text;
+using TvixFuseBuild.Build.Refscan;
+using TvixFuseBuild.Build.Requests;
+using TvixFuseBuild.Castore;
+using TvixFuseBuild.Castore.Stores;
+using TvixFuseBuild.Castore.Transfer;
+using TvixFuseBuild.Fuse;
+using TvixFuseBuild.Sandbox;
+
+namespace TvixFuseBuild.Build.Pipeline;
+
+/// <summary>What a build produced, and how.</summary>
+/// <param name="Result">The outputs (named by their path's last component) and the needles found in each.</param>
+/// <param name="Cached">True when the result cache answered and nothing ran.</param>
+/// <param name="Sandbox">The command's run, when it ran.</param>
+public sealed record BuildRun(BuildResult Result, bool Cached, SandboxResult? Sandbox);
+
+/// <summary>
+/// The build pipeline: validate the request, check that its inputs are in the store, mount them lazily with FUSE,
+/// run the command in the namespace sandbox, check and ingest the outputs while scanning them for the needles, and
+/// tear everything down. Thread-safe: one runner serves many builds at once.
+/// </summary>
+public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options = null)
+{
+    private readonly BuildRunnerOptions _options = options ?? new BuildRunnerOptions();
+
+    public CastoreStore Store => store;
+
+    /// <summary>
+    /// Runs <paramref name="spec"/>; the command's output goes to <paramref name="output"/> as it is written.
+    /// </summary>
+    /// <exception cref="BuildRequestValidationException">The request is invalid (tvix's message) or cannot possibly run.</exception>
+    /// <exception cref="ObjectNotFoundException">An input is not in the store.</exception>
+    /// <exception cref="SandboxRefusedException">The host does not meet the request's constraints; nothing ran.</exception>
+    /// <exception cref="BuildFailedException">The command failed, timed out, or did not produce an output.</exception>
+    public async Task<BuildRun> RunAsync(
+        BuildSpec spec, BuildProtocol protocol, SandboxOutput? output = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        BuildRequestValidator.ThrowIfInvalid(spec, protocol);
+        BuildRequestValidator.ThrowIfNotRunnable(spec);
+        if (spec.Constraints is { } constraints)
+        {
+            SandboxRunner.CheckConstraints(constraints.System, (long)Math.Min(constraints.MinMemory, long.MaxValue));
+        }
+
+        var requestDigest = spec.ComputeDigest();
+        if (!_options.Rebuild && _options.ResultCache is { } cache &&
+            await cache.TryGetAsync(requestDigest, store, cancellationToken).ConfigureAwait(false) is { } cached)
+        {
+            Log($"request {requestDigest} was built before and its outputs are in the store: not running it again");
+            return new BuildRun(cached, Cached: true, Sandbox: null);
+        }
+
+        await CheckInputsAsync(spec, cancellationToken).ConfigureAwait(false);
+        SandboxRunner.EnsureAvailable();
+
+        var directory = BuildDirectory.Create(_options.WorkRoot, spec);
+        bool keep = false;
+        try
+        {
+            var sandbox = await RunCommandAsync(spec, directory, output, cancellationToken).ConfigureAwait(false);
+            if (sandbox.Outcome == SandboxOutcome.Cancelled)
+            {
+                throw new OperationCanceledException("the build was cancelled", cancellationToken);
+            }
+
+            if (!sandbox.Succeeded)
+            {
+                keep = _options.KeepFailed;
+                throw new BuildFailedException($"the command {Describe(sandbox)}", sandbox, keep ? directory.Root : null);
+            }
+
+            foreach (string path in spec.Outputs)
+            {
+                if (!Exists(directory.HostPath(path)))
+                {
+                    keep = _options.KeepFailed;
+                    throw new BuildFailedException(
+                        $"the command succeeded but did not produce the output {path}", sandbox, keep ? directory.Root : null);
+                }
+            }
+
+            var result = await IngestOutputsAsync(spec, directory, cancellationToken).ConfigureAwait(false);
+            if (_options.ResultCache is { } resultCache)
+            {
+                await resultCache.StoreAsync(requestDigest, spec, result, cancellationToken).ConfigureAwait(false);
+            }
+
+            return new BuildRun(result, Cached: false, sandbox);
+        }
+        finally
+        {
+            if (!keep)
+            {
+                directory.Remove(Log);
+            }
+        }
+    }
+
+    private async Task<SandboxResult> RunCommandAsync(
+        BuildSpec spec, BuildDirectory directory, SandboxOutput? output, CancellationToken cancellationToken)
+    {
+        CastoreMount? mount = null;
+        try
+        {
+            if (spec.Inputs.Length > 0)
+            {
+                mount = await CastoreMount.MountAsync(
+                    directory.Inputs,
+                    spec.Inputs,
+                    store.Blobs,
+                    store.Directories,
+                    new CastoreMountOptions
+                    {
+                        // As root the sandbox runs the build as an unprivileged host user, which needs allow_other.
+                        AllowOther = Environment.IsPrivilegedProcess,
+                        Log = Log,
+                    },
+                    cancellationToken).ConfigureAwait(false);
+            }
+
+            return await SandboxRunner.RunAsync(SandboxSpecFor(spec, directory), output, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (mount is not null)
+            {
+                await mount.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    private SandboxSpec SandboxSpecFor(BuildSpec spec, BuildDirectory directory)
+    {
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var variable in spec.EnvironmentVars)
+        {
+            environment[variable.Key] = Utf8(variable.Value.Span, $"the value of environment variable {variable.Key}");
+        }
+
+        var constraints = spec.Constraints;
+        return new SandboxSpec
+        {
+            Command = spec.CommandArgs,
+            Environment = environment,
+            WorkingDirectory = "/" + spec.WorkingDir,
+            ScratchPaths = directory.ScratchPaths.ToDictionary(p => "/" + p.Key, p => p.Value, StringComparer.Ordinal),
+            InputsHostDirectory = directory.Inputs,
+            InputsDir = "/" + spec.InputsDir,
+            InputNames = [.. spec.Inputs.Select(i => Utf8(i.Name.Span, $"the name of input {i.Name.ToQuotedString()}"))],
+            AdditionalFiles = spec.AdditionalFiles.ToDictionary(f => "/" + f.Path, f => f.Contents, StringComparer.Ordinal),
+            ReadOnlyHostPaths = constraints?.AvailableReadOnlyPaths ?? [],
+            BinSh = constraints?.ProvideBinSh == true ? SandboxSpec.BusyboxShell : null,
+            Network = constraints?.NetworkAccess == true,
+            Timeout = _options.Timeout,
+            SilenceTimeout = _options.SilenceTimeout,
+            LogLimit = _options.LogLimit,
+            LogFile = _options.LogFile,
+            System = constraints?.System,
+            MinMemory = (long)Math.Min(constraints?.MinMemory ?? 0, long.MaxValue),
+        };
+    }
+
+    private static string Utf8(ReadOnlySpan<byte> bytes, string what)
+    {
+        try
+        {
+            return new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);
+        }
+        catch (DecoderFallbackException)
+        {
+            throw new BuildRequestValidationException(
+                BuildRequestErrorKind.NotUtf8, $"{what} is not valid UTF-8, which this builder cannot pass to a process");
+        }
+    }
+
+    private async Task<BuildResult> IngestOutputsAsync(BuildSpec spec, BuildDirectory directory, CancellationToken cancellationToken)
+    {
+        var scanner = spec.RefscanNeedles.Length > 0 ? ReferenceScanner.ForNeedles(spec.RefscanNeedles) : null;
+        var outputs = ImmutableArray.CreateBuilder<BuildOutput>(spec.Outputs.Length);
+        foreach (string path in spec.Outputs)
+        {
+            string host = directory.HostPath(path);
+            var name = PathComponent.Create(path[(path.LastIndexOf('/') + 1)..]);
+
+            // Ingesting and scanning read the same files; side by side they share the page cache.
+            var scan = scanner is null
+                ? Task.FromResult(ImmutableArray<int>.Empty)
+                : Task.Run(() => scanner.ScanPath(host, cancellationToken), cancellationToken);
+            var node = await HostImporter.ImportAsync(host, name, store.Blobs, store.Directories, cancellationToken: cancellationToken)
+                .ConfigureAwait(false);
+            outputs.Add(new BuildOutput(node, await scan.ConfigureAwait(false)));
+        }
+
+        return new BuildResult(outputs.MoveToImmutable());
+    }
+
+    /// <summary>Every input's root object must be in the store (only the roots: nothing is walked).</summary>
+    private async Task CheckInputsAsync(BuildSpec spec, CancellationToken cancellationToken)
+    {
+        var checks = spec.Inputs.Select(async input =>
+        {
+            bool present = input switch
+            {
+                DirectoryNode d => await store.Directories.GetAsync(d.Digest, cancellationToken).ConfigureAwait(false) is not null,
+                FileNode f => await store.Blobs.HasAsync(f.Digest, cancellationToken).ConfigureAwait(false),
+                _ => true,
+            };
+            if (!present)
+            {
+                string what = input is DirectoryNode ? "directory" : "blob";
+                string digest = input is DirectoryNode dn ? dn.Digest.ToString() : ((FileNode)input).Digest.ToString();
+                throw new ObjectNotFoundException($"input {input.Name.ToQuotedString()}: {what} {digest} is not in the store {store.Address}");
+            }
+        });
+        await Task.WhenAll(checks).ConfigureAwait(false);
+    }
+
+    private static bool Exists(string path) => Path.Exists(path) || new FileInfo(path).LinkTarget is not null;
+
+    private static string Describe(SandboxResult result) => result.Outcome switch
+    {
+        SandboxOutcome.Exited => $"exited with status {result.ExitCode}",
+        SandboxOutcome.Signaled => $"was killed by signal {result.Signal} ({SignalName(result.Signal)})",
+        SandboxOutcome.TimedOut => "timed out and was killed",
+        SandboxOutcome.SilenceTimedOut => "printed nothing for too long and was killed",
+        SandboxOutcome.LogLimitExceeded => "wrote more log than allowed and was killed",
+        _ => "was cancelled",
+    };
+
+    private static string SignalName(int? signal) => signal switch
+    {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => "signal",
+    };
+
+    private void Log(string line) => _options.Log?.Invoke(line);
+}
+
+/// <summary>
+/// A build's directory on the host: <c>inputs/</c> (the FUSE mountpoint) and one directory per scratch path under
+/// <c>scratch/</c>. Reachable by the unprivileged user a root-run sandbox builds as.
+/// </summary>
+internal sealed class BuildDirectory
+{
+    private BuildDirectory(string root, Dictionary<string, string> scratchPaths)
+    {
+        Root = root;
+        Inputs = Path.Combine(root, "inputs");
+        ScratchPaths = scratchPaths;
+    }
+
+    public string Root { get; }
+
+    public string Inputs { get; }
+
+    /// <summary>Scratch path (relative, as in the request) to its host directory.</summary>
+    public IReadOnlyDictionary<string, string> ScratchPaths { get; }
+
+    public static BuildDirectory Create(string? workRoot, BuildSpec spec)
+    {
+        const UnixFileMode Traversable = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute |
+                                         UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
+        string parent = Path.GetFullPath(workRoot ?? Path.GetTempPath());
+        Directory.CreateDirectory(parent);
+        if (Environment.IsPrivilegedProcess)
+        {
+            CheckReachableByOthers(parent);
+        }
+
+        string root;
+        do
+        {
+            root = Path.Combine(parent, $"tvix-fuse-build-{Random.Shared.NextInt64():x16}");
+        }
+        while (Path.Exists(root));
+
+        Directory.CreateDirectory(root, Traversable);
+        Directory.CreateDirectory(Path.Combine(root, "inputs"), Traversable);
+        Directory.CreateDirectory(Path.Combine(root, "scratch"), Traversable);
+        var scratch = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string path in spec.ScratchPaths.Distinct())
+        {
+            string host = Path.Combine(root, "scratch", scratch.Count.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            Directory.CreateDirectory(host, Traversable);
+            scratch[path] = host;
+        }
+
+        return new BuildDirectory(root, scratch);
+    }
+
+    /// <summary>
+    /// As root, the sandbox builds as an unprivileged host user, who must be able to walk down to the build directory.
+    /// </summary>
+    private static void CheckReachableByOthers(string directory)
+    {
+        for (var dir = new DirectoryInfo(directory); dir is not null; dir = dir.Parent)
+        {
+            if ((dir.UnixFileMode & UnixFileMode.OtherExecute) == 0)
+            {
+                throw new IOException(
+                    $"cannot build under {directory}: {dir.FullName} is not searchable by other users (mode {Convert.ToString((int)dir.UnixFileMode, 8)}), " +
+                    "and the sandbox runs builds as an unprivileged user; choose another work directory (TMPDIR) or chmod o+x it");
+            }
+        }
+    }
+
+    /// <summary>Where a request path (under some scratch path) is on the host: below the longest scratch path holding it.</summary>
+    public string HostPath(string path)
+    {
+        string? best = null;
+        foreach (string scratch in ScratchPaths.Keys)
+        {
+            if ((path == scratch || scratch.Length == 0 || path.StartsWith(scratch + "/", StringComparison.Ordinal)) &&
+                (best is null || scratch.Length > best.Length))
+            {
+                best = scratch;
+            }
+        }
+
+        if (best is null)
+        {
+            throw new UnreachableException($"output {path} is under no scratch path; validation should have refused it");
+        }
+
+        string rest = path.Length == best.Length ? "" : path[(best.Length == 0 ? 0 : best.Length + 1)..];
+        return rest.Length == 0 ? ScratchPaths[best] : Path.Combine(ScratchPaths[best], rest);
+    }
+
+    public void Remove(Action<string> log)
+    {
+        try
+        {
+            HostTree.Remove(Root);
+        }
+        catch (IOException e)
+        {
+            log($"could not remove the build directory {Root}: {e.Message}");
+        }
+    }
+}

@@ -1,0 +1,32 @@
+namespace TvixFuseBuild.Build.Pipeline;
+
+/// <summary>How <see cref="BuildRunner"/> runs builds. The defaults suit the command-line tool.</summary>
+public sealed record BuildRunnerOptions
+{
+    /// <summary>Where per-build directories are created; default: the system temp directory.</summary>
+    public string? WorkRoot { get; init; }
+
+    /// <summary>Keep the build directory of a failed build (its path is in the failure).</summary>
+    public bool KeepFailed { get; init; }
+
+    /// <summary>A host file that receives the build's whole log as well.</summary>
+    public string? LogFile { get; init; }
+
+    /// <summary>Run even when the result cache has this request's outputs.</summary>
+    public bool Rebuild { get; init; }
+
+    /// <summary>Where results are remembered by request digest; null: no result cache.</summary>
+    public ResultCache? ResultCache { get; init; }
+
+    /// <summary>Wall-clock limit of the command; null for none.</summary>
+    public TimeSpan? Timeout { get; init; }
+
+    /// <summary>Kill the command when it prints nothing for this long; null for none.</summary>
+    public TimeSpan? SilenceTimeout { get; init; }
+
+    /// <summary>Kill the command when its log grows beyond this many bytes; null for none.</summary>
+    public long? LogLimit { get; init; }
+
+    /// <summary>Receives one line per notable event that is not the build's own output (FUSE problems, cache hits).</summary>
+    public Action<string>? Log { get; init; }
+}
