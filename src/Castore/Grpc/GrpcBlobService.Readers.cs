@@ -25,7 +25,7 @@ public sealed partial class GrpcBlobService
         private readonly object _lock = new();
         private readonly (int Index, Task<byte[]>? Task)[] _cache = new (int, Task<byte[]>?)[CacheSize];
         private int _nextSlot;
-        private int _lastIndex = -1;
+        private long _sequentialOffset = -1;
         private readonly Blake3Hasher _wholeHasher = new();
         private int _hashedChunks;
         private Exception? _corrupt;
@@ -73,10 +73,32 @@ public sealed partial class GrpcBlobService
                 index = ~index - 1;
             }
 
+            long end = Math.Min(Length, offset + buffer.Length);
+            int last = Array.BinarySearch(_starts, end - 1);
+            last = last < 0 ? ~last - 1 : last;
+            lock (_lock)
+            {
+                // A read that continues where the previous one ended is a sequential stream: fetch ahead of it.
+                // Any other read fetches exactly the chunks that cover it.
+                bool sequential = offset > 0 && offset == _sequentialOffset;
+                _sequentialOffset = end;
+                int upTo = Math.Min(last + (sequential ? ReadAhead : 0), index + (CacheSize / 2));
+                for (int i = index; i <= upTo && i < _chunks.Length; i++)
+                {
+                    GetOrFetch(i);
+                }
+            }
+
             int total = 0;
             while (total < buffer.Length && index < _chunks.Length)
             {
-                byte[] data = await GetChunkAsync(index, cancellationToken).ConfigureAwait(false);
+                Task<byte[]> fetch;
+                lock (_lock)
+                {
+                    fetch = GetOrFetch(index);
+                }
+
+                byte[] data = await fetch.WaitAsync(cancellationToken).ConfigureAwait(false);
                 VerifyInOrder(index, data);
                 long within = offset + total - _starts[index];
                 int n = (int)Math.Min(buffer.Length - total, data.Length - within);
@@ -86,26 +108,6 @@ public sealed partial class GrpcBlobService
             }
 
             return total;
-        }
-
-        private Task<byte[]> GetChunkAsync(int index, CancellationToken cancellationToken)
-        {
-            Task<byte[]> task;
-            lock (_lock)
-            {
-                task = GetOrFetch(index);
-                if (index == _lastIndex + 1 || index == _lastIndex)
-                {
-                    for (int ahead = index + 1; ahead <= index + ReadAhead && ahead < _chunks.Length; ahead++)
-                    {
-                        GetOrFetch(ahead);
-                    }
-                }
-
-                _lastIndex = index;
-            }
-
-            return task.WaitAsync(cancellationToken);
         }
 
         // Called under _lock.
