@@ -35,6 +35,7 @@ def main():
     parser.add_argument("--fail-stat", help="CODE:MESSAGE: answer every Stat with this status")
     parser.add_argument("--abort-read-after", type=int, default=-1, help="abort Read with DATA_LOSS after N messages")
     parser.add_argument("--read-message-size", type=int, default=3, help="bytes per BlobChunk message")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT_PEM", "KEY_PEM"), help="serve over TLS (h2 via ALPN)")
     args = parser.parse_args()
 
     with open(args.fixture) as f:
@@ -131,7 +132,12 @@ def main():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), handlers=[control])
     pb.blobs_grpc.add_BlobServiceServicer_to_server(BlobService(), server)
     pb.directories_grpc.add_DirectoryServiceServicer_to_server(DirectoryService(), server)
-    port = server.add_insecure_port(args.listen)
+    if args.tls:
+        with open(args.tls[0], "rb") as cert, open(args.tls[1], "rb") as key:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        port = server.add_secure_port(args.listen, credentials)
+    else:
+        port = server.add_insecure_port(args.listen)
     if port == 0:
         sys.stderr.write(f"interop: cannot listen on {args.listen}\n")
         sys.exit(2)

@@ -184,7 +184,7 @@ public sealed class GrpcServer : IAsyncDisposable
 
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
         var context = new GrpcServerCallContext(
-            request.Path.Value ?? string.Empty, Peer(http), DateTime.UtcNow + timeout, cts.Token, request.Headers);
+            request.Path.Value ?? string.Empty, Peer(http), DateTime.UtcNow + timeout, cts.Token, http.RequestAborted, request.Headers);
         var call = new GrpcServerCall(http, _options.MaxReceiveMessageSize, context);
         if (timeout is { } deadline)
         {
@@ -220,7 +220,7 @@ public sealed class GrpcServer : IAsyncDisposable
                 return;
             }
 
-            var status = ToStatus(e, timeout is not null && cts.IsCancellationRequested, context);
+            var status = ToStatus(e, context.DeadlineExceeded, context);
             call.SetStatus(status.Code, status.Detail);
         }
         finally

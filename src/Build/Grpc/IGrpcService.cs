@@ -91,8 +91,17 @@ internal sealed class ClientStreamingMethod<TRequest, TResponse>(
 /// <summary>What a handler knows about its call.</summary>
 public sealed class GrpcServerCallContext
 {
-    internal GrpcServerCallContext(string method, string peer, DateTime? deadline, CancellationToken cancellationToken, Microsoft.AspNetCore.Http.IHeaderDictionary requestHeaders)
+    private readonly CancellationToken _clientAborted;
+
+    internal GrpcServerCallContext(
+        string method,
+        string peer,
+        DateTime? deadline,
+        CancellationToken cancellationToken,
+        CancellationToken clientAborted,
+        Microsoft.AspNetCore.Http.IHeaderDictionary requestHeaders)
     {
+        _clientAborted = clientAborted;
         Method = method;
         Peer = peer;
         Deadline = deadline;
@@ -111,6 +120,9 @@ public sealed class GrpcServerCallContext
 
     /// <summary>Cancelled when the client cancels, the deadline passes, or the server shuts down past its grace period.</summary>
     public CancellationToken CancellationToken { get; }
+
+    /// <summary>Whether <see cref="CancellationToken"/> was cancelled by the deadline (rather than by the client).</summary>
+    public bool DeadlineExceeded => Deadline is not null && CancellationToken.IsCancellationRequested && !_clientAborted.IsCancellationRequested;
 
     public Microsoft.AspNetCore.Http.IHeaderDictionary RequestHeaders { get; }
 }

@@ -57,6 +57,8 @@ public sealed class GrpcClientStreamingCall<TRequest, TResponse> : IDisposable
     private readonly GrpcCallCore _core;
     private readonly GrpcStreamingRequestContent _content;
     private readonly GrpcMethod<TRequest, TResponse> _method;
+    private static readonly TimeSpan ExplainTimeout = TimeSpan.FromSeconds(5);
+
     private readonly PooledBufferWriter _frame = new();
     private bool _completed;
 
@@ -130,7 +132,17 @@ public sealed class GrpcClientStreamingCall<TRequest, TResponse> : IDisposable
     /// </summary>
     private async ValueTask<Exception> ExplainWriteFailureAsync(Exception? writeError)
     {
-        if (_core.SendTask.IsCompleted)
+        // The transport may report the broken request stream before the response that explains it has arrived.
+        try
+        {
+            await _core.SendTask.WaitAsync(ExplainTimeout, _core.CancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            // Failed or still pending: the write failure (or the send's own failure) is all there is to report.
+        }
+
+        if (_core.SendTask.IsCompletedSuccessfully)
         {
             try
             {
@@ -142,6 +154,10 @@ public sealed class GrpcClientStreamingCall<TRequest, TResponse> : IDisposable
             {
                 return status;
             }
+        }
+        else if (_core.SendTask.IsFaulted)
+        {
+            return _core.Fail(_core.SendTask.Exception.InnerException!);
         }
 
         return _core.Fail(writeError ?? new RpcStatusException(GrpcStatusCode.Internal, $"{_core.Path}: the request stream closed before any message was sent"));
