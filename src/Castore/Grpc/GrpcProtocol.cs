@@ -190,7 +190,7 @@ public static class GrpcProtocol
 
         return Format(Math.Min(CeilDiv(ticks, TimeSpan.TicksPerHour), Max), 'H');
 
-        static long CeilDiv(long a, long b) => (a + b - 1) / b;
+        static long CeilDiv(long a, long b) => (a / b) + (a % b == 0 ? 0 : 1);
         static string Format(long value, char unit) => value.ToString(CultureInfo.InvariantCulture) + unit;
     }
 
