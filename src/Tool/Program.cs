@@ -15,6 +15,9 @@ internal static class Program
 
         var root = new RootCommand(
             "tvix-fuse-build: run tvix/snix BuildRequests over lazily mounted castore inputs in a namespace sandbox.");
+        root.Options.Add(StoreSelection.Store);
+        root.Options.Add(StoreSelection.BlobServiceAddress);
+        root.Options.Add(StoreSelection.DirectoryServiceAddress);
         foreach (var command in CommandCatalog.All())
         {
             root.Subcommands.Add(command);

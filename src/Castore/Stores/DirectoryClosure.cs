@@ -9,10 +9,11 @@ public sealed class LeavesToRootValidator
     private readonly Dictionary<B3Digest, CastoreDirectory> _received = [];
     private readonly HashSet<B3Digest> _referenced = [];
     private readonly List<CastoreDirectory> _order = [];
+    private B3Digest? _last;
 
     public int Count => _order.Count;
 
-    /// <summary>The accepted directories, in the order they arrived (leaves first), without repeats.</summary>
+    /// <summary>The accepted directories, each once, in the order they first arrived (children before parents).</summary>
     public IReadOnlyList<CastoreDirectory> Directories => _order;
 
     public void Add(CastoreDirectory directory)
@@ -34,27 +35,24 @@ public sealed class LeavesToRootValidator
             _referenced.Add(edge.Digest);
         }
 
+        // A directory sent again (equal subtrees) is stored once; the last one sent is the root candidate.
         if (_received.TryAdd(directory.Digest, directory))
         {
             _order.Add(directory);
         }
-        else if (_order[^1].Digest != directory.Digest)
-        {
-            // Sent again later: it becomes the candidate root once more.
-            _order.Remove(directory);
-            _order.Add(directory);
-        }
+
+        _last = directory.Digest;
     }
 
     /// <summary>Returns the root, or throws when the closure is empty or has more than one root.</summary>
     public CastoreDirectory Finish()
     {
-        if (_order.Count == 0)
+        if (_last is not { } last)
         {
             throw new InvalidClosureException("no directories were sent");
         }
 
-        var root = _order[^1];
+        var root = _received[last];
         foreach (var directory in _order)
         {
             if (directory.Digest != root.Digest && !_referenced.Contains(directory.Digest))

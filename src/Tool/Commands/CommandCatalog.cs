@@ -7,6 +7,9 @@ internal static class CommandCatalog
 {
     public static IEnumerable<Command> All()
     {
-        yield break;
+        yield return ImportCommand.Create();
+        yield return ExportCommand.Create();
+        yield return LsCommand.Create();
+        yield return CatCommand.Create();
     }
 }

@@ -1,0 +1,89 @@
+using TvixFuseBuild.Castore.Stores.Local;
+using TvixFuseBuild.Castore.Stores.Memory;
+
+namespace TvixFuseBuild.Castore.Stores;
+
+/// <summary>Which store to use, the tvix way: one address for both services, or one for each.</summary>
+public sealed record StoreOptions(string? Store = null, string? BlobServiceAddress = null, string? DirectoryServiceAddress = null)
+{
+    public const string BlobServiceAddressVariable = "BLOB_SERVICE_ADDR";
+    public const string DirectoryServiceAddressVariable = "DIRECTORY_SERVICE_ADDR";
+}
+
+/// <summary>A blob service and a directory service used together, opened from store addresses.</summary>
+public sealed class CastoreStore : IAsyncDisposable
+{
+    private readonly IAsyncDisposable[] _owned;
+
+    public CastoreStore(IBlobService blobs, IDirectoryService directories, string address, params IAsyncDisposable[] owned)
+    {
+        Blobs = blobs;
+        Directories = directories;
+        Address = address;
+        _owned = owned;
+    }
+
+    public IBlobService Blobs { get; }
+
+    public IDirectoryService Directories { get; }
+
+    /// <summary>The address as given (or the default local store's), for messages.</summary>
+    public string Address { get; }
+
+    /// <summary>
+    /// Opens a store. Precedence: explicit blob/directory addresses, then <see cref="StoreOptions.Store"/>, then the
+    /// <c>BLOB_SERVICE_ADDR</c> / <c>DIRECTORY_SERVICE_ADDR</c> environment variables, then the default local store.
+    /// A blob or directory address given without the other falls back to the same chain for the other.
+    /// </summary>
+    public static CastoreStore Open(StoreOptions options)
+    {
+        string? fallback = options.Store;
+        string? blobs = options.BlobServiceAddress ?? fallback ?? Env(StoreOptions.BlobServiceAddressVariable);
+        string? directories = options.DirectoryServiceAddress ?? fallback ?? Env(StoreOptions.DirectoryServiceAddressVariable);
+        blobs ??= directories;
+        directories ??= blobs;
+        if (blobs is null || directories is null)
+        {
+            return Open(StoreAddress.DefaultLocal);
+        }
+
+        return blobs == directories ? Open(blobs) : Open(blobs, directories);
+    }
+
+    /// <summary>Opens one address serving both blobs and directories.</summary>
+    public static CastoreStore Open(string address)
+    {
+        var parsed = StoreAddress.Parse(address);
+        switch (parsed.Kind)
+        {
+            case StoreKind.Memory:
+                var memoryBlobs = new MemoryBlobService();
+                var memoryDirectories = new MemoryDirectoryService();
+                return new CastoreStore(memoryBlobs, memoryDirectories, address, memoryBlobs, memoryDirectories);
+            case StoreKind.Local:
+                var local = LocalStore.Open(parsed.Path!);
+                return new CastoreStore(local.Blobs, local.Directories, parsed.Display);
+            default:
+                throw new StoreAddressException($"{address}: gRPC stores are not available in this build");
+        }
+    }
+
+    /// <summary>Opens blobs from one address and directories from another.</summary>
+    public static CastoreStore Open(string blobAddress, string directoryAddress)
+    {
+        var blobStore = Open(blobAddress);
+        var directoryStore = Open(directoryAddress);
+        return new CastoreStore(
+            blobStore.Blobs, directoryStore.Directories, $"blobs {blobStore.Address}, directories {directoryStore.Address}", blobStore, directoryStore);
+    }
+
+    private static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } value ? value : null;
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var owned in _owned)
+        {
+            await owned.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+}

@@ -1,0 +1,293 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+using TvixFuseBuild.Castore.Interop;
+using TvixFuseBuild.Castore.Stores;
+
+namespace TvixFuseBuild.Castore.Transfer;
+
+public sealed record ExportOptions
+{
+    /// <summary>Give the owner write permission (0644/0755) instead of the store's read-only modes (0444/0555).</summary>
+    public bool Writable { get; init; }
+
+    /// <summary>How many files are written at once. Default: one per core.</summary>
+    public int MaxParallelism { get; init; } = Environment.ProcessorCount;
+}
+
+/// <summary>
+/// Materializes a node at a host path exactly: directories, files with their contents and executable bit (modes
+/// 0444/0555, or 0644/0755 when asked), symlinks as symlinks. The tree is built beside the destination and renamed into
+/// place at the end, so a failed export leaves nothing behind and a successful one appears at once.
+/// </summary>
+public static class HostExporter
+{
+    public static Task ExportAsync(
+        Node node, CastoreStore store, string destination, ExportOptions? options = null, CancellationToken cancellationToken = default) =>
+        ExportAsync(node, store.Blobs, store.Directories, destination, options, cancellationToken);
+
+    public static async Task ExportAsync(
+        Node node, IBlobService blobs, IDirectoryService directories, string destination, ExportOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        options ??= new ExportOptions();
+        destination = Path.GetFullPath(destination);
+        string parent = Path.GetDirectoryName(Path.TrimEndingDirectorySeparator(destination))
+            ?? throw new ExportException($"cannot export to {destination}: it has no parent directory");
+        if (!Directory.Exists(parent))
+        {
+            throw new ExportException($"cannot export to {destination}: {parent} does not exist");
+        }
+
+        if (Path.Exists(destination) || new FileInfo(destination).LinkTarget is not null)
+        {
+            throw new ExportException($"cannot export to {destination}: it already exists");
+        }
+
+        string staging = Path.Combine(parent, $".{Path.GetFileName(destination)}.export-{Environment.ProcessId}-{Random.Shared.Next():x8}");
+        var job = new ExportJob(blobs, directories, options);
+        try
+        {
+            await job.MaterializeAsync(node, NativePath.FromString(staging), staging, cancellationToken).ConfigureAwait(false);
+            await Parallel.ForEachAsync(
+                job.Files,
+                new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.MaxParallelism), CancellationToken = cancellationToken },
+                async (file, ct) => await job.WriteFileAsync(file, ct).ConfigureAwait(false)).ConfigureAwait(false);
+
+            // Directories become read-only last, deepest first, once nothing more is written into them.
+            for (int i = job.Directories.Count - 1; i >= 0; i--)
+            {
+                Chmod(job.Directories[i].Native, job.Directories[i].Display, options.Writable ? 0x1EDu : 0x16Du);
+            }
+
+            RenameNoReplace(staging, destination);
+        }
+        catch
+        {
+            RemoveTree(staging);
+            throw;
+        }
+    }
+
+    private sealed record PendingFile(FileNode Node, byte[] Native, string Display);
+
+    private sealed record CreatedDirectory(byte[] Native, string Display);
+
+    private sealed class ExportJob(IBlobService blobs, IDirectoryService directories, ExportOptions options)
+    {
+        public List<PendingFile> Files { get; } = [];
+
+        public List<CreatedDirectory> Directories { get; } = [];
+
+        public async ValueTask MaterializeAsync(Node node, byte[] native, string display, CancellationToken cancellationToken)
+        {
+            switch (node)
+            {
+                case SymlinkNode symlink:
+                    CreateSymlink(symlink.Target, native, display);
+                    break;
+                case FileNode file:
+                    Files.Add(new PendingFile(file, native, display));
+                    break;
+                case DirectoryNode directoryNode:
+                    var directory = await directories.GetAsync(directoryNode.Digest, cancellationToken).ConfigureAwait(false)
+                        ?? throw new ObjectNotFoundException($"cannot export {display}: directory {directoryNode.Digest} not found in the store");
+                    if (!directory.IsAcceptableSize(directoryNode.Size))
+                    {
+                        throw new CorruptObjectException(
+                            $"cannot export {display}: the node records size {directoryNode.Size} for directory {directoryNode.Digest}, which has size {directory.Size}");
+                    }
+
+                    MakeDirectory(native, display);
+                    Directories.Add(new CreatedDirectory(native, display));
+                    foreach (var child in directory.Entries)
+                    {
+                        byte[] childNative = Child(native, child.Name.Span);
+                        await MaterializeAsync(child, childNative, NativePath.Join(display, child.Name.Span), cancellationToken).ConfigureAwait(false);
+                    }
+
+                    break;
+            }
+        }
+
+        public async ValueTask WriteFileAsync(PendingFile file, CancellationToken cancellationToken)
+        {
+            using var reader = await blobs.OpenReadAsync(file.Node.Digest, cancellationToken).ConfigureAwait(false)
+                ?? throw new ObjectNotFoundException($"cannot export {file.Display}: blob {file.Node.Digest} not found in the store");
+            if ((ulong)reader.Length != file.Node.Size)
+            {
+                throw new CorruptObjectException(
+                    $"cannot export {file.Display}: the node records {file.Node.Size} bytes for blob {file.Node.Digest}, which has {reader.Length}");
+            }
+
+            using var output = CreateFile(file.Native, file.Display);
+            if (reader.BackingFile is { } backing && TryCopyInKernel(backing, output, reader.Length))
+            {
+                // Done by the kernel.
+            }
+            else
+            {
+                await CopyAsync(reader, output, cancellationToken).ConfigureAwait(false);
+            }
+
+            uint mode = (file.Node.Executable, options.Writable) switch
+            {
+                (true, true) => 0x1ED, // 0755
+                (true, false) => 0x16D, // 0555
+                (false, true) => 0x1A4, // 0644
+                (false, false) => 0x124, // 0444
+            };
+            if (Libc.fchmod((int)output.DangerousGetHandle(), mode) != 0)
+            {
+                throw PosixException.FromLastError("chmod", file.Display);
+            }
+        }
+
+        private static async ValueTask CopyAsync(IBlobReader reader, SafeFileHandle output, CancellationToken cancellationToken)
+        {
+            byte[] buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
+            try
+            {
+                long offset = 0;
+                while (offset < reader.Length)
+                {
+                    int n = await reader.ReadAtAsync(offset, buffer, cancellationToken).ConfigureAwait(false);
+                    if (n == 0)
+                    {
+                        throw new CorruptObjectException($"blob {reader.Digest} ended after {offset} of {reader.Length} bytes");
+                    }
+
+                    RandomAccess.Write(output, buffer.AsSpan(0, n), offset);
+                    offset += n;
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }
+
+        private static unsafe bool TryCopyInKernel(SafeFileHandle source, SafeFileHandle destination, long length)
+        {
+            long inOffset = 0, outOffset = 0;
+            int inFd = (int)source.DangerousGetHandle(), outFd = (int)destination.DangerousGetHandle();
+            while (inOffset < length)
+            {
+                nint n = Libc.copy_file_range(inFd, &inOffset, outFd, &outOffset, (nint)Math.Min(length - inOffset, 1L << 30), 0);
+                if (n <= 0)
+                {
+                    if (inOffset == 0)
+                    {
+                        return false; // Not supported here (e.g. across filesystems on old kernels): copy in user space.
+                    }
+
+                    throw n == 0
+                        ? new CorruptObjectException("a blob file ended early while being copied")
+                        : PosixException.FromLastError("copy_file_range", null);
+                }
+            }
+
+            return true;
+        }
+    }
+
+    private static byte[] Child(byte[] parentNative, ReadOnlySpan<byte> name)
+    {
+        int parentLength = parentNative.Length - 1;
+        var child = new byte[parentLength + 1 + name.Length + 1];
+        parentNative.AsSpan(0, parentLength).CopyTo(child);
+        child[parentLength] = (byte)'/';
+        name.CopyTo(child.AsSpan(parentLength + 1));
+        return child;
+    }
+
+    private static unsafe void MakeDirectory(byte[] native, string display)
+    {
+        fixed (byte* p = native)
+        {
+            if (Libc.mkdirat(Libc.AT_FDCWD, p, 0x1C0) != 0)
+            {
+                throw PosixException.FromLastError("mkdir", display);
+            }
+        }
+    }
+
+    private static unsafe SafeFileHandle CreateFile(byte[] native, string display)
+    {
+        fixed (byte* p = native)
+        {
+            int fd = Libc.openat(Libc.AT_FDCWD, p, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0x180);
+            if (fd < 0)
+            {
+                throw PosixException.FromLastError("create", display);
+            }
+
+            return new SafeFileHandle(fd, ownsHandle: true);
+        }
+    }
+
+    private static unsafe void CreateSymlink(SymlinkTarget target, byte[] native, string display)
+    {
+        byte[] nativeTarget = NativePath.FromBytes(target.Span);
+        fixed (byte* t = nativeTarget)
+        fixed (byte* p = native)
+        {
+            if (Libc.symlinkat(t, Libc.AT_FDCWD, p) != 0)
+            {
+                throw PosixException.FromLastError("symlink", display);
+            }
+        }
+    }
+
+    private static unsafe void Chmod(byte[] native, string display, uint mode)
+    {
+        fixed (byte* p = native)
+        {
+            if (Libc.fchmodat(Libc.AT_FDCWD, p, mode, 0) != 0)
+            {
+                throw PosixException.FromLastError("chmod", display);
+            }
+        }
+    }
+
+    private static unsafe void RenameNoReplace(string from, string to)
+    {
+        byte[] a = NativePath.FromString(from), b = NativePath.FromString(to);
+        fixed (byte* pa = a)
+        fixed (byte* pb = b)
+        {
+            if (Libc.renameat2(Libc.AT_FDCWD, pa, Libc.AT_FDCWD, pb, Libc.RENAME_NOREPLACE) != 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                throw errno == Libc.EEXIST
+                    ? new ExportException($"cannot export to {to}: it already exists")
+                    : new PosixException("rename", to, errno);
+            }
+        }
+    }
+
+    /// <summary>Removes a partly exported tree, making read-only directories writable first.</summary>
+    internal static void RemoveTree(string path)
+    {
+        var info = new DirectoryInfo(path);
+        if (info.LinkTarget is not null || !info.Exists)
+        {
+            if (File.Exists(path) || info.LinkTarget is not null)
+            {
+                File.Delete(path);
+            }
+
+            return;
+        }
+
+        foreach (var directory in info.EnumerateDirectories("*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0 }).Prepend(info))
+        {
+            if (directory.LinkTarget is null)
+            {
+                directory.UnixFileMode |= UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+            }
+        }
+
+        info.Delete(recursive: true);
+    }
+}

@@ -1,0 +1,419 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+using TvixFuseBuild.Castore.Interop;
+using TvixFuseBuild.Castore.Stores;
+
+namespace TvixFuseBuild.Castore.Transfer;
+
+public sealed record ImportOptions
+{
+    /// <summary>How many files are hashed and stored at once. Default: one per core.</summary>
+    public int MaxParallelism { get; init; } = Environment.ProcessorCount;
+}
+
+/// <summary>Where an import is. Totals are known once the tree has been scanned (<see cref="Scanning"/> false).</summary>
+public readonly record struct ImportProgress(long FilesDone, long FilesTotal, long BytesDone, long BytesTotal, bool Scanning);
+
+/// <summary>
+/// Turns a host path (file, directory tree or symlink) into a castore node: files hashed and stored in parallel
+/// (executable = the owner's execute bit), symlinks stored verbatim and never followed, directories stored leaves to
+/// root. Blobs the store already has are not written again. Sockets, fifos and devices are refused, naming the path.
+/// </summary>
+public static class HostImporter
+{
+    // Files up to this size are read once into memory; larger ones are hashed first, then copied only when absent.
+    private const int SmallFileLimit = 256 * 1024;
+
+    public static Task<Node> ImportAsync(
+        string path, CastoreStore store, ImportOptions? options = null, IProgress<ImportProgress>? progress = null,
+        CancellationToken cancellationToken = default) =>
+        ImportAsync(path, DefaultName(path), store.Blobs, store.Directories, options, progress, cancellationToken);
+
+    /// <summary>Imports <paramref name="path"/> as a node called <paramref name="name"/>.</summary>
+    public static async Task<Node> ImportAsync(
+        string path, PathComponent name, IBlobService blobs, IDirectoryService directories, ImportOptions? options = null,
+        IProgress<ImportProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new ImportOptions();
+        var state = new ImportState(blobs, progress);
+        var root = Scan(path, name, state, cancellationToken);
+        state.ScanDone();
+
+        await Parallel.ForEachAsync(
+            state.Files,
+            new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.MaxParallelism), CancellationToken = cancellationToken },
+            async (file, ct) => await StoreFileAsync(file, state, ct).ConfigureAwait(false)).ConfigureAwait(false);
+        state.Report(force: true);
+
+        if (root is not ScannedDirectory rootDirectory)
+        {
+            return root.ToNode();
+        }
+
+        await using var putter = directories.CreatePutter();
+        var node = await PutDirectoryAsync(rootDirectory, putter, cancellationToken).ConfigureAwait(false);
+        await putter.CloseAsync(cancellationToken).ConfigureAwait(false);
+        return node;
+    }
+
+    /// <summary>The last component of <paramref name="path"/>, as a node name.</summary>
+    public static PathComponent DefaultName(string path)
+    {
+        string trimmed = Path.TrimEndingDirectorySeparator(path);
+        string name = Path.GetFileName(trimmed);
+        if (name is "" or "." or "..")
+        {
+            throw new ImportException($"cannot import {path}: it has no name to give the node (import a path that ends in a name)");
+        }
+
+        return PathComponent.Create(name);
+    }
+
+    private abstract class ScannedEntry(PathComponent name)
+    {
+        public PathComponent Name { get; } = name;
+
+        public abstract Node ToNode();
+    }
+
+    private sealed class ScannedFile(PathComponent name, byte[] nativePath, string displayPath, long size, bool executable)
+        : ScannedEntry(name)
+    {
+        public byte[] NativePath { get; } = nativePath;
+
+        public string DisplayPath { get; } = displayPath;
+
+        public long Size { get; } = size;
+
+        public bool Executable { get; } = executable;
+
+        public B3Digest Digest { get; set; }
+
+        public override Node ToNode() => new FileNode(Name, Digest, (ulong)Size, Executable);
+    }
+
+    private sealed class ScannedSymlink(PathComponent name, SymlinkTarget target) : ScannedEntry(name)
+    {
+        public override Node ToNode() => new SymlinkNode(Name, target);
+    }
+
+    private sealed class ScannedDirectory(PathComponent name, string displayPath) : ScannedEntry(name)
+    {
+        public string DisplayPath { get; } = displayPath;
+
+        public List<ScannedEntry> Children { get; } = [];
+
+        public override Node ToNode() => throw new UnreachableException();
+    }
+
+    private sealed class ImportState(IBlobService blobs, IProgress<ImportProgress>? progress)
+    {
+        private readonly Stopwatch _sinceReport = Stopwatch.StartNew();
+        private long _filesDone;
+        private long _bytesDone;
+        private long _bytesTotal;
+        private bool _scanning = true;
+
+        public IBlobService Blobs { get; } = blobs;
+
+        public List<ScannedFile> Files { get; } = [];
+
+        public void AddFile(ScannedFile file)
+        {
+            Files.Add(file);
+            _bytesTotal += file.Size;
+            if ((Files.Count & 1023) == 0)
+            {
+                Report(force: false);
+            }
+        }
+
+        public void ScanDone()
+        {
+            _scanning = false;
+            Report(force: true);
+        }
+
+        public void FileDone(long bytes)
+        {
+            Interlocked.Increment(ref _filesDone);
+            Interlocked.Add(ref _bytesDone, bytes);
+            Report(force: false);
+        }
+
+        public void Report(bool force)
+        {
+            if (progress is null || (!force && _sinceReport.ElapsedMilliseconds < 50))
+            {
+                return;
+            }
+
+            _sinceReport.Restart();
+            progress.Report(new ImportProgress(
+                Interlocked.Read(ref _filesDone), Files.Count, Interlocked.Read(ref _bytesDone), _bytesTotal, _scanning));
+        }
+    }
+
+    private static unsafe ScannedEntry Scan(string path, PathComponent name, ImportState state, CancellationToken cancellationToken)
+    {
+        byte[] native = NativePath.FromString(path);
+        FileStatus status;
+        fixed (byte* p = native)
+        {
+            if (Libc.fstatat(Libc.AT_FDCWD, p, out status, Libc.AT_SYMLINK_NOFOLLOW) != 0)
+            {
+                throw CannotImport(path, Marshal.GetLastPInvokeError());
+            }
+        }
+
+        if (status.IsDirectory)
+        {
+            int fd;
+            fixed (byte* p = native)
+            {
+                fd = Libc.openat(Libc.AT_FDCWD, p, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+            }
+
+            if (fd < 0)
+            {
+                throw CannotImport(path, Marshal.GetLastPInvokeError());
+            }
+
+            var directory = new ScannedDirectory(name, path);
+            ScanDirectory(fd, native.AsSpan(0, native.Length - 1).ToArray(), directory, state, cancellationToken);
+            return directory;
+        }
+
+        return ScanLeaf(Libc.AT_FDCWD, native, path, name, status, state);
+    }
+
+    /// <summary>Reads the directory open at <paramref name="fd"/> (and closes it), recursing into subdirectories.</summary>
+    private static unsafe void ScanDirectory(
+        int fd, byte[] directoryPath, ScannedDirectory directory, ImportState state, CancellationToken cancellationToken)
+    {
+        nint dir = Libc.fdopendir(fd);
+        if (dir == 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            Libc.close(fd);
+            throw CannotImport(directory.DisplayPath, errno);
+        }
+
+        try
+        {
+            while (true)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                Marshal.SetLastPInvokeError(0);
+                byte* entry = Libc.readdir(dir);
+                if (entry == null)
+                {
+                    int errno = Marshal.GetLastPInvokeError();
+                    if (errno != 0)
+                    {
+                        throw CannotImport(directory.DisplayPath, errno);
+                    }
+
+                    break;
+                }
+
+                // struct dirent64: d_ino(8) d_off(8) d_reclen(2) d_type(1) d_name[].
+                byte* namePointer = entry + 19;
+                var nameSpan = MemoryMarshal.CreateReadOnlySpanFromNullTerminated(namePointer);
+                if (nameSpan.SequenceEqual("."u8) || nameSpan.SequenceEqual(".."u8))
+                {
+                    continue;
+                }
+
+                byte[] childNative = new byte[directoryPath.Length + 1 + nameSpan.Length + 1];
+                directoryPath.CopyTo(childNative, 0);
+                childNative[directoryPath.Length] = (byte)'/';
+                nameSpan.CopyTo(childNative.AsSpan(directoryPath.Length + 1));
+                string displayPath = NativePath.Join(directory.DisplayPath, nameSpan);
+
+                if (!PathComponent.TryCreate(nameSpan, out var childName, out var nameError))
+                {
+                    throw new ImportException($"cannot import {displayPath}: {nameError}");
+                }
+
+                FileStatus status;
+                fixed (byte* n = childNative)
+                {
+                    if (Libc.fstatat(Libc.AT_FDCWD, n, out status, Libc.AT_SYMLINK_NOFOLLOW) != 0)
+                    {
+                        throw CannotImport(displayPath, Marshal.GetLastPInvokeError());
+                    }
+                }
+
+                if (status.IsDirectory)
+                {
+                    int childFd;
+                    fixed (byte* n = childNative)
+                    {
+                        childFd = Libc.openat(Libc.AT_FDCWD, n, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+                    }
+
+                    if (childFd < 0)
+                    {
+                        throw CannotImport(displayPath, Marshal.GetLastPInvokeError());
+                    }
+
+                    var child = new ScannedDirectory(childName, displayPath);
+                    ScanDirectory(childFd, childNative.AsSpan(0, childNative.Length - 1).ToArray(), child, state, cancellationToken);
+                    directory.Children.Add(child);
+                }
+                else
+                {
+                    directory.Children.Add(ScanLeaf(Libc.AT_FDCWD, childNative, displayPath, childName, status, state));
+                }
+            }
+        }
+        finally
+        {
+            Libc.closedir(dir);
+        }
+    }
+
+    private static unsafe ScannedEntry ScanLeaf(
+        int dirfd, byte[] native, string displayPath, PathComponent name, in FileStatus status, ImportState state)
+    {
+        if (status.IsRegularFile)
+        {
+            var file = new ScannedFile(name, native, displayPath, status.Size, status.IsOwnerExecutable);
+            state.AddFile(file);
+            return file;
+        }
+
+        if (status.IsSymlink)
+        {
+            byte[] buffer = new byte[SymlinkTarget.MaxLength + 2];
+            nint length;
+            fixed (byte* p = native)
+            fixed (byte* b = buffer)
+            {
+                length = Libc.readlinkat(dirfd, p, b, buffer.Length);
+            }
+
+            if (length < 0)
+            {
+                throw CannotImport(displayPath, Marshal.GetLastPInvokeError());
+            }
+
+            if (!SymlinkTarget.TryCreate(buffer.AsSpan(0, (int)length), out var target, out var error))
+            {
+                throw new ImportException($"cannot import {displayPath}: {error}");
+            }
+
+            return new ScannedSymlink(name, target);
+        }
+
+        throw new ImportException(
+            $"cannot import {displayPath}: it is {status.TypeDescription}; only regular files, directories and symlinks can be imported");
+    }
+
+    private static async ValueTask StoreFileAsync(ScannedFile file, ImportState state, CancellationToken cancellationToken)
+    {
+        using var handle = OpenFile(file);
+        if (file.Size <= SmallFileLimit)
+        {
+            byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Max(file.Size, 1));
+            try
+            {
+                int length = ReadFully(handle, buffer.AsSpan(0, (int)file.Size), file.DisplayPath);
+                var contents = buffer.AsMemory(0, length);
+                var digest = Hashing.Blake3.Hash(contents.Span);
+                if (!await state.Blobs.HasAsync(digest, cancellationToken).ConfigureAwait(false))
+                {
+                    await using var writer = state.Blobs.OpenWrite();
+                    await writer.WriteAsync(contents, cancellationToken).ConfigureAwait(false);
+                    await writer.CompleteAsync(cancellationToken).ConfigureAwait(false);
+                }
+
+                file.Digest = digest;
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }
+        else
+        {
+            var expected = Stores.Local.LocalHashing.HashFile(handle, file.Size);
+            var stored = await state.Blobs.PutFileAsync(handle, file.Size, expected, cancellationToken).ConfigureAwait(false);
+            if (stored != expected)
+            {
+                throw new ImportException($"cannot import {file.DisplayPath}: it changed while it was being imported; try again");
+            }
+
+            file.Digest = stored;
+        }
+
+        state.FileDone(file.Size);
+    }
+
+    private static unsafe SafeFileHandle OpenFile(ScannedFile file)
+    {
+        int fd;
+        fixed (byte* p = file.NativePath)
+        {
+            // O_NONBLOCK: if the path was swapped for a fifo since the scan, don't hang on it.
+            fd = Libc.openat(Libc.AT_FDCWD, p, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_CLOEXEC | Libc.O_NONBLOCK, 0);
+        }
+
+        if (fd < 0)
+        {
+            throw CannotImport(file.DisplayPath, Marshal.GetLastPInvokeError());
+        }
+
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        if (Libc.fstat(fd, out var status) != 0 || !status.IsRegularFile || status.Size != file.Size)
+        {
+            handle.Dispose();
+            throw new ImportException($"cannot import {file.DisplayPath}: it changed while it was being imported; try again");
+        }
+
+        return handle;
+    }
+
+    private static int ReadFully(SafeFileHandle handle, Span<byte> buffer, string displayPath)
+    {
+        int total = 0;
+        while (total < buffer.Length)
+        {
+            int n = RandomAccess.Read(handle, buffer[total..], total);
+            if (n == 0)
+            {
+                throw new ImportException($"cannot import {displayPath}: it changed while it was being imported; try again");
+            }
+
+            total += n;
+        }
+
+        return total;
+    }
+
+    private static async ValueTask<Node> PutDirectoryAsync(
+        ScannedDirectory directory, IDirectoryPutter putter, CancellationToken cancellationToken)
+    {
+        var nodes = new List<Node>(directory.Children.Count);
+        foreach (var child in directory.Children)
+        {
+            nodes.Add(child is ScannedDirectory sub
+                ? await PutDirectoryAsync(sub, putter, cancellationToken).ConfigureAwait(false)
+                : child.ToNode());
+        }
+
+        var castoreDirectory = CastoreDirectory.FromNodes(nodes);
+        await putter.PutAsync(castoreDirectory, cancellationToken).ConfigureAwait(false);
+        return new DirectoryNode(directory.Name, castoreDirectory.Digest, castoreDirectory.Size);
+    }
+
+    private static ImportException CannotImport(string path, int errno) => errno switch
+    {
+        Libc.ENOENT => new ImportException($"cannot import {path}: no such file or directory"),
+        Libc.EACCES => new ImportException($"cannot import {path}: permission denied"),
+        _ => new ImportException($"cannot import {path}: {Libc.ErrorText(errno)}"),
+    };
+}

@@ -1,0 +1,50 @@
+using System.CommandLine;
+using TvixFuseBuild.Castore;
+using TvixFuseBuild.Castore.Transfer;
+
+namespace TvixFuseBuild.Tool.Commands;
+
+internal static class ImportCommand
+{
+    public static Command Create()
+    {
+        var paths = new Argument<string[]>("PATH")
+        {
+            Description = "Files, directories or symlinks to import (symlinks are stored, not followed).",
+            Arity = ArgumentArity.OneOrMore,
+        };
+        var json = new Option<bool>("--json") { Description = "Print the nodes as a JSON array of tvix.castore.v1.Node (protobuf JSON)." };
+        var command = new Command("import", "Import host paths into the store and print their nodes: NAME KIND DIGEST SIZE.")
+        {
+            paths,
+            json,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            await using var store = StoreSelection.Open(parse);
+            var nodes = new List<Node>();
+            foreach (string path in parse.GetValue(paths)!)
+            {
+                var latest = new ImportProgress(0, 0, 0, 0, true);
+                var progress = new Progress<ImportProgress>(p => latest = p);
+                var import = HostImporter.ImportAsync(path, store, progress: progress, cancellationToken: cancellationToken);
+                var node = await ProgressDisplay.RunAsync(import, () => latest.Scanning
+                    ? ($"scanning {path}: {latest.FilesTotal} files", 0, 1)
+                    : ($"importing {path}: {latest.FilesDone}/{latest.FilesTotal} files, {ProgressDisplay.Bytes(latest.BytesDone)}", latest.BytesDone, latest.BytesTotal));
+                nodes.Add(node);
+                if (!parse.GetValue(json))
+                {
+                    Console.WriteLine(NodeText.Line(node));
+                }
+            }
+
+            if (parse.GetValue(json))
+            {
+                Console.WriteLine(NodeText.JsonArray(nodes));
+            }
+
+            return ToolConsole.Ok;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,65 @@
+using System.Diagnostics;
+
+namespace TvixFuseBuild.Tool.Tests;
+
+/// <summary>Runs the real tvix-fuse-build (the apphost built next to the tests) as a separate process.</summary>
+internal static class ToolProcess
+{
+    public static string Executable
+    {
+        get
+        {
+            string path = Path.Combine(AppContext.BaseDirectory, "TvixFuseBuild.Tool");
+            Assert.True(File.Exists(path), $"the tool was not built next to the tests: {path}");
+            return path;
+        }
+    }
+
+    public sealed record Result(int ExitCode, string Stdout, string Stderr);
+
+    /// <summary>Starts the tool; the caller owns the process (and must kill it).</summary>
+    public static Process Start(IEnumerable<string> arguments, IDictionary<string, string>? environment = null, bool redirectStdin = false)
+    {
+        var psi = new ProcessStartInfo(Executable)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = redirectStdin,
+            UseShellExecute = false,
+        };
+        foreach (var a in arguments)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        // Never a progress bar or a terminal-dependent output in tests.
+        psi.Environment["CI"] = "true";
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[key] = value;
+        }
+
+        return Process.Start(psi) ?? throw new InvalidOperationException("cannot start the tool");
+    }
+
+    public static Result Run(IEnumerable<string> arguments, IDictionary<string, string>? environment = null, string? stdin = null, TimeSpan? timeout = null)
+    {
+        using var process = Start(arguments, environment, redirectStdin: stdin is not null);
+        if (stdin is not null)
+        {
+            process.StandardInput.Write(stdin);
+            process.StandardInput.Close();
+        }
+
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(timeout ?? TimeSpan.FromMinutes(5)))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"tvix-fuse-build {string.Join(' ', arguments)} did not finish in time");
+        }
+
+        process.WaitForExit();
+        return new Result(process.ExitCode, stdout.Result, stderr.Result);
+    }
+}
