@@ -34,7 +34,7 @@ def main():
     parser.add_argument("--slow", type=float, default=0.0, help="sleep this many seconds before answering")
     parser.add_argument("--fail-stat", help="CODE:MESSAGE: answer every Stat with this status")
     parser.add_argument("--abort-read-after", type=int, default=-1, help="abort Read with DATA_LOSS after N messages")
-    parser.add_argument("--read-message-size", type=int, default=3, help="bytes per BlobChunk message")
+    parser.add_argument("--read-message-size", type=int, default=1000, help="bytes per BlobChunk message")
     parser.add_argument("--tls", nargs=2, metavar=("CERT_PEM", "KEY_PEM"), help="serve over TLS (h2 via ALPN)")
     args = parser.parse_args()
 

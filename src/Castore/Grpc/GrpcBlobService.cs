@@ -204,6 +204,25 @@ public sealed partial class GrpcBlobService : IBlobService
         }
     }
 
+    /// <summary>
+    /// Downloads blob (or chunk) <paramref name="digest"/> straight into <paramref name="destination"/> with one Read,
+    /// verifying it as it streams, and completes the writer only when the bytes match. False when the store does not
+    /// have it; <see cref="CorruptObjectException"/> on a mismatch (the writer is then left uncompleted: dispose it to
+    /// discard what it holds).
+    /// </summary>
+    public async ValueTask<bool> DownloadToAsync(B3Digest digest, IBlobWriter destination, CancellationToken cancellationToken = default)
+    {
+        if (!await DownloadAsync(digest, new WriterSink(destination), cancellationToken).ConfigureAwait(false))
+        {
+            return false;
+        }
+
+        var stored = await destination.CompleteAsync(cancellationToken).ConfigureAwait(false);
+        return stored == digest
+            ? true
+            : throw new CorruptObjectException($"blob {digest} was stored as {stored} after it was verified; the destination store changed the bytes");
+    }
+
     public IBlobWriter OpenWrite() => new Writer(this);
 
     public ValueTask DisposeAsync()
@@ -219,4 +238,9 @@ public sealed partial class GrpcBlobService : IBlobService
 internal interface IBlobSink
 {
     ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken);
+}
+
+internal sealed class WriterSink(IBlobWriter writer) : IBlobSink
+{
+    public ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) => writer.WriteAsync(data, cancellationToken);
 }

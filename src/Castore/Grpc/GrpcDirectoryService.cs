@@ -21,12 +21,15 @@ public sealed class GrpcDirectoryService : IDirectoryService
     public static GrpcDirectoryService Open(string address, GrpcStoreOptions? options = null) =>
         OpenAsync(address, options).GetAwaiter().GetResult();
 
-    public static async Task<GrpcDirectoryService> OpenAsync(string address, GrpcStoreOptions? options = null, CancellationToken cancellationToken = default)
+    public static Task<GrpcDirectoryService> OpenAsync(string address, GrpcStoreOptions? options = null, CancellationToken cancellationToken = default) =>
+        OpenAsync(address, options, cancellationToken, probe: true);
+
+    internal static async Task<GrpcDirectoryService> OpenAsync(string address, GrpcStoreOptions? options, CancellationToken cancellationToken, bool probe)
     {
         var connection = new GrpcStoreConnection(GrpcStoreAddress.Parse(address), options);
         try
         {
-            if (connection.Address.WaitConnect)
+            if (probe && connection.Address.WaitConnect)
             {
                 await connection.ProbeAsync(cancellationToken).ConfigureAwait(false);
             }

@@ -10,12 +10,15 @@ namespace TvixFuseBuild.Castore.Grpc;
 /// <item><c>wait-connect=1</c>: connect when the store is opened and fail at once if it is unreachable.</item>
 /// <item><c>protocol=tvix</c> (default) or <c>protocol=snix</c>: call the <c>tvix.castore.v1</c> or <c>snix.castore.v1</c> services.</item>
 /// <item><c>timeout=SECONDS</c>: the deadline of each request (default 60; whole-blob downloads get none).</item>
+/// <item><c>cache=/ABSOLUTE/PATH</c>: the local store that caches what is fetched (default: the default local store);
+/// <c>cache=none</c>: no cache, every read goes to the remote.</item>
 /// </list>
 /// </summary>
-public sealed record GrpcStoreAddress(string Address, GrpcEndpoint Endpoint, bool WaitConnect, CastoreProtocol Protocol, TimeSpan CallTimeout)
+public sealed record GrpcStoreAddress(
+    string Address, GrpcEndpoint Endpoint, bool WaitConnect, CastoreProtocol Protocol, TimeSpan CallTimeout, GrpcCacheSetting Cache)
 {
     public const string Usage =
-        "grpc+http://HOST:PORT, grpc+https://HOST:PORT or grpc+unix:///ABSOLUTE/PATH, optionally with ?wait-connect=1, ?protocol=tvix|snix, ?timeout=SECONDS";
+        "grpc+http://HOST:PORT, grpc+https://HOST:PORT or grpc+unix:///ABSOLUTE/PATH, optionally with ?wait-connect=1, ?protocol=tvix|snix, ?timeout=SECONDS, ?cache=none|/ABSOLUTE/PATH";
 
     public static readonly TimeSpan DefaultCallTimeout = TimeSpan.FromSeconds(60);
 
@@ -53,6 +56,7 @@ public sealed record GrpcStoreAddress(string Address, GrpcEndpoint Endpoint, boo
         bool waitConnect = false;
         var protocol = CastoreProtocol.Tvix;
         var timeout = DefaultCallTimeout;
+        var cache = GrpcCacheSetting.Default;
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (string pair in query.Split('&', StringSplitOptions.RemoveEmptyEntries))
         {
@@ -91,12 +95,20 @@ public sealed record GrpcStoreAddress(string Address, GrpcEndpoint Endpoint, boo
 
                     timeout = TimeSpan.FromSeconds(seconds);
                     break;
+                case "cache":
+                    cache = value switch
+                    {
+                        "none" => GrpcCacheSetting.None,
+                        ['/', ..] when !value.Contains('\0') => GrpcCacheSetting.At(value),
+                        _ => throw Invalid(address, $"cache must be none or an absolute path, got '{value}'"),
+                    };
+                    break;
                 default:
-                    throw Invalid(address, $"unknown parameter '{key}' (known: wait-connect, protocol, timeout)");
+                    throw Invalid(address, $"unknown parameter '{key}' (known: wait-connect, protocol, timeout, cache)");
             }
         }
 
-        return new GrpcStoreAddress(address, endpoint, waitConnect, protocol, timeout);
+        return new GrpcStoreAddress(address, endpoint, waitConnect, protocol, timeout, cache);
     }
 
     private static GrpcEndpoint ParseUnix(string address, string location)
@@ -183,4 +195,14 @@ public sealed record GrpcStoreAddress(string Address, GrpcEndpoint Endpoint, boo
 
     private static StoreAddressException Invalid(string address, string reason) =>
         new($"invalid store address '{address}': {reason}; expected {Usage}");
+}
+
+/// <summary>Where a gRPC store keeps what it fetched: the default local store, another local store, or nowhere.</summary>
+public readonly record struct GrpcCacheSetting(bool Enabled, string? Path)
+{
+    public static GrpcCacheSetting Default => new(true, null);
+
+    public static GrpcCacheSetting None => new(false, null);
+
+    public static GrpcCacheSetting At(string path) => new(true, path);
 }
