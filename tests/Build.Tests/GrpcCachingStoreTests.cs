@@ -174,6 +174,20 @@ public sealed class GrpcCachingStoreTests : IAsyncLifetime
         Assert.True(await local.Blobs.HasAsync(Blake3.Hash(data)));
         Assert.Equal(directory, await _server.Directories.GetAsync(directory.Digest));
         Assert.Equal(directory, await local.Directories.GetAsync(directory.Digest));
+
+        // A file the cache already has still goes to the remote.
+        byte[] output = GrpcCastoreRoundTripTests.RandomBytes(5000, seed: 6);
+        string path = _temp.File("output");
+        await File.WriteAllBytesAsync(path, output);
+        using (var handle = File.OpenHandle(path))
+        {
+            Assert.Equal(Blake3.Hash(output), await ((IBlobService)local.Blobs).PutFileAsync(handle, output.Length, null));
+            Assert.False(await _server.Blobs.HasAsync(Blake3.Hash(output)));
+            await using var store = OpenStore();
+            Assert.Equal(Blake3.Hash(output), await store.Blobs.PutFileAsync(handle, output.Length, Blake3.Hash(output)));
+        }
+
+        Assert.True(await _server.Blobs.HasAsync(Blake3.Hash(output)));
     }
 
     [Fact]

@@ -1,4 +1,8 @@
 using System.Diagnostics;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
 using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
@@ -155,11 +159,13 @@ public sealed class GrpcChannelTests
     {
         var temp = new GrpcTempDirectory();
         string socket = temp.File("stop.sock");
-        var server = new GrpcServer().Listen("unix:" + socket).AddService(new GrpcTestService());
+        var test = new GrpcTestService();
+        var server = new GrpcServer().Listen("unix:" + socket).AddService(test);
         await server.StartAsync();
         using var channel = new GrpcChannel(GrpcEndpoint.UnixSocket(socket));
         using var call = channel.ClientStreaming(GrpcTestService.Concat);
         await call.WriteAsync("before"u8.ToArray());
+        await test.ConcatStarted.Task.WaitAsync(TimeSpan.FromSeconds(30));
 
         var stopping = server.StopAsync();
         await Task.Delay(200);
@@ -231,6 +237,49 @@ public sealed class GrpcChannelTests
         var e = await Assert.ThrowsAsync<StoreUnavailableException>(() =>
             GrpcBlobService.OpenAsync(address + "?wait-connect=1", new GrpcStoreOptions { Retry = GrpcRetryPolicy.None }));
         Assert.Contains("cannot reach the store " + address, e.Message);
+    }
+
+    [Fact]
+    public async Task HttpAnswersThatAreNotGrpcMapToStatuses()
+    {
+        var builder = WebApplication.CreateEmptyBuilder(new());
+        builder.WebHost.UseKestrelCore().ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, o => o.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http2));
+        await using var app = builder.Build();
+        app.Run(async http =>
+        {
+            switch (http.Request.Path.Value)
+            {
+                case "/s.S/Unavailable":
+                    http.Response.StatusCode = 503;
+                    break;
+                case "/s.S/Html":
+                    http.Response.ContentType = "text/html";
+                    await http.Response.WriteAsync("<html/>");
+                    break;
+                case "/s.S/NoStatus":
+                    http.Response.ContentType = "application/grpc";
+                    await http.Response.Body.WriteAsync(new byte[] { 0, 0, 0, 0, 1, 42 });
+                    break;
+                default:
+                    http.Response.StatusCode = 404;
+                    break;
+            }
+        });
+        await app.StartAsync();
+        string address = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+            .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.Single();
+        using var channel = new GrpcChannel(GrpcEndpoint.Tcp("127.0.0.1", new Uri(address).Port));
+
+        async Task<RpcStatusException> Call(string name) => await Assert.ThrowsAsync<RpcStatusException>(() =>
+            channel.UnaryAsync(new GrpcMethod<byte[], byte[]>(GrpcMethodType.Unary, "s.S", name, RawBytesMarshaller.Instance, RawBytesMarshaller.Instance), []));
+
+        Assert.Equal(GrpcStatusCode.Unavailable, (await Call("Unavailable")).Code);
+        Assert.Equal(GrpcStatusCode.Unimplemented, (await Call("Missing")).Code);
+        var html = await Call("Html");
+        Assert.Equal(GrpcStatusCode.Unknown, html.Code);
+        Assert.Contains("text/html", html.Detail);
+        Assert.Equal(GrpcStatusCode.Internal, (await Call("NoStatus")).Code);
+        await app.StopAsync();
     }
 
     private static GrpcEndpoint Endpoint(GrpcCastoreTestServer server) =>

@@ -19,6 +19,9 @@ internal sealed class GrpcTestService : IGrpcService
     public static readonly GrpcMethod<byte[], byte[]> Concat =
         new(GrpcMethodType.ClientStreaming, "interop.Test", "Concat", RawBytesMarshaller.Instance, RawBytesMarshaller.Instance);
 
+    /// <summary>Completed when a Concat call has received its first message.</summary>
+    public TaskCompletionSource ConcatStarted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     /// <summary>One entry per Slow call that ended: "deadline" or "cancelled".</summary>
     public Channel<string> SlowCallsEnded { get; } = Channel.CreateUnbounded<string>();
 
@@ -66,11 +69,12 @@ internal sealed class GrpcTestService : IGrpcService
         }
     }
 
-    private static async ValueTask<byte[]> ConcatAsync(GrpcServerStreamReader<byte[]> requests, GrpcServerCallContext context)
+    private async ValueTask<byte[]> ConcatAsync(GrpcServerStreamReader<byte[]> requests, GrpcServerCallContext context)
     {
         var all = new MemoryStream();
         while (await requests.MoveNextAsync())
         {
+            ConcatStarted.TrySetResult();
             if (requests.Current.AsSpan().SequenceEqual("reject"u8))
             {
                 throw new RpcStatusException(GrpcStatusCode.InvalidArgument, "rejected early");

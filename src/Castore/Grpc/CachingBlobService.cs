@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Microsoft.Win32.SafeHandles;
 using TvixFuseBuild.Castore.Stores;
 
 namespace TvixFuseBuild.Castore.Grpc;
@@ -72,41 +73,36 @@ public sealed partial class CachingBlobService : IBlobService
     /// Makes sure blob or chunk <paramref name="digest"/> is in the local store, downloading it (verified) once even
     /// when several readers want it at the same time. False when the remote does not have it.
     /// </summary>
-    internal async Task<bool> FetchAsync(B3Digest digest, CancellationToken cancellationToken)
+    internal Task<bool> FetchAsync(B3Digest digest, CancellationToken cancellationToken) =>
+        _fetches.GetOrAdd(digest, d => new Lazy<Task<bool>>(() => DownloadAsync(d))).Value.WaitAsync(cancellationToken);
+
+    // Shared by every reader waiting for it, so not tied to one caller's cancellation; disposal stops it. It removes
+    // itself from _fetches when done (it only starts once it is in there, through Lazy.Value).
+    private async Task<bool> DownloadAsync(B3Digest digest)
     {
-        var lazy = _fetches.GetOrAdd(digest, d => new Lazy<Task<bool>>(() => DownloadAsync(d)));
         try
         {
-            return await lazy.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await Task.Yield();
+            var cancellationToken = _disposed.Token;
+            await using var writer = _local.OpenWrite();
+            if (_remote is GrpcBlobService grpc)
+            {
+                return await grpc.DownloadToAsync(digest, writer, cancellationToken).ConfigureAwait(false);
+            }
+
+            using var reader = await _remote.OpenReadAsync(digest, cancellationToken).ConfigureAwait(false);
+            if (reader is null)
+            {
+                return false;
+            }
+
+            await CopyAsync(reader, writer, digest, cancellationToken).ConfigureAwait(false);
+            return true;
         }
         finally
         {
-            if (lazy.Value.IsCompleted)
-            {
-                _fetches.TryRemove(new KeyValuePair<B3Digest, Lazy<Task<bool>>>(digest, lazy));
-            }
+            _fetches.TryRemove(digest, out _);
         }
-    }
-
-    // Shared by every reader waiting for it, so not tied to one caller's cancellation; disposal stops it.
-    private async Task<bool> DownloadAsync(B3Digest digest)
-    {
-        await Task.Yield();
-        var cancellationToken = _disposed.Token;
-        await using var writer = _local.OpenWrite();
-        if (_remote is GrpcBlobService grpc)
-        {
-            return await grpc.DownloadToAsync(digest, writer, cancellationToken).ConfigureAwait(false);
-        }
-
-        using var reader = await _remote.OpenReadAsync(digest, cancellationToken).ConfigureAwait(false);
-        if (reader is null)
-        {
-            return false;
-        }
-
-        await CopyAsync(reader, writer, digest, cancellationToken).ConfigureAwait(false);
-        return true;
     }
 
     /// <summary>Copies a verified reader into a writer and completes it (the remote's reader already checked the bytes).</summary>
@@ -137,6 +133,19 @@ public sealed partial class CachingBlobService : IBlobService
 
     /// <summary>Writes to the remote and into the local cache at once; the two digests must agree.</summary>
     public IBlobWriter OpenWrite() => new TeeWriter(_remote.OpenWrite(), _local.OpenWrite());
+
+    /// <summary>
+    /// Uploads a host file unless the remote already has it (the local cache having it is not enough: the remote is
+    /// where it must end up), then keeps a copy in the cache.
+    /// </summary>
+    public async ValueTask<B3Digest> PutFileAsync(
+        SafeFileHandle file, long length, B3Digest? expectedDigest, CancellationToken cancellationToken = default)
+    {
+        var digest = await _remote.PutFileAsync(file, length, expectedDigest, cancellationToken).ConfigureAwait(false);
+        return await _local.PutFileAsync(file, length, digest, cancellationToken).ConfigureAwait(false) == digest
+            ? digest
+            : throw new CorruptObjectException($"the file changed while it was stored: the remote has it as {digest}, the cache got different bytes");
+    }
 
     /// <summary>Waits for background assemblies of chunked blobs, then stops.</summary>
     public async ValueTask DisposeAsync()

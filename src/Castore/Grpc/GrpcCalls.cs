@@ -35,11 +35,27 @@ public sealed class GrpcServerStreamingCall<TResponse> : IDisposable
         return true;
     }
 
+    /// <summary>The messages; <paramref name="cancellationToken"/> cancels the call (as the call's own token would).</summary>
     public async IAsyncEnumerable<TResponse> ReadAllAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         using var registration = cancellationToken.CanBeCanceled ? cancellationToken.Register(Dispose) : default;
-        while (await MoveNextAsync().ConfigureAwait(false))
+        while (true)
         {
+            bool more;
+            try
+            {
+                more = await MoveNextAsync().ConfigureAwait(false);
+            }
+            catch (RpcStatusException e) when (cancellationToken.IsCancellationRequested && e.Code == GrpcStatusCode.Cancelled)
+            {
+                throw new OperationCanceledException(e.Message, e, cancellationToken);
+            }
+
+            if (!more)
+            {
+                yield break;
+            }
+
             yield return Current;
         }
     }
@@ -82,6 +98,9 @@ public sealed class GrpcClientStreamingCall<TRequest, TResponse> : IDisposable
         try
         {
             await stream.WriteAsync(_frame.WrittenMemory, _core.CancellationToken).ConfigureAwait(false);
+
+            // HTTP/2 request streams buffer until flushed: without this a message could wait for the next one.
+            await stream.FlushAsync(_core.CancellationToken).ConfigureAwait(false);
         }
         catch (Exception e)
         {
