@@ -16,8 +16,8 @@ public sealed partial class CachingBlobService
 
         private readonly CachingBlobService _owner;
         private readonly B3Digest _digest;
+        private readonly ChunkLayout _layout;
         private readonly ChunkMeta[] _chunks;
-        private readonly long[] _starts;
         private readonly bool[] _cached;
         private readonly object _lock = new();
         private int _cachedCount;
@@ -27,19 +27,14 @@ public sealed partial class CachingBlobService
         {
             _owner = owner;
             _digest = info.Digest;
-            _chunks = [.. info.Chunks];
-            _starts = new long[_chunks.Length + 1];
-            for (int i = 0; i < _chunks.Length; i++)
-            {
-                _starts[i + 1] = _starts[i] + (long)_chunks[i].Size;
-            }
-
+            _layout = new ChunkLayout(info.Chunks);
+            _chunks = _layout.Chunks;
             _cached = new bool[_chunks.Length];
         }
 
         public B3Digest Digest => _digest;
 
-        public long Length => _starts[^1];
+        public long Length => _layout.Length;
 
         public SafeFileHandle? BackingFile => null;
 
@@ -51,7 +46,7 @@ public sealed partial class CachingBlobService
                 return 0;
             }
 
-            int index = ChunkAt(offset);
+            int index = _layout.IndexOf(offset);
             long end = Math.Min(Length, offset + buffer.Length);
             bool sequential;
             lock (_lock)
@@ -62,7 +57,7 @@ public sealed partial class CachingBlobService
 
             if (sequential)
             {
-                for (int ahead = ChunkAt(end - 1) + 1; ahead <= ChunkAt(end - 1) + ReadAhead && ahead < _chunks.Length; ahead++)
+                for (int ahead = _layout.IndexOf(end - 1) + 1; ahead <= _layout.IndexOf(end - 1) + ReadAhead && ahead < _chunks.Length; ahead++)
                 {
                     _ = EnsureCachedAsync(ahead, CancellationToken.None).AsTask().ContinueWith(
                         static t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
@@ -75,7 +70,7 @@ public sealed partial class CachingBlobService
                 await EnsureCachedAsync(index, cancellationToken).ConfigureAwait(false);
                 using var chunk = await _owner._local.OpenReadAsync(_chunks[index].Digest, cancellationToken).ConfigureAwait(false)
                     ?? throw new StoreUnavailableException($"chunk {_chunks[index].Digest} vanished from the local cache");
-                long within = offset + total - _starts[index];
+                long within = offset + total - _layout.Start(index);
                 int wanted = (int)Math.Min(buffer.Length - total, (long)_chunks[index].Size - within);
                 int n = await ReadFullyAsync(chunk, within, buffer.Slice(total, wanted), cancellationToken).ConfigureAwait(false);
                 if (n != wanted)
@@ -89,12 +84,6 @@ public sealed partial class CachingBlobService
             }
 
             return total;
-        }
-
-        private int ChunkAt(long offset)
-        {
-            int index = Array.BinarySearch(_starts, offset);
-            return index < 0 ? ~index - 1 : index;
         }
 
         private async ValueTask EnsureCachedAsync(int index, CancellationToken cancellationToken)

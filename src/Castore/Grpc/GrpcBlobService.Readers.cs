@@ -19,8 +19,8 @@ public sealed partial class GrpcBlobService
 
         private readonly GrpcBlobService _owner;
         private readonly B3Digest _digest;
+        private readonly ChunkLayout _layout;
         private readonly ChunkMeta[] _chunks;
-        private readonly long[] _starts;
         private readonly CancellationTokenSource _disposed = new();
         private readonly object _lock = new();
         private readonly (int Index, Task<byte[]>? Task)[] _cache = new (int, Task<byte[]>?)[CacheSize];
@@ -34,12 +34,8 @@ public sealed partial class GrpcBlobService
         {
             _owner = owner;
             _digest = info.Digest;
-            _chunks = [.. info.Chunks];
-            _starts = new long[_chunks.Length + 1];
-            for (int i = 0; i < _chunks.Length; i++)
-            {
-                _starts[i + 1] = _starts[i] + (long)_chunks[i].Size;
-            }
+            _layout = new ChunkLayout(info.Chunks);
+            _chunks = _layout.Chunks;
 
             for (int i = 0; i < CacheSize; i++)
             {
@@ -49,7 +45,7 @@ public sealed partial class GrpcBlobService
 
         public B3Digest Digest => _digest;
 
-        public long Length => _starts[^1];
+        public long Length => _layout.Length;
 
         public SafeFileHandle? BackingFile => null;
 
@@ -67,15 +63,9 @@ public sealed partial class GrpcBlobService
                 return 0;
             }
 
-            int index = Array.BinarySearch(_starts, offset);
-            if (index < 0)
-            {
-                index = ~index - 1;
-            }
-
+            int index = _layout.IndexOf(offset);
             long end = Math.Min(Length, offset + buffer.Length);
-            int last = Array.BinarySearch(_starts, end - 1);
-            last = last < 0 ? ~last - 1 : last;
+            int last = _layout.IndexOf(end - 1);
             lock (_lock)
             {
                 // A read that continues where the previous one ended is a sequential stream: fetch ahead of it.
@@ -100,7 +90,7 @@ public sealed partial class GrpcBlobService
 
                 byte[] data = await fetch.WaitAsync(cancellationToken).ConfigureAwait(false);
                 VerifyInOrder(index, data);
-                long within = offset + total - _starts[index];
+                long within = offset + total - _layout.Start(index);
                 int n = (int)Math.Min(buffer.Length - total, data.Length - within);
                 data.AsSpan((int)within, n).CopyTo(buffer.Span[total..]);
                 total += n;
