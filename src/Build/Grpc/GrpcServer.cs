@@ -73,6 +73,10 @@ public sealed class GrpcServer : IAsyncDisposable
 
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = _options.ShutdownTimeout);
+
+        // The host must not take over Ctrl-C and SIGTERM (its default console lifetime would): the process owns its
+        // signals and calls StopAsync itself.
+        builder.Services.AddSingleton<IHostLifetime, PassiveLifetime>();
         builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -296,4 +300,12 @@ public sealed class GrpcServer : IAsyncDisposable
 
         return e;
     }
+}
+
+/// <summary>A host lifetime that neither waits for nor reacts to anything: start and stop are the server's calls.</summary>
+internal sealed class PassiveLifetime : IHostLifetime
+{
+    public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }

@@ -13,7 +13,7 @@ namespace TvixFuseBuild.Castore.Grpc;
 public sealed partial class GrpcBlobService : IBlobService
 {
     /// <summary>Chunks larger than this are refused: a chunk is held in memory while it is verified.</summary>
-    internal const long MaxChunkSize = 64L << 20;
+    internal const long MaxChunkSize = 16L << 20;
 
     /// <summary>Upload messages carry at most this many bytes (servers commonly accept 4 MiB messages).</summary>
     internal const int PutMessageSize = 1 << 20;
