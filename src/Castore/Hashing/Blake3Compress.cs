@@ -4,8 +4,8 @@ using System.Runtime.CompilerServices;
 
 namespace TvixFuseBuild.Castore.Hashing;
 
-/// <summary>The BLAKE3 compression function, portable scalar form.</summary>
-internal static class Blake3Compress
+/// <summary>The BLAKE3 compression function, portable scalar form: one block at a time.</summary>
+internal static unsafe class Blake3Compress
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void G(ref uint a, ref uint b, ref uint c, ref uint d, uint x, uint y)
@@ -20,29 +20,48 @@ internal static class Blake3Compress
         b = BitOperations.RotateRight(b ^ c, 7);
     }
 
-    /// <summary>
-    /// Compresses one 64-byte block. Writes all 16 output words to <paramref name="output"/>;
-    /// the first 8 are the new chaining value.
-    /// </summary>
-    public static void Compress(
-        ReadOnlySpan<uint> cv, ReadOnlySpan<byte> block, ulong counter, uint blockLength, uint flags, Span<uint> output)
+    public static void CompressInPlace(ref CvWords cv, byte* block, uint blockLength, ulong counter, uint flags)
     {
-        uint m0 = BinaryPrimitives.ReadUInt32LittleEndian(block);
-        uint m1 = BinaryPrimitives.ReadUInt32LittleEndian(block[4..]);
-        uint m2 = BinaryPrimitives.ReadUInt32LittleEndian(block[8..]);
-        uint m3 = BinaryPrimitives.ReadUInt32LittleEndian(block[12..]);
-        uint m4 = BinaryPrimitives.ReadUInt32LittleEndian(block[16..]);
-        uint m5 = BinaryPrimitives.ReadUInt32LittleEndian(block[20..]);
-        uint m6 = BinaryPrimitives.ReadUInt32LittleEndian(block[24..]);
-        uint m7 = BinaryPrimitives.ReadUInt32LittleEndian(block[28..]);
-        uint m8 = BinaryPrimitives.ReadUInt32LittleEndian(block[32..]);
-        uint m9 = BinaryPrimitives.ReadUInt32LittleEndian(block[36..]);
-        uint m10 = BinaryPrimitives.ReadUInt32LittleEndian(block[40..]);
-        uint m11 = BinaryPrimitives.ReadUInt32LittleEndian(block[44..]);
-        uint m12 = BinaryPrimitives.ReadUInt32LittleEndian(block[48..]);
-        uint m13 = BinaryPrimitives.ReadUInt32LittleEndian(block[52..]);
-        uint m14 = BinaryPrimitives.ReadUInt32LittleEndian(block[56..]);
-        uint m15 = BinaryPrimitives.ReadUInt32LittleEndian(block[60..]);
+        Span<uint> state = stackalloc uint[16];
+        Rounds(in cv, block, blockLength, counter, flags, state);
+        for (int i = 0; i < 8; i++)
+        {
+            cv[i] = state[i] ^ state[i + 8];
+        }
+    }
+
+    public static void CompressXof(ref readonly CvWords cv, byte* block, uint blockLength, ulong counter, uint flags, byte* output)
+    {
+        Span<uint> state = stackalloc uint[16];
+        Rounds(in cv, block, blockLength, counter, flags, state);
+        var bytes = new Span<byte>(output, Blake3.BlockLength);
+        for (int i = 0; i < 8; i++)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(bytes[(4 * i)..], state[i] ^ state[i + 8]);
+            BinaryPrimitives.WriteUInt32LittleEndian(bytes[(32 + (4 * i))..], state[i + 8] ^ cv[i]);
+        }
+    }
+
+    /// <summary>Runs the seven rounds; <paramref name="state"/> receives the 16 state words before the feed-forward.</summary>
+    private static void Rounds(ref readonly CvWords cv, byte* block, uint blockLength, ulong counter, uint flags, Span<uint> state)
+    {
+        var words = new ReadOnlySpan<byte>(block, Blake3.BlockLength);
+        uint m0 = BinaryPrimitives.ReadUInt32LittleEndian(words);
+        uint m1 = BinaryPrimitives.ReadUInt32LittleEndian(words[4..]);
+        uint m2 = BinaryPrimitives.ReadUInt32LittleEndian(words[8..]);
+        uint m3 = BinaryPrimitives.ReadUInt32LittleEndian(words[12..]);
+        uint m4 = BinaryPrimitives.ReadUInt32LittleEndian(words[16..]);
+        uint m5 = BinaryPrimitives.ReadUInt32LittleEndian(words[20..]);
+        uint m6 = BinaryPrimitives.ReadUInt32LittleEndian(words[24..]);
+        uint m7 = BinaryPrimitives.ReadUInt32LittleEndian(words[28..]);
+        uint m8 = BinaryPrimitives.ReadUInt32LittleEndian(words[32..]);
+        uint m9 = BinaryPrimitives.ReadUInt32LittleEndian(words[36..]);
+        uint m10 = BinaryPrimitives.ReadUInt32LittleEndian(words[40..]);
+        uint m11 = BinaryPrimitives.ReadUInt32LittleEndian(words[44..]);
+        uint m12 = BinaryPrimitives.ReadUInt32LittleEndian(words[48..]);
+        uint m13 = BinaryPrimitives.ReadUInt32LittleEndian(words[52..]);
+        uint m14 = BinaryPrimitives.ReadUInt32LittleEndian(words[56..]);
+        uint m15 = BinaryPrimitives.ReadUInt32LittleEndian(words[60..]);
 
         uint s0 = cv[0], s1 = cv[1], s2 = cv[2], s3 = cv[3], s4 = cv[4], s5 = cv[5], s6 = cv[6], s7 = cv[7];
         uint s8 = Blake3.IV[0], s9 = Blake3.IV[1], s10 = Blake3.IV[2], s11 = Blake3.IV[3];
@@ -66,24 +85,9 @@ internal static class Blake3Compress
             m8 = t8; m9 = t9; m10 = t10; m11 = t11; m12 = t12; m13 = t13; m14 = t14; m15 = t15;
         }
 
-        output[0] = s0 ^ s8;
-        output[1] = s1 ^ s9;
-        output[2] = s2 ^ s10;
-        output[3] = s3 ^ s11;
-        output[4] = s4 ^ s12;
-        output[5] = s5 ^ s13;
-        output[6] = s6 ^ s14;
-        output[7] = s7 ^ s15;
-        if (output.Length >= 16)
-        {
-            output[8] = s8 ^ cv[0];
-            output[9] = s9 ^ cv[1];
-            output[10] = s10 ^ cv[2];
-            output[11] = s11 ^ cv[3];
-            output[12] = s12 ^ cv[4];
-            output[13] = s13 ^ cv[5];
-            output[14] = s14 ^ cv[6];
-            output[15] = s15 ^ cv[7];
-        }
+        state[0] = s0; state[1] = s1; state[2] = s2; state[3] = s3;
+        state[4] = s4; state[5] = s5; state[6] = s6; state[7] = s7;
+        state[8] = s8; state[9] = s9; state[10] = s10; state[11] = s11;
+        state[12] = s12; state[13] = s13; state[14] = s14; state[15] = s15;
     }
 }

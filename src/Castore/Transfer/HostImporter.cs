@@ -340,7 +340,7 @@ public static class HostImporter
         }
         else
         {
-            var expected = Stores.Local.LocalHashing.HashFile(handle, file.Size);
+            var expected = Hashing.Blake3.HashFile(handle, file.Size);
             var stored = await state.Blobs.PutFileAsync(handle, file.Size, expected, cancellationToken).ConfigureAwait(false);
             if (stored != expected)
             {

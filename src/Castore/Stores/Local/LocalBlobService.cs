@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Collections.Concurrent;
 using Microsoft.Win32.SafeHandles;
 using TvixFuseBuild.Castore.Hashing;
@@ -49,7 +48,7 @@ public sealed class LocalBlobService : IBlobService
             var identity = FileIdentity.Of(handle, path);
             if (!_verified.TryGetValue(digest, out var known) || known != identity)
             {
-                var actual = LocalHashing.HashFile(handle, identity.Size);
+                var actual = Blake3.HashFile(handle, identity.Size);
                 if (actual != digest)
                 {
                     _verified.TryRemove(digest, out _);
@@ -170,36 +169,5 @@ internal readonly record struct FileIdentity(ulong Device, ulong Inode, long Siz
             status.Size,
             (status.ModifyTimeSeconds * 1_000_000_000) + status.ModifyTimeNanoseconds,
             (status.ChangeTimeSeconds * 1_000_000_000) + status.ChangeTimeNanoseconds);
-    }
-}
-
-internal static class LocalHashing
-{
-    /// <summary>BLAKE3 of the first <paramref name="length"/> bytes of an open file.</summary>
-    public static B3Digest HashFile(SafeFileHandle handle, long length)
-    {
-        var hasher = new Blake3Hasher();
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
-        try
-        {
-            long offset = 0;
-            while (offset < length)
-            {
-                int n = RandomAccess.Read(handle, buffer.AsSpan(0, (int)Math.Min(buffer.Length, length - offset)), offset);
-                if (n == 0)
-                {
-                    break;
-                }
-
-                hasher.Update(buffer.AsSpan(0, n));
-                offset += n;
-            }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
-
-        return hasher.Finalize();
     }
 }

@@ -1,0 +1,182 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using TvixFuseBuild.Sandbox.Interop;
+using static TvixFuseBuild.Sandbox.Interop.Libc;
+
+namespace TvixFuseBuild.Sandbox.Init;
+
+/// <summary>
+/// Starts the command without privileges. Capabilities, the bounding set and no_new_privs belong to a thread, and a
+/// child gets the credentials of the thread that spawns it: a dedicated thread sheds them all and then calls
+/// posix_spawn (vfork-based, safe in a multi-threaded process), so the init itself keeps what it needs.
+/// </summary>
+internal static unsafe class BuildLauncher
+{
+    public static int Start(InitPlan plan, int outputFd)
+    {
+        string program = Resolve(plan);
+
+        // Process-wide limits inherited by the command: no core dumps (they would go to the host's core_pattern),
+        // and the usual soft fd limit instead of the hard one the runtime raised it to.
+        RLimit limit;
+        getrlimit(RLIMIT_CORE, &limit);
+        limit.Cur = 0;
+        setrlimit(RLIMIT_CORE, &limit);
+        getrlimit(RLIMIT_NOFILE, &limit);
+        limit.Cur = Math.Min(limit.Max, 1024);
+        setrlimit(RLIMIT_NOFILE, &limit);
+
+        int pid = 0;
+        Exception? error = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                pid = SpawnUnprivileged(program, plan, outputFd);
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+        }, 256 * 1024);
+        thread.Start();
+        thread.Join();
+        return error is null ? pid : throw error;
+    }
+
+    private static int SpawnUnprivileged(string program, InitPlan plan, int outputFd)
+    {
+        Errno.Check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs");
+        for (nuint cap = 0; cap < 64; cap++)
+        {
+            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+            {
+                if (Errno.Last == EINVAL)
+                {
+                    break; // past the last capability this kernel knows
+                }
+
+                throw Errno.Exception($"drop capability {cap} from the bounding set", Errno.Last);
+            }
+        }
+
+        Errno.Check(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear the ambient capabilities");
+        uint* header = stackalloc uint[2] { 0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0 };
+        uint* data = stackalloc uint[6];
+        new Span<uint>(data, 6).Clear();
+        Errno.Check(capset(header, data), "drop all capabilities");
+
+        // glibc's posix_spawn_file_actions_t is 80 bytes, posix_spawnattr_t 336, sigset_t 128: room to spare.
+        byte* actions = stackalloc byte[512];
+        byte* attr = stackalloc byte[1024];
+        byte* sigs = stackalloc byte[256];
+        posix_spawn_file_actions_init(actions);
+        posix_spawnattr_init(attr);
+        var strings = new List<nint>();
+        try
+        {
+            Spawn(posix_spawn_file_actions_adddup2(actions, outputFd, 1), "stdout");
+            if (outputFd != 2)
+            {
+                Spawn(posix_spawn_file_actions_adddup2(actions, outputFd, 2), "stderr");
+            }
+
+            Spawn(posix_spawn_file_actions_addopen(actions, 0, "/dev/null", O_RDONLY, 0), "stdin");
+            Spawn(posix_spawn_file_actions_addclosefrom_np(actions, 3), "closefrom");
+            Spawn(posix_spawn_file_actions_addchdir_np(actions, plan.WorkingDirectory), "chdir");
+            Spawn(posix_spawnattr_setflags(attr, (short)(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID)), "flags");
+            sigfillset(sigs);
+            Spawn(posix_spawnattr_setsigdefault(attr, sigs), "signal defaults");
+            sigemptyset(sigs);
+            Spawn(posix_spawnattr_setsigmask(attr, sigs), "signal mask");
+
+            byte** argv = Strings(plan.Argv, strings);
+            byte** envp = Strings(plan.Env, strings);
+            byte* path = Native(program, strings);
+            int pid;
+            int rc = posix_spawn(&pid, path, actions, attr, argv, envp);
+            if (rc != 0)
+            {
+                throw new SandboxSetupException(
+                    $"cannot run {program} in {plan.WorkingDirectory}: {Marshal.GetPInvokeErrorMessage(rc)} (errno {rc})", rc);
+            }
+
+            return pid;
+        }
+        finally
+        {
+            posix_spawn_file_actions_destroy(actions);
+            posix_spawnattr_destroy(attr);
+            foreach (var p in strings)
+            {
+                NativeMemory.Free((void*)p);
+            }
+        }
+    }
+
+    /// <summary>A command without a slash is looked up in the PATH of the build's environment, like execvp.</summary>
+    private static string Resolve(InitPlan plan)
+    {
+        string name = plan.Argv[0];
+        if (name.Contains('/'))
+        {
+            return name;
+        }
+
+        foreach (var entry in plan.Env)
+        {
+            if (!entry.StartsWith("PATH=", StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            foreach (var dir in entry[5..].Split(':'))
+            {
+                string candidate = (dir.Length == 0 ? "." : dir) + "/" + name;
+                if (!candidate.StartsWith('/'))
+                {
+                    candidate = plan.WorkingDirectory.TrimEnd('/') + "/" + candidate;
+                }
+
+                int mode = StatMode(AT_FDCWD, candidate, 0);
+                if (mode >= 0 && ((uint)mode & S_IFMT) == S_IFREG && (mode & 0x49) != 0)
+                {
+                    return candidate;
+                }
+            }
+        }
+
+        throw new SandboxSetupException($"cannot run {name}: not found in the PATH of the build's environment");
+    }
+
+    private static void Spawn(int rc, string what)
+    {
+        if (rc != 0)
+        {
+            throw new SandboxSetupException($"posix_spawn {what}: {Marshal.GetPInvokeErrorMessage(rc)} (errno {rc})", rc);
+        }
+    }
+
+    private static byte** Strings(string[] values, List<nint> owned)
+    {
+        var array = (byte**)NativeMemory.Alloc((nuint)(values.Length + 1), (nuint)sizeof(byte*));
+        owned.Add((nint)array);
+        for (int i = 0; i < values.Length; i++)
+        {
+            array[i] = Native(values[i], owned);
+        }
+
+        array[values.Length] = null;
+        return array;
+    }
+
+    private static byte* Native(string value, List<nint> owned)
+    {
+        int count = Encoding.UTF8.GetByteCount(value);
+        var p = (byte*)NativeMemory.Alloc((nuint)count + 1);
+        owned.Add((nint)p);
+        Encoding.UTF8.GetBytes(value, new Span<byte>(p, count));
+        p[count] = 0;
+        return p;
+    }
+}

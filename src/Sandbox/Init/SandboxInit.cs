@@ -1,0 +1,193 @@
+using System.Buffers.Binary;
+using System.Reflection;
+using System.Text;
+using TvixFuseBuild.Sandbox.Interop;
+
+namespace TvixFuseBuild.Sandbox.Init;
+
+/// <summary>
+/// The sandbox init: PID 1 of the new PID namespace, started by util-linux <c>unshare</c> with all capabilities of
+/// the new user namespace. It reads the <see cref="InitPlan"/> from stdin, builds the root, starts the command
+/// without privileges, reaps every process until the command exits, reports the status on stdout and exits; its exit
+/// makes the kernel kill whatever is left in the namespace. EOF (or <see cref="InitMessage.Kill"/>) on stdin kills
+/// everything at once: only the caller holds the write end, so its death is noticed too.
+/// </summary>
+internal static unsafe class SandboxInit
+{
+    private const int ControlFd = 0;
+    private const int StatusFd = 1;
+    private const int OutputFd = 2;
+
+    private static int Main()
+    {
+        try
+        {
+            Trace("main");
+            // After pivot_root the runtime's own files are gone; whatever the init needs must be loaded first.
+            foreach (var name in typeof(SandboxInit).Assembly.GetReferencedAssemblies())
+            {
+                Assembly.Load(name);
+            }
+
+            Trace("assemblies loaded");
+            var plan = ReadPlan();
+            Trace("plan read");
+            if (plan is null)
+            {
+                return 1; // the caller went away before sending anything
+            }
+
+            Libc.prctl(Libc.PR_SET_DUMPABLE, 0, 0, 0, 0);
+            Libc.umask(0x12); // 022, whatever the caller had; the command inherits it
+            var watchdog = new Thread(Watchdog) { IsBackground = true, Name = "sandbox-watchdog" };
+            watchdog.Start();
+
+            new RootBuilder(plan).Build();
+            Trace("root built");
+            int pid = BuildLauncher.Start(plan, OutputFd);
+            Trace("command started");
+            Send(InitMessage.Started, []);
+            int status = ReapUntil(pid);
+            Span<byte> payload = stackalloc byte[4];
+            BinaryPrimitives.WriteInt32LittleEndian(payload, status);
+            Send(InitMessage.Exited, payload);
+            Libc._exit(0);
+        }
+        catch (Exception e)
+        {
+            Send(InitMessage.Error, Encoding.UTF8.GetBytes(e.Message));
+            Libc._exit(1);
+        }
+
+        return 1;
+    }
+
+    private static readonly bool s_trace = Environment.GetEnvironmentVariable("TVIX_SANDBOX_TRACE") == "1";
+
+    /// <summary>With TVIX_SANDBOX_TRACE=1 in the caller's environment: milliseconds since the process started, on the output.</summary>
+    private static void Trace(string what)
+    {
+        if (!s_trace)
+        {
+            return;
+        }
+
+        // /proc/self/stat field 22 is the start time in clock ticks since boot; /proc/uptime is seconds since boot.
+        string stat = File.ReadAllText("/proc/self/stat");
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        double started = double.Parse(fields[19], System.Globalization.CultureInfo.InvariantCulture) / 100;
+        double now = double.Parse(File.ReadAllText("/proc/uptime").Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+        string loaded = what == "command started" ? " " + string.Join(",", AppDomain.CurrentDomain.GetAssemblies().Select(a => a.GetName().Name)) : "";
+        byte[] line = Encoding.UTF8.GetBytes($"sandbox-init: {what} at {(now - started) * 1000:0} ms (cpu {Environment.CpuUsage.TotalTime.TotalMilliseconds:0} ms){loaded}\n");
+        fixed (byte* p = line)
+        {
+            Libc.write(OutputFd, p, (nuint)line.Length);
+        }
+    }
+
+    private static InitPlan? ReadPlan()
+    {
+        Span<byte> header = stackalloc byte[4];
+        if (!ReadExact(ControlFd, header))
+        {
+            return null;
+        }
+
+        var payload = new byte[BinaryPrimitives.ReadInt32LittleEndian(header)];
+        return ReadExact(ControlFd, payload) ? InitPlan.Decode(payload) : null;
+    }
+
+    /// <summary>Blocks on the control pipe; EOF or a kill request ends the init and with it the namespace.</summary>
+    private static void Watchdog()
+    {
+        byte b;
+        while (true)
+        {
+            nint n = Libc.read(ControlFd, &b, 1);
+            if (n < 0 && Errno.Last == Libc.EINTR)
+            {
+                continue;
+            }
+
+            if (n <= 0 || b == InitMessage.Kill)
+            {
+                Libc._exit(137);
+            }
+        }
+    }
+
+    /// <summary>PID 1 inherits every orphan of the build; reap them all, return the command's wait status.</summary>
+    private static int ReapUntil(int pid)
+    {
+        int status;
+        while (true)
+        {
+            int rc = Libc.waitpid(-1, &status, Libc.WALL);
+            if (rc == pid)
+            {
+                return status;
+            }
+
+            if (rc < 0)
+            {
+                int errno = Errno.Last;
+                if (errno != Libc.EINTR)
+                {
+                    throw Errno.Exception("waitpid", errno);
+                }
+            }
+        }
+    }
+
+    private static void Send(byte type, ReadOnlySpan<byte> payload)
+    {
+        var frame = new byte[5 + payload.Length];
+        frame[0] = type;
+        BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(1), payload.Length);
+        payload.CopyTo(frame.AsSpan(5));
+        fixed (byte* p = frame)
+        {
+            int done = 0;
+            while (done < frame.Length)
+            {
+                nint n = Libc.write(StatusFd, p + done, (nuint)(frame.Length - done));
+                if (n < 0 && Errno.Last == Libc.EINTR)
+                {
+                    continue;
+                }
+
+                if (n <= 0)
+                {
+                    return; // the caller is gone; nothing to report to
+                }
+
+                done += (int)n;
+            }
+        }
+    }
+
+    private static bool ReadExact(int fd, Span<byte> buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            int done = 0;
+            while (done < buffer.Length)
+            {
+                nint n = Libc.read(fd, p + done, (nuint)(buffer.Length - done));
+                if (n < 0 && Errno.Last == Libc.EINTR)
+                {
+                    continue;
+                }
+
+                if (n <= 0)
+                {
+                    return false;
+                }
+
+                done += (int)n;
+            }
+        }
+
+        return true;
+    }
+}

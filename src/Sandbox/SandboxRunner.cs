@@ -1,0 +1,33 @@
+namespace TvixFuseBuild.Sandbox;
+
+/// <summary>
+/// Runs a command in a Linux namespace sandbox. Callable concurrently from any thread; each call is independent and
+/// depends on nothing but its spec. When a call returns or throws, every process of the build is gone.
+/// </summary>
+public static class SandboxRunner
+{
+    /// <summary>
+    /// Checks the spec and the host, sets up the sandbox, runs the command and streams its output to
+    /// <paramref name="output"/> (and <see cref="SandboxSpec.LogFile"/>). Cancellation kills the build and returns
+    /// a <see cref="SandboxOutcome.Cancelled"/> result (an <see cref="OperationCanceledException"/> only when
+    /// nothing was started yet).
+    /// </summary>
+    /// <exception cref="SandboxRefusedException">The spec is malformed or asks for what this host cannot give; nothing started.</exception>
+    /// <exception cref="SandboxException">The host cannot sandbox, or setting up failed; the command did not run.</exception>
+    public static async Task<SandboxResult> RunAsync(SandboxSpec spec, SandboxOutput? output = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        cancellationToken.ThrowIfCancellationRequested();
+        var plan = SpecValidator.ToPlan(spec);
+        HostChecks.CheckConstraints(spec);
+        var launcher = InitLauncher.Get();
+        var run = new SandboxRun(spec, plan, launcher, output);
+        return await run.ExecuteAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Throws a <see cref="SandboxException"/> naming what is missing when this host cannot sandbox builds.</summary>
+    public static void EnsureAvailable() => InitLauncher.Get();
+
+    /// <summary>The Nix system names this host can build for (<see cref="SandboxSpec.System"/>).</summary>
+    public static IReadOnlyList<string> SupportedSystems => HostChecks.Systems;
+}
