@@ -155,6 +155,29 @@ public sealed class GrpcCachingStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ClosureFetchTakesTheWholeSubtreeInOneCall()
+    {
+        var leaf = CastoreDirectory.FromNodes([new FileNode(PathComponent.Create("f"), Blake3.Hash("x"u8), 1, false)]);
+        var root = CastoreDirectory.FromNodes([new DirectoryNode(PathComponent.Create("leaf"), leaf.Digest, leaf.Size)]);
+        await using (var putter = _server.Directories.CreatePutter())
+        {
+            await putter.PutAsync(leaf);
+            await putter.PutAsync(root);
+            await putter.CloseAsync();
+        }
+
+        await using (var store = CastoreStore.Open(_server.StoreAddress($"?cache={CacheRoot}&fetch=closure")))
+        {
+            Assert.Equal(root, await store.Directories.GetAsync(root.Digest));
+            Assert.Equal(leaf, await store.Directories.GetAsync(leaf.Digest));
+        }
+
+        Assert.Equal(1, _directories.Total);
+        Assert.Equal(1, _directories.RecursiveGets.GetValueOrDefault(root.Digest));
+        Assert.Equal(leaf, await LocalStore.Open(CacheRoot).Directories.GetAsync(leaf.Digest));
+    }
+
+    [Fact]
     public async Task WritesGoToTheRemoteAndTheCache()
     {
         byte[] data = GrpcCastoreRoundTripTests.RandomBytes(70_000, seed: 5);

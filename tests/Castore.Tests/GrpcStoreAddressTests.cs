@@ -24,12 +24,17 @@ public sealed class GrpcStoreAddressTests
     [Fact]
     public void UnixAddressesAndParameters()
     {
-        var parsed = GrpcStoreAddress.Parse("grpc+unix:///run/my%20store/castore.sock?wait-connect=1&protocol=snix&timeout=2.5");
+        var parsed = GrpcStoreAddress.Parse("grpc+unix:///run/my%20store/castore.sock?wait-connect=1&protocol=snix&timeout=2.5&cache=/var/cache/x&fetch=closure");
         Assert.Equal(GrpcTransport.Unix, parsed.Endpoint.Transport);
         Assert.Equal("/run/my store/castore.sock", parsed.Endpoint.SocketPath);
         Assert.True(parsed.WaitConnect);
         Assert.Equal(CastoreProtocol.Snix, parsed.Protocol);
         Assert.Equal(TimeSpan.FromSeconds(2.5), parsed.CallTimeout);
+        Assert.Equal(GrpcCacheSetting.At("/var/cache/x"), parsed.Cache);
+        Assert.Equal(DirectoryFetchMode.Closure, parsed.DirectoryFetch);
+        Assert.Equal(GrpcCacheSetting.None, GrpcStoreAddress.Parse("grpc+http://h:1?cache=none").Cache);
+        Assert.Equal(GrpcCacheSetting.Default, GrpcStoreAddress.Parse("grpc+http://h:1").Cache);
+        Assert.Equal(DirectoryFetchMode.PerLevel, GrpcStoreAddress.Parse("grpc+http://h:1").DirectoryFetch);
         Assert.Equal("unix:/run/my store/castore.sock", parsed.Endpoint.Display);
 
         Assert.False(GrpcStoreAddress.Parse("grpc+http://h:1?wait-connect=0").WaitConnect);
@@ -63,6 +68,9 @@ public sealed class GrpcStoreAddressTests
     [InlineData("grpc+http://h:1?color=blue", "unknown parameter 'color'")]
     [InlineData("grpc+http://h:1?protocol=tvix&protocol=snix", "given twice")]
     [InlineData("grpc+http://h:1#frag", "fragment")]
+    [InlineData("grpc+http://h:1?cache=rel/path", "cache must be")]
+    [InlineData("grpc+http://h:1?cache", "cache must be")]
+    [InlineData("grpc+http://h:1?fetch=all", "fetch must be")]
     public void InvalidAddressesSayWhy(string address, string reason)
     {
         var e = Assert.Throws<StoreAddressException>(() => GrpcStoreAddress.Parse(address));

@@ -38,7 +38,7 @@ public static class GrpcCastore
         }
 
         var cachedBlobs = new CachingBlobService(local.Blobs, blobs, ownsStores: true);
-        var cachedDirectories = new CachingDirectoryService(local.Directories, directories, ownsStores: true);
+        var cachedDirectories = new CachingDirectoryService(local.Directories, directories, parsed.DirectoryFetch, ownsStores: true);
         return new CastoreStore(cachedBlobs, cachedDirectories, address, cachedBlobs, cachedDirectories);
     }
 }

@@ -12,13 +12,22 @@ namespace TvixFuseBuild.Castore.Grpc;
 /// <item><c>timeout=SECONDS</c>: the deadline of each request (default 60; whole-blob downloads get none).</item>
 /// <item><c>cache=/ABSOLUTE/PATH</c>: the local store that caches what is fetched (default: the default local store);
 /// <c>cache=none</c>: no cache, every read goes to the remote.</item>
+/// <item><c>fetch=level</c> (default) or <c>fetch=closure</c>: a directory missing from the cache is fetched alone, or
+/// with its whole closure in one call (fewer round trips on slow links, more data; see docs/benchmarks.md).</item>
 /// </list>
 /// </summary>
 public sealed record GrpcStoreAddress(
-    string Address, GrpcEndpoint Endpoint, bool WaitConnect, CastoreProtocol Protocol, TimeSpan CallTimeout, GrpcCacheSetting Cache)
+    string Address,
+    GrpcEndpoint Endpoint,
+    bool WaitConnect,
+    CastoreProtocol Protocol,
+    TimeSpan CallTimeout,
+    GrpcCacheSetting Cache,
+    DirectoryFetchMode DirectoryFetch)
 {
     public const string Usage =
-        "grpc+http://HOST:PORT, grpc+https://HOST:PORT or grpc+unix:///ABSOLUTE/PATH, optionally with ?wait-connect=1, ?protocol=tvix|snix, ?timeout=SECONDS, ?cache=none|/ABSOLUTE/PATH";
+        "grpc+http://HOST:PORT, grpc+https://HOST:PORT or grpc+unix:///ABSOLUTE/PATH, optionally with ?wait-connect=1, " +
+        "?protocol=tvix|snix, ?timeout=SECONDS, ?cache=none|/ABSOLUTE/PATH, ?fetch=level|closure";
 
     public static readonly TimeSpan DefaultCallTimeout = TimeSpan.FromSeconds(60);
 
@@ -57,6 +66,7 @@ public sealed record GrpcStoreAddress(
         var protocol = CastoreProtocol.Tvix;
         var timeout = DefaultCallTimeout;
         var cache = GrpcCacheSetting.Default;
+        var fetch = DirectoryFetchMode.PerLevel;
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (string pair in query.Split('&', StringSplitOptions.RemoveEmptyEntries))
         {
@@ -103,12 +113,20 @@ public sealed record GrpcStoreAddress(
                         _ => throw Invalid(address, $"cache must be none or an absolute path, got '{value}'"),
                     };
                     break;
+                case "fetch":
+                    fetch = value switch
+                    {
+                        "level" => DirectoryFetchMode.PerLevel,
+                        "closure" => DirectoryFetchMode.Closure,
+                        _ => throw Invalid(address, $"fetch must be level or closure, got '{value}'"),
+                    };
+                    break;
                 default:
-                    throw Invalid(address, $"unknown parameter '{key}' (known: wait-connect, protocol, timeout, cache)");
+                    throw Invalid(address, $"unknown parameter '{key}' (known: wait-connect, protocol, timeout, cache, fetch)");
             }
         }
 
-        return new GrpcStoreAddress(address, endpoint, waitConnect, protocol, timeout, cache);
+        return new GrpcStoreAddress(address, endpoint, waitConnect, protocol, timeout, cache, fetch);
     }
 
     private static GrpcEndpoint ParseUnix(string address, string location)
