@@ -157,10 +157,10 @@ public sealed class GrpcChannelTests
     [Fact]
     public async Task GracefulShutdownLetsRunningCallsFinish()
     {
-        var temp = new GrpcTempDirectory();
+        using var temp = new GrpcTempDirectory();
         string socket = temp.File("stop.sock");
         var test = new GrpcTestService();
-        var server = new GrpcServer().Listen("unix:" + socket).AddService(test);
+        await using var server = new GrpcServer().Listen("unix:" + socket).AddService(test);
         await server.StartAsync();
         using var channel = new GrpcChannel(GrpcEndpoint.UnixSocket(socket));
         using var call = channel.ClientStreaming(GrpcTestService.Concat);
@@ -177,7 +177,6 @@ public sealed class GrpcChannelTests
         Assert.False(File.Exists(socket), "the socket file was left behind");
         var e = await Assert.ThrowsAsync<RpcStatusException>(() => channel.UnaryAsync(GrpcTestService.Echo, []));
         Assert.Equal(GrpcStatusCode.Unavailable, e.Code);
-        temp.Dispose();
     }
 
     [Fact]
