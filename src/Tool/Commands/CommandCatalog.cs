@@ -11,5 +11,7 @@ internal static class CommandCatalog
         yield return ExportCommand.Create();
         yield return LsCommand.Create();
         yield return CatCommand.Create();
+        yield return MountCommand.Create();
+        yield return RefscanCommand.Create();
     }
 }

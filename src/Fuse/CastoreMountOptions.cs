@@ -1,0 +1,48 @@
+namespace TvixFuseBuild.Fuse;
+
+/// <summary>How a <see cref="CastoreMount"/> is set up. The defaults are the measured ones (see docs/benchmarks.md).</summary>
+public sealed record CastoreMountOptions
+{
+    /// <summary>Worker threads answering the kernel.</summary>
+    public int Threads { get; init; } = DefaultThreads;
+
+    /// <summary>Let users other than the mounting one in (for a sandbox that runs the build as another uid).</summary>
+    public bool AllowOther { get; init; }
+
+    /// <summary>Whether the root can be listed; when off, its names can only be looked up (readdir is EPERM, as in tvix).</summary>
+    public bool ListRoot { get; init; } = true;
+
+    /// <summary>
+    /// Hand blobs that the store keeps as whole local files to the kernel (FUSE passthrough, kernel 6.9+, needs
+    /// CAP_SYS_ADMIN): reads then never reach this process. Falls back to serving reads itself when refused.
+    /// Off by default: measured slower here on a cold read of a real tree (see docs/benchmarks.md, FUSE).
+    /// </summary>
+    public bool Passthrough { get; init; }
+
+    /// <summary>Owner reported for every file; default: the effective uid of this process.</summary>
+    public uint? Uid { get; init; }
+
+    /// <summary>Group reported for every file; default: the effective gid of this process.</summary>
+    public uint? Gid { get; init; }
+
+    /// <summary>Receives one line per problem (a missing blob, a corrupt directory, a refused mount option).</summary>
+    public Action<string>? Log { get; init; }
+
+    /// <summary>Give each worker a cloned /dev/fuse file (its own kernel processing queue) rather than sharing one.</summary>
+    public bool CloneDevice { get; init; } = true;
+
+    /// <summary>Requests the kernel may have in flight in the background (readahead); peers use 64 to 1024.</summary>
+    public ushort MaxBackground { get; init; } = 256;
+
+    /// <summary>READDIRPLUS: directory listings carry the entries' attributes.</summary>
+    public bool ReaddirPlus { get; init; } = true;
+
+    /// <summary>st_blksize reported for files (the buffer size tools such as cat and cp choose).</summary>
+    public uint BlockSize { get; init; } = 4096;
+
+    /// <summary>How long the kernel may cache names and attributes; content never changes, so very long.</summary>
+    public TimeSpan CacheTimeout { get; init; } = TimeSpan.FromDays(365);
+
+    // Cold reads block a worker in the store (disk, hashing) while readahead keeps others busy: 8 beat 4 and 1 here.
+    internal static int DefaultThreads => Math.Clamp(Environment.ProcessorCount * 4, 8, 32);
+}
