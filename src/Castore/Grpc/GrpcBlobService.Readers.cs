@@ -242,10 +242,10 @@ public sealed partial class GrpcBlobService
             if (_file is { } file)
             {
                 _file = null;
-                return new FileReader(digest, file, _fileLength);
+                return new FileBlobReader(digest, file, _fileLength);
             }
 
-            var reader = new MemoryReader(digest, _memory.AsSpan(0, _memoryLength).ToArray());
+            var reader = new ArrayBlobReader(digest, _memory.AsSpan(0, _memoryLength).ToArray());
             Dispose();
             return reader;
         }
@@ -268,54 +268,5 @@ public sealed partial class GrpcBlobService
                 _memory = [];
             }
         }
-    }
-
-    private sealed class MemoryReader(B3Digest digest, byte[] bytes) : IBlobReader
-    {
-        public B3Digest Digest => digest;
-
-        public long Length => bytes.Length;
-
-        public SafeFileHandle? BackingFile => null;
-
-        public ValueTask<int> ReadAtAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
-        {
-            ArgumentOutOfRangeException.ThrowIfNegative(offset);
-            if (offset >= bytes.Length)
-            {
-                return ValueTask.FromResult(0);
-            }
-
-            int n = (int)Math.Min(buffer.Length, bytes.Length - offset);
-            bytes.AsSpan((int)offset, n).CopyTo(buffer.Span);
-            return ValueTask.FromResult(n);
-        }
-
-        public void Dispose()
-        {
-        }
-    }
-
-    private sealed class FileReader(B3Digest digest, SafeFileHandle file, long length) : IBlobReader
-    {
-        public B3Digest Digest => digest;
-
-        public long Length => length;
-
-        public SafeFileHandle? BackingFile => file;
-
-        public ValueTask<int> ReadAtAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
-        {
-            ArgumentOutOfRangeException.ThrowIfNegative(offset);
-            if (offset >= length)
-            {
-                return ValueTask.FromResult(0);
-            }
-
-            int n = (int)Math.Min(buffer.Length, length - offset);
-            return RandomAccess.ReadAsync(file, buffer[..n], offset, cancellationToken);
-        }
-
-        public void Dispose() => file.Dispose();
     }
 }
