@@ -64,7 +64,7 @@ public sealed class CastoreStore : IAsyncDisposable
                 var local = LocalStore.Open(parsed.Path!);
                 return new CastoreStore(local.Blobs, local.Directories, parsed.Display);
             default:
-                throw new StoreAddressException($"{address}: gRPC stores are not available in this build");
+                return Grpc.GrpcCastore.Open(address);
         }
     }
 

@@ -61,7 +61,7 @@ public sealed class LocalBlobService : IBlobService
                 _verified[digest] = identity;
             }
 
-            return ValueTask.FromResult<IBlobReader?>(new LocalBlobReader(digest, handle, identity.Size));
+            return ValueTask.FromResult<IBlobReader?>(new FileBlobReader(digest, handle, identity.Size));
         }
         catch
         {
@@ -73,29 +73,6 @@ public sealed class LocalBlobService : IBlobService
     public IBlobWriter OpenWrite() => new LocalBlobWriter(_store);
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
-
-    private sealed class LocalBlobReader(B3Digest digest, SafeFileHandle handle, long length) : IBlobReader
-    {
-        public B3Digest Digest => digest;
-
-        public long Length => length;
-
-        public SafeFileHandle? BackingFile => handle;
-
-        public ValueTask<int> ReadAtAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
-        {
-            ArgumentOutOfRangeException.ThrowIfNegative(offset);
-            if (offset >= length || buffer.IsEmpty)
-            {
-                return ValueTask.FromResult(0);
-            }
-
-            int wanted = (int)Math.Min(buffer.Length, length - offset);
-            return ValueTask.FromResult(RandomAccess.Read(handle, buffer.Span[..wanted], offset));
-        }
-
-        public void Dispose() => handle.Dispose();
-    }
 
     private sealed class LocalBlobWriter : IBlobWriter
     {

@@ -17,37 +17,11 @@ public sealed class MemoryBlobService : IBlobService
         ValueTask.FromResult(_blobs.TryGetValue(digest, out var bytes) ? BlobInfo.Whole(digest, bytes.Length) : null);
 
     public ValueTask<IBlobReader?> OpenReadAsync(B3Digest digest, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult<IBlobReader?>(_blobs.TryGetValue(digest, out var bytes) ? new Reader(digest, bytes) : null);
+        ValueTask.FromResult<IBlobReader?>(_blobs.TryGetValue(digest, out var bytes) ? new ArrayBlobReader(digest, bytes) : null);
 
     public IBlobWriter OpenWrite() => new Writer(this);
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
-
-    private sealed class Reader(B3Digest digest, byte[] bytes) : IBlobReader
-    {
-        public B3Digest Digest => digest;
-
-        public long Length => bytes.Length;
-
-        public Microsoft.Win32.SafeHandles.SafeFileHandle? BackingFile => null;
-
-        public ValueTask<int> ReadAtAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
-        {
-            ArgumentOutOfRangeException.ThrowIfNegative(offset);
-            if (offset >= bytes.Length)
-            {
-                return ValueTask.FromResult(0);
-            }
-
-            int n = (int)Math.Min(buffer.Length, bytes.Length - offset);
-            bytes.AsSpan((int)offset, n).CopyTo(buffer.Span);
-            return ValueTask.FromResult(n);
-        }
-
-        public void Dispose()
-        {
-        }
-    }
 
     private sealed class Writer(MemoryBlobService owner) : IBlobWriter
     {
