@@ -78,6 +78,8 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
 
     public override bool Execute()
     {
+        // Disposed only after the outcome is logged: a SIGTERM waits for that before the process exits.
+        using var termination = TerminationGuard.Enter(_cancel);
         try
         {
             var importance = ParseImportance(OutputImportance);
@@ -105,8 +107,14 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
             Log.LogError(null, e.Code, null, null, 0, 0, 0, 0, "{0}", e.Message);
             return false;
         }
+        catch (OperationCanceledException) when (termination.Terminated)
+        {
+            Log.LogError(null, TvixBuildError.Terminated, null, null, 0, 0, 0, 0, "{0}", $"{Name}: terminated (SIGTERM); the sandbox and its mount are gone");
+            return false;
+        }
         catch (OperationCanceledException) when (_cancel.IsCancellationRequested)
         {
+            // MSBuild cancelled the build and reports that itself; no error of ours.
             Log.LogMessage(MessageImportance.High, "{0}", $"{Name}: cancelled; the sandbox and its mount are gone");
             return false;
         }
@@ -132,7 +140,6 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         engine?.Yield();
         try
         {
-            using var termination = TerminationGuard.Register(_cancel);
             return System.Threading.Tasks.Task.Run(async () =>
             {
                 await using (store)

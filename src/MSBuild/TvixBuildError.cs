@@ -29,6 +29,9 @@ internal static class TvixBuildError
 
     /// <summary>A remote builder was asked for, which this version cannot use yet.</summary>
     public const string BuilderUnavailable = "TVB0009";
+
+    /// <summary>The process running the build got SIGTERM: the step was stopped and cleaned up before it exited.</summary>
+    public const string Terminated = "TVB0010";
 }
 
 /// <summary>A failure already classified and worded for the MSBuild log.</summary>
