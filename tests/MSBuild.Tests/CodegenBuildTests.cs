@@ -103,6 +103,37 @@ public sealed class CodegenBuildTests(PackedFeed feed)
         AssertNothingLeftBehind();
     }
 
+    [Fact]
+    public void CodegenSampleBuildsAndPrintsWhatItsGeneratorWrote()
+    {
+        // The repository's sample as it is, but with this run's feed (the root's nuget.config) instead of its own.
+        string sample = Path.Combine(feed.RepoRoot, "samples", "CodegenSample");
+        string copy = Path.Combine(feed.Root, "CodegenSample");
+        foreach (string file in Directory.EnumerateFiles(sample, "*", SearchOption.AllDirectories))
+        {
+            string relative = Path.GetRelativePath(sample, file);
+            if (relative.StartsWith("bin/", StringComparison.Ordinal) || relative.StartsWith("obj/", StringComparison.Ordinal) || relative == "nuget.config")
+            {
+                continue;
+            }
+
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(copy, relative))!);
+            File.Copy(file, Path.Combine(copy, relative));
+        }
+
+        var project = new TestProject(feed, "CodegenSample", copy);
+        var build = project.Build($"-p:TvixFuseBuildVersion={feed.Version}");
+        Assert.True(build.ExitCode == 0, build.ToString());
+        Assert.Contains("generate.sh: wrote /nix/store/", build.Output, StringComparison.Ordinal);
+        string[] expected =
+        [
+            "Hello from the sandbox",
+            .. Directory.GetFiles(Path.Combine(sample, "codegen", "messages")).Order(StringComparer.Ordinal).Select(f => $"- {File.ReadAllText(f).Trim()}"),
+        ];
+        Assert.Equal(expected, Run(project).Split('\n'));
+        AssertNothingLeftBehind();
+    }
+
     private static string Run(TestProject project)
     {
         var run = project.RunProgram();
