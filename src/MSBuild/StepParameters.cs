@@ -37,6 +37,9 @@ internal sealed record StepParameters
     /// <summary>A store address, or null for the default (the local store, or BLOB_SERVICE_ADDR / DIRECTORY_SERVICE_ADDR).</summary>
     public string? Store { get; init; }
 
+    /// <summary>A remote BuildService that runs the build instead of this host (see <see cref="RemoteBuilder.ToStoreAddress"/>), or null.</summary>
+    public string? Builder { get; init; }
+
     public TimeSpan? Timeout { get; init; }
 
     public bool Rebuild { get; init; }
@@ -56,6 +59,7 @@ internal sealed record StepParameters
         bool network,
         IReadOnlyList<string> extraNeedles,
         string? store,
+        string? builder,
         int timeoutMilliseconds,
         bool rebuild)
     {
@@ -153,6 +157,12 @@ internal sealed record StepParameters
             _ => throw Invalid($"Timeout must be a positive number of milliseconds (or -1 for none), not {timeoutMilliseconds}"),
         };
 
+        if (!string.IsNullOrEmpty(builder))
+        {
+            // Checked now, so that a mistyped address is an invalid request and not a failed build.
+            _ = RemoteBuilder.ToStoreAddress(builder);
+        }
+
         return new StepParameters
         {
             Name = name,
@@ -164,6 +174,7 @@ internal sealed record StepParameters
             Network = network,
             ExtraNeedles = extraNeedles.ToArray(),
             Store = string.IsNullOrEmpty(store) ? null : store,
+            Builder = string.IsNullOrEmpty(builder) ? null : builder,
             Timeout = timeout,
             Rebuild = rebuild,
             WorkRoot = Path.GetTempPath(),

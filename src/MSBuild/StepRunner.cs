@@ -65,7 +65,14 @@ internal static class StepRunner
             Log = log.Detail,
         });
 
-        var run = await RunAsync(step, runner, spec, log, cancellationToken).ConfigureAwait(false);
+        var run = step.Builder is { } builder
+            ? await RemoteBuilder.RunAsync(builder, spec, store, cache, step.Rebuild, step.Timeout, log, cancellationToken).ConfigureAwait(false)
+            : await RunAsync(step, runner, spec, log, cancellationToken).ConfigureAwait(false);
+        if (run.Cached && step.Builder is not null)
+        {
+            log.Detail($"{step.Name}: an identical build's outputs are in the store; not building it again");
+        }
+
         var outputs = new List<MaterializedOutput>(plan.OutputNames.Length);
         for (int i = 0; i < plan.OutputNames.Length; i++)
         {

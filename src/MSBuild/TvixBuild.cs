@@ -47,7 +47,12 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
     /// <summary>The castore address (<c>local:///path</c>, <c>memory://</c>, ...); default: the local store, or BLOB_SERVICE_ADDR / DIRECTORY_SERVICE_ADDR.</summary>
     public string? Store { get; set; }
 
-    /// <summary>A remote BuildService to run the build on. Not available in this version: setting it fails with TVB0009.</summary>
+    /// <summary>
+    /// A remote tvix BuildService to run the build on instead of this host (<c>grpc+unix:///PATH</c>,
+    /// <c>grpc+http://HOST:PORT</c>, or as <c>tvix-fuse-build serve --listen</c> takes it: <c>unix:/PATH</c>, <c>HOST:PORT</c>).
+    /// The inputs are uploaded to the castore at that address, and the outputs fetched from it into <see cref="Store"/>.
+    /// The remote's log is not streamed: a failure reports what the remote said.
+    /// </summary>
     public string? Builder { get; set; }
 
     /// <summary>Milliseconds after which the command is killed (TVB0004); -1 (the default) for no limit.</summary>
@@ -83,16 +88,9 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         try
         {
             var importance = ParseImportance(OutputImportance);
-            if (!string.IsNullOrEmpty(Builder))
-            {
-                throw new TvixBuildException(
-                    TvixBuildError.BuilderUnavailable,
-                    $"Builder '{Builder}': this version of TvixFuseBuild.MSBuild cannot run builds on a remote BuildService yet; leave Builder empty to build locally");
-            }
-
             var step = StepParameters.Create(
                 Name, Command, Arguments, [.. Inputs.Select(i => (i.GetMetadata("FullPath"), (string?)i.GetMetadata("Name")))],
-                Outputs, OutputDirectory, Environment, NetworkAccess, RefscanNeedles, Store, Timeout, Rebuild);
+                Outputs, OutputDirectory, Environment, NetworkAccess, RefscanNeedles, Store, Builder, Timeout, Rebuild);
             var result = Run(step, importance);
             MaterializedOutputs = [.. result.Outputs.Select(ToItem)];
             Cached = result.Cached;

@@ -27,8 +27,8 @@ internal static class TvixBuildError
     /// <summary>The outputs were built but could not be materialized in <see cref="TvixBuild.OutputDirectory"/>.</summary>
     public const string MaterializeFailed = "TVB0008";
 
-    /// <summary>A remote builder was asked for, which this version cannot use yet.</summary>
-    public const string BuilderUnavailable = "TVB0009";
+    /// <summary>The remote builder (<see cref="TvixBuild.Builder"/>) cannot be reached, refused the call, or replied with nonsense.</summary>
+    public const string BuilderFailed = "TVB0009";
 
     /// <summary>The process running the build got SIGTERM: the step was stopped and cleaned up before it exited.</summary>
     public const string Terminated = "TVB0010";

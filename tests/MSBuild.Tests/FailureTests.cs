@@ -26,6 +26,10 @@ public sealed class FailureTests(PackedFeed feed)
                            OutputDirectory="$(IntermediateOutputPath)missing" />
                 <TvixBuild ContinueOnError="ErrorAndContinue" Name="badenv" Command="sh" Environment="NOEQUALS"
                            OutputDirectory="$(IntermediateOutputPath)badenv" />
+                <TvixBuild ContinueOnError="ErrorAndContinue" Name="badbuilder" Command="sh" Builder="ftp://example.org/"
+                           OutputDirectory="$(IntermediateOutputPath)badbuilder" />
+                <TvixBuild ContinueOnError="ErrorAndContinue" Name="nobuilder" Command="sh" Inputs="@(_Tools)"
+                           Builder="unix:$(MSBuildProjectDirectory)/no-such-socket" OutputDirectory="$(IntermediateOutputPath)nobuilder" />
               </Target>
             """,
             ("Program.cs", "System.Console.WriteLine(1);"));
@@ -43,7 +47,9 @@ public sealed class FailureTests(PackedFeed feed)
         Assert.Contains("slow: the command timed out", ErrorLine(output, "TVB0004"), StringComparison.Ordinal);
         Assert.Contains("did not produce the output", ErrorLine(output, "TVB0005"), StringComparison.Ordinal);
         Assert.Contains("no-such-input does not exist", ErrorLine(output, "TVB0002"), StringComparison.Ordinal);
-        Assert.Contains("'NOEQUALS' is not KEY=VALUE", ErrorLine(output, "TVB0001"), StringComparison.Ordinal);
+        Assert.Contains("'NOEQUALS' is not KEY=VALUE", ErrorLine(output, "TVB0001", "NOEQUALS"), StringComparison.Ordinal);
+        Assert.Contains("is not a builder address", ErrorLine(output, "TVB0001", "ftp://example.org/"), StringComparison.Ordinal);
+        Assert.Contains("no-such-socket", ErrorLine(output, "TVB0009"), StringComparison.Ordinal);
 
         // A failed step records no result, so the next build runs it again.
         Assert.False(File.Exists(project.PathOf("obj/Debug/net10.0/tvix/failing.result")));
@@ -51,7 +57,7 @@ public sealed class FailureTests(PackedFeed feed)
         Assert.Empty(feed.LeftoverMounts());
     }
 
-    private static string ErrorLine(string output, string code) =>
-        output.Split('\n').FirstOrDefault(l => l.Contains($"error {code}:", StringComparison.Ordinal))
-        ?? throw new Xunit.Sdk.XunitException($"no error {code} in the build's output:\n{output}");
+    private static string ErrorLine(string output, string code, string about = "") =>
+        output.Split('\n').FirstOrDefault(l => l.Contains($"error {code}:", StringComparison.Ordinal) && l.Contains(about, StringComparison.Ordinal))
+        ?? throw new Xunit.Sdk.XunitException($"no error {code} ({about}) in the build's output:\n{output}");
 }
