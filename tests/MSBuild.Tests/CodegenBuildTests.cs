@@ -26,9 +26,15 @@ public sealed class CodegenBuildTests(PackedFeed feed)
                 <TvixBuildInput Include="{feed.Toolchain}" Step="codegen" Name="toolchain" />
                 <TvixBuildInput Include="gen.sh" Step="codegen" Name="gen" />
                 <TvixBuildInput Include="message.txt" Step="codegen" Name="message" />
+
+                <!-- A second step, with inputs of its own: it runs and is skipped on its own account. -->
+                <TvixBuildStep Include="other" Command="sh" Arguments="-c;echo other-ran%3B mkdir $out%3B cp $data/* $out/" />
+                <TvixBuildInput Include="{feed.Toolchain}" Step="other" Name="toolchain" />
+                <TvixBuildInput Include="data" Step="other" />
               </ItemGroup>
             """,
             ("Program.cs", "System.Console.WriteLine(\"program says: \" + Gen.Generated.Message);"),
+            ("data/a.txt", "a"),
             ("gen.sh", Generator),
             ("message.txt", "first message"));
 
@@ -37,6 +43,8 @@ public sealed class CodegenBuildTests(PackedFeed feed)
         Assert.True(first.ExitCode == 0, first.ToString());
         Assert.Contains("generator-ran", first.Output, StringComparison.Ordinal);
         Assert.Contains("codegen: built:", first.Output, StringComparison.Ordinal);
+        Assert.Contains("other-ran", first.Output, StringComparison.Ordinal);
+        Assert.Equal("a", File.ReadAllText(project.PathOf("obj/Debug/net10.0/tvix/other/out/a.txt")));
         Assert.Equal("program says: first message", Run(project));
         AssertNothingLeftBehind();
 
@@ -45,20 +53,32 @@ public sealed class CodegenBuildTests(PackedFeed feed)
         Assert.True(second.ExitCode == 0, second.ToString());
         Assert.Contains("Skipping target \"TvixBuildSteps\" because all output files are up-to-date", second.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("generator-ran", second.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("other-ran", second.Output, StringComparison.Ordinal);
 
         // 3. A changed input runs it again, and the program says what the generator now wrote.
         File.WriteAllText(project.PathOf("message.txt"), "second message");
         var third = project.Build();
         Assert.True(third.ExitCode == 0, third.ToString());
         Assert.Contains("generator-ran", third.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("other-ran", third.Output, StringComparison.Ordinal);
         Assert.Equal("program says: second message", Run(project));
+
+        // A file added to a directory input reruns the step that has it.
+        File.WriteAllText(project.PathOf("data/b.txt"), "b");
+        var added = project.Build();
+        Assert.True(added.ExitCode == 0, added.ToString());
+        Assert.Contains("other-ran", added.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("generator-ran", added.Output, StringComparison.Ordinal);
+        Assert.Equal("b", File.ReadAllText(project.PathOf("obj/Debug/net10.0/tvix/other/out/b.txt")));
 
         // 4. A clean build of the same inputs: the result cache hands back the earlier outputs, the command does not run.
         project.DeleteBuildOutputs();
         var fourth = project.Build();
         Assert.True(fourth.ExitCode == 0, fourth.ToString());
         Assert.DoesNotContain("generator-ran", fourth.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("other-ran", fourth.Output, StringComparison.Ordinal);
         Assert.Contains("codegen: reused the outputs of an identical earlier build", fourth.Output, StringComparison.Ordinal);
+        Assert.Contains("other: reused the outputs of an identical earlier build", fourth.Output, StringComparison.Ordinal);
         Assert.Equal("program says: second message", Run(project));
         AssertNothingLeftBehind();
     }
