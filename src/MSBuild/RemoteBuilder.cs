@@ -103,14 +103,14 @@ internal static class RemoteBuilder
         }
         catch (RpcStatusException e) when (!cancellationToken.IsCancellationRequested)
         {
+            // As tvix-fuse-build serve answers: a failed build is INTERNAL "build failed: REASON" plus the log's last
+            // lines; an invalid request INVALID_ARGUMENT; a refused one (constraints, missing inputs) FAILED_PRECONDITION.
             string code = e.Code switch
             {
                 GrpcStatusCode.InvalidArgument => TvixBuildError.InvalidRequest,
-                GrpcStatusCode.NotFound => TvixBuildError.InputMissing,
                 GrpcStatusCode.DeadlineExceeded => TvixBuildError.TimedOut,
-                GrpcStatusCode.Unavailable or GrpcStatusCode.Unimplemented or GrpcStatusCode.Unauthenticated or GrpcStatusCode.PermissionDenied
-                    => TvixBuildError.BuilderFailed,
-                _ => TvixBuildError.CommandFailed,
+                GrpcStatusCode.Internal or GrpcStatusCode.Unknown when e.Detail.StartsWith("build failed:", StringComparison.Ordinal) => TvixBuildError.CommandFailed,
+                _ => TvixBuildError.BuilderFailed,
             };
             throw new TvixBuildException(code, $"the builder {builder}: {e.Code.ToWireName()}: {e.Detail}");
         }
