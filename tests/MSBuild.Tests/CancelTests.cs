@@ -38,7 +38,13 @@ public sealed partial class CancelTests(PackedFeed feed)
             {
                 if (line.Contains("step-is-running", StringComparison.Ordinal) && Interlocked.Exchange(ref signalled, 1) == 0)
                 {
-                    tree = ProcessTree.Below(build!.Id);
+                    // The line comes before the shell starts sleep: wait until the tree holds the command's own process.
+                    var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+                    while (!(tree = ProcessTree.Below(build!.Id)).Any(p => p.Command == "sleep") && DateTime.UtcNow < deadline)
+                    {
+                        Thread.Sleep(20);
+                    }
+
                     Assert.Equal(0, Kill(build.Id, signal));
                 }
             },

@@ -246,11 +246,11 @@ public static class Dotnet
             onLine?.Invoke(line);
         }
 
+        started?.Invoke(process);
         process.OutputDataReceived += (_, e) => Line(e.Data);
         process.ErrorDataReceived += (_, e) => Line(e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        started?.Invoke(process);
         if (!process.WaitForExit(timeout))
         {
             process.Kill(entireProcessTree: true);
