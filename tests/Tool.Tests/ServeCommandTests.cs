@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using System.Text;
 using Google.Protobuf;
 using TvixFuseBuild.Build.Grpc;
@@ -19,7 +18,7 @@ namespace TvixFuseBuild.Tool.Tests;
 /// other builds with <c>--store grpc+unix://…</c> and fetches only what its build touches. Every test removes its
 /// processes, mounts and files, also when it fails.
 /// </summary>
-public sealed partial class ServeCommandTests : IDisposable
+public sealed class ServeCommandTests : IDisposable
 {
     private const string BusyboxName = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-busybox";
     private const string OutPath = "nix/store/fhaj6gmwns62s6ypkcldbaj2ybvkhx3p-foo";
@@ -46,27 +45,9 @@ public sealed partial class ServeCommandTests : IDisposable
 
     private string ServingStore => Path.Combine(_temp, "serving-store");
 
-    [LibraryImport("libc", EntryPoint = "kill")]
-    private static partial int Kill(int pid, int signal);
-
     public void Dispose()
     {
-        foreach (var process in _processes)
-        {
-            try
-            {
-                if (!process.HasExited)
-                {
-                    process.Kill(entireProcessTree: true);
-                    process.WaitForExit(10_000);
-                }
-            }
-            catch (InvalidOperationException)
-            {
-            }
-
-            process.Dispose();
-        }
+        ToolProcess.StopAll(_processes);
 
         var chmod = Process.Start("chmod", ["-R", "u+rwX", _temp])!;
         chmod.WaitForExit();
@@ -185,7 +166,7 @@ public sealed partial class ServeCommandTests : IDisposable
         var build = channel.UnaryAsync(
             BuildGrpcMethods.TvixDoBuild, Spec(input, "echo started; sleep 2; echo finished > $out").ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2)));
         await WaitForAsync(ABuildIsRunning);
-        Assert.Equal(0, Kill(server.Id, 15));
+        Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
 
         var reply = await build;
         var (exitCode, stderr) = await WaitForExitAsync(server);
@@ -212,7 +193,7 @@ public sealed partial class ServeCommandTests : IDisposable
             BuildGrpcMethods.TvixDoBuild, Spec(input, "sleep 600; echo never > $out").ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2)));
         await WaitForAsync(ABuildIsRunning);
         await Task.Delay(500); // the sandbox is up
-        Assert.Equal(0, Kill(server.Id, 15));
+        Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
 
         var failure = await Assert.ThrowsAsync<RpcStatusException>(() => build);
         var (exitCode, stderr) = await WaitForExitAsync(server);
