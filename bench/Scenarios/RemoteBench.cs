@@ -14,13 +14,13 @@ namespace TvixFuseBuild.Bench.Scenarios;
 /// store), against reading it from that local store directly; and a directory tree fetched with one recursive Get
 /// against a Get per directory (what a lazy filesystem does). Everything runs in this process: server, client, store.
 /// </summary>
-internal sealed class RemoteBench : IBenchScenario
+internal sealed partial class RemoteBench : IBenchScenario
 {
     private const int ReadSize = 128 << 10; // what a FUSE read asks for
 
     public string Name => "remote";
 
-    public string Description => "a large blob over loopback gRPC (h2c) vs the local store; recursive vs per-level directory fetches";
+    public string Description => "a large blob over loopback gRPC (h2c) vs the local store; recursive vs per-level directory fetches; a build from a served store, cold vs warm cache";
 
     public async Task<IReadOnlyList<BenchResult>> RunAsync(BenchContext context, CancellationToken cancellationToken)
     {
@@ -68,6 +68,7 @@ internal sealed class RemoteBench : IBenchScenario
         };
 
         results.AddRange(await DirectoryFetchAsync(context, chunking, local, cancellationToken));
+        results.AddRange(BuildOverRemote(context, cancellationToken));
         return results;
     }
 

@@ -28,7 +28,13 @@ internal static class ToolConsole
 
         try
         {
-            return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+            // Ctrl-C and SIGTERM cancel the command's token; it then has this long to tear down (kill a sandbox, unmount)
+            // before System.CommandLine gives up on it. Its 2 s default is too short on a busy machine.
+            return parse.Invoke(new InvocationConfiguration
+            {
+                EnableDefaultExceptionHandler = false,
+                ProcessTerminationTimeout = TimeSpan.FromSeconds(30),
+            });
         }
         catch (Exception e)
         {

@@ -35,27 +35,9 @@ public sealed partial class MountCommandTests : IDisposable
     [LibraryImport("libc", EntryPoint = "umount2", StringMarshalling = StringMarshalling.Utf8)]
     private static partial int Umount2(string target, int flags);
 
-    [LibraryImport("libc", EntryPoint = "kill")]
-    private static partial int Kill(int pid, int signal);
-
     public void Dispose()
     {
-        foreach (var process in _processes)
-        {
-            try
-            {
-                if (!process.HasExited)
-                {
-                    process.Kill(entireProcessTree: true);
-                    process.WaitForExit(10_000);
-                }
-            }
-            catch (InvalidOperationException)
-            {
-            }
-
-            process.Dispose();
-        }
+        ToolProcess.StopAll(_processes);
 
         foreach (string path in MountsUnder(_temp))
         {
@@ -123,7 +105,7 @@ public sealed partial class MountCommandTests : IDisposable
         Assert.Equal("hi\n", Run(Path.Combine(mounted, "sub", "tool.sh")));
         Assert.Equal("", Run("diff", "-r", "--no-dereference", Source, mounted));
 
-        Assert.Equal(0, Kill(server.Id, 15));
+        Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
         var exited = server.WaitForExitAsync();
         Assert.Same(exited, await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(15))));
         Assert.Equal(0, server.ExitCode);
@@ -160,7 +142,7 @@ public sealed partial class MountCommandTests : IDisposable
         await Task.Delay(500);
         Assert.False(reader.HasExited);
 
-        Assert.Equal(0, Kill(server.Id, 9));
+        Assert.Equal(0, ToolProcess.Signal(server.Id, 9));
         await server.WaitForExitAsync();
 
         var readerDone = reader.WaitForExitAsync();
@@ -221,7 +203,7 @@ public sealed partial class MountCommandTests : IDisposable
             // Without allow_other only the mounting user gets in, not even root.
             Assert.NotEqual(0, RunWithCode("stat", Path.Combine(Mountpoint, "src")).ExitCode);
 
-            Assert.Equal(0, Kill(server.Id, 15));
+            Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
             await server.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(15));
             Assert.Equal(0, server.ExitCode);
             Assert.Empty(MountsUnder(_temp));
@@ -232,7 +214,7 @@ public sealed partial class MountCommandTests : IDisposable
             // Killed outright: readers get ENOTCONN, and the user's next start removes the dead mount.
             var killed = Start([.. asUser, "env", "CI=true", ToolProcess.Executable, "--store", Store, "mount", Mountpoint, "--nodes", "-"], stdin: nodes);
             await WaitForReadyAsync(killed);
-            Assert.Equal(0, Kill(killed.Id, 9));
+            Assert.Equal(0, ToolProcess.Signal(killed.Id, 9));
             await killed.WaitForExitAsync();
             var (code, _, stderr) = RunWithCode([.. asUser, "stat", Path.Combine(Mountpoint, "src")]);
             Assert.NotEqual(0, code);
@@ -242,7 +224,7 @@ public sealed partial class MountCommandTests : IDisposable
             await WaitForReadyAsync(next);
             Assert.Single(MountsUnder(_temp));
             Assert.Equal("hello, world\n", Run([.. asUser, "cat", Path.Combine(Mountpoint, "src", "hello.txt")]));
-            Assert.Equal(0, Kill(next.Id, 15));
+            Assert.Equal(0, ToolProcess.Signal(next.Id, 15));
             await next.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(15));
             Assert.Empty(MountsUnder(_temp));
         }
@@ -296,7 +278,7 @@ public sealed partial class MountCommandTests : IDisposable
 
     private async Task StopAsync(Process process)
     {
-        Assert.Equal(0, Kill(process.Id, 15));
+        Assert.Equal(0, ToolProcess.Signal(process.Id, 15));
         await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(15));
         Assert.Equal(0, process.ExitCode);
     }

@@ -1,10 +1,36 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 
 namespace TvixFuseBuild.Tool.Tests;
 
 /// <summary>Runs the real tvix-fuse-build (the apphost built next to the tests) as a separate process.</summary>
-internal static class ToolProcess
+internal static partial class ToolProcess
 {
+    /// <summary>Sends <paramref name="signal"/> (15 SIGTERM, 9 SIGKILL, 2 SIGINT) to one process; 0 on success.</summary>
+    [LibraryImport("libc", EntryPoint = "kill")]
+    public static partial int Signal(int pid, int signal);
+
+    /// <summary>Kills whatever of <paramref name="processes"/> still runs (with its children) and disposes them all.</summary>
+    public static void StopAll(IEnumerable<Process> processes)
+    {
+        foreach (var process in processes)
+        {
+            try
+            {
+                if (!process.HasExited)
+                {
+                    process.Kill(entireProcessTree: true);
+                    process.WaitForExit(10_000);
+                }
+            }
+            catch (InvalidOperationException)
+            {
+            }
+
+            process.Dispose();
+        }
+    }
+
     public static string Executable
     {
         get

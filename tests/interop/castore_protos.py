@@ -1,4 +1,4 @@
-"""Compiles the project's castore .proto files with grpc_tools (python3-grpc-tools) into a temporary directory and
+"""Compiles the project's castore and build .proto files with grpc_tools (python3-grpc-tools) into a temporary directory and
 imports the generated modules. Fails loudly when the Debian packages are missing: run scripts/setup."""
 
 import atexit
@@ -24,8 +24,9 @@ def _compile():
     atexit.register(shutil.rmtree, out, True)
     files = []
     for package in ("tvix", "snix"):
-        directory = os.path.join(PROTO_ROOT, package, "castore", "protos")
-        files += [os.path.join(directory, f) for f in sorted(os.listdir(directory)) if f.endswith(".proto")]
+        for service in ("castore", "build"):
+            directory = os.path.join(PROTO_ROOT, package, service, "protos")
+            files += [os.path.join(directory, f) for f in sorted(os.listdir(directory)) if f.endswith(".proto")]
     args = ["grpc_tools.protoc", f"-I{PROTO_ROOT}", f"--python_out={out}", f"--grpc_python_out={out}", *files]
     if protoc.main(args) != 0:
         sys.stderr.write(f"interop: protoc failed on {files}\n")
@@ -47,3 +48,6 @@ class Castore:
         self.blobs_grpc = importlib.import_module(prefix + "rpc_blobstore_pb2_grpc")
         self.directories = importlib.import_module(prefix + "rpc_directory_pb2")
         self.directories_grpc = importlib.import_module(prefix + "rpc_directory_pb2_grpc")
+        build = f"{package}.build.protos."
+        self.build = importlib.import_module(build + "build_pb2")
+        self.build_grpc = importlib.import_module(build + "rpc_build_pb2_grpc")

@@ -15,5 +15,6 @@ internal static class CommandCatalog
         yield return CatCommand.Create();
         yield return MountCommand.Create();
         yield return RefscanCommand.Create();
+        yield return ServeCommand.Create();
     }
 }

@@ -1,0 +1,224 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using TvixFuseBuild.Build.Grpc;
+using TvixFuseBuild.Build.Pipeline;
+
+namespace TvixFuseBuild.Tool.Commands;
+
+/// <summary>
+/// <c>serve --listen ADDR... [--max-builds N]</c>: the castore BlobService and DirectoryService over the store, and
+/// the BuildService, over gRPC (tvix and snix packages), until SIGTERM or Ctrl-C; then a graceful shutdown.
+/// </summary>
+internal static class ServeCommand
+{
+    public const string ReadyPrefix = "listening on ";
+
+    public static Command Create()
+    {
+        var listen = new Option<string[]>("--listen", "-l")
+        {
+            Description = "Where to listen, as tvix writes it: [::1]:8000, 127.0.0.1:8000, localhost:8000 or unix:/ABSOLUTE/PATH; " +
+                          "port 0 picks a free port. Repeat for several. There is no authentication: anyone who can connect can run builds.",
+            HelpName = "ADDR",
+            Arity = ArgumentArity.OneOrMore,
+            Required = true,
+        };
+        var maxBuilds = new Option<int?>("--max-builds", "-j")
+        {
+            Description = "Builds run at once; more wait their turn (default: the number of cores).",
+            HelpName = "N",
+        };
+        var grace = new Option<double>("--grace-period")
+        {
+            Description = "On SIGTERM or Ctrl-C, how long running builds may go on before they are cancelled (a second signal cancels them at once).",
+            HelpName = "SECONDS",
+            DefaultValueFactory = _ => 10,
+        };
+        var timeout = new Option<double?>("--timeout") { Description = "Kill a build after SECONDS.", HelpName = "SECONDS" };
+        var silenceTimeout = new Option<double?>("--max-silent-time") { Description = "Kill a build that prints nothing for SECONDS.", HelpName = "SECONDS" };
+        var logLimit = new Option<long?>("--max-log-size") { Description = "Kill a build whose log exceeds BYTES.", HelpName = "BYTES" };
+        var rebuild = new Option<bool>("--rebuild") { Description = "Run every request, even one whose outputs are already recorded in the result cache." };
+        var verbose = new Option<bool>("--verbose", "-v") { Description = "Print a line to stderr when a build is accepted, waits, ends or is refused." };
+        var buildLogs = new Option<bool>("--build-logs") { Description = "Copy every build's log to stderr, each line prefixed with [build N]." };
+        var command = new Command(
+            "serve",
+            "Serve the store (castore BlobService, DirectoryService) and run builds for remote clients (BuildService.DoBuild), " +
+            "under the tvix.*.v1 and snix.*.v1 packages, over HTTP/2 cleartext on TCP or unix sockets. Prints " +
+            $"'{ReadyPrefix}ADDR...' once listening; runs until SIGTERM or Ctrl-C. A failed build's reason and log tail go " +
+            "to its client; the server itself stays quiet unless told otherwise.")
+        {
+            listen,
+            maxBuilds,
+            grace,
+            timeout,
+            silenceTimeout,
+            logLimit,
+            rebuild,
+            verbose,
+            buildLogs,
+        };
+
+        // Synchronous on purpose: System.CommandLine ends an async action two seconds after SIGTERM, which would cut the
+        // grace period short and could leave builds behind. This command handles its signals itself.
+        command.SetAction(parse =>
+        {
+            var settings = new Settings(
+                [.. (parse.GetValue(listen) ?? []).Select(ParseAddress)],
+                parse.GetValue(maxBuilds) switch
+                {
+                    null => Environment.ProcessorCount,
+                    < 1 or > 1024 => throw new UsageException("--max-builds must be between 1 and 1024"),
+                    var n => n.Value,
+                },
+                parse.GetValue(grace) is var g and >= 0 and <= 86_400 ? TimeSpan.FromSeconds(g) : throw new UsageException("--grace-period must be between 0 and 86400 seconds"),
+                Seconds(parse.GetValue(timeout), "--timeout"),
+                Seconds(parse.GetValue(silenceTimeout), "--max-silent-time"),
+                parse.GetValue(logLimit) is { } limit and <= 0 ? throw new UsageException("--max-log-size must be positive") : parse.GetValue(logLimit),
+                parse.GetValue(rebuild),
+                parse.GetValue(verbose),
+                parse.GetValue(buildLogs));
+            return ServeAsync(parse, settings).GetAwaiter().GetResult();
+        });
+        return command;
+    }
+
+    private sealed record Settings(
+        GrpcListenAddress[] Listen,
+        int MaxBuilds,
+        TimeSpan Grace,
+        TimeSpan? Timeout,
+        TimeSpan? SilenceTimeout,
+        long? LogLimit,
+        bool Rebuild,
+        bool Verbose,
+        bool BuildLogs);
+
+    private static async Task<int> ServeAsync(ParseResult parse, Settings settings)
+    {
+        // Before anything listens: a signal right after the ready line must already mean a graceful stop.
+        using var signals = new ShutdownSignals();
+        await using var store = StoreSelection.Open(parse);
+        var runner = new BuildRunner(store, new BuildRunnerOptions
+        {
+            Rebuild = settings.Rebuild,
+            ResultCache = ResultCache.Default,
+            Timeout = settings.Timeout,
+            SilenceTimeout = settings.SilenceTimeout,
+            LogLimit = settings.LogLimit,
+            Log = settings.Verbose ? Note : null,
+        });
+        var builds = new BuildGrpcService(runner, new BuildGrpcServiceOptions
+        {
+            MaxConcurrentBuilds = settings.MaxBuilds,
+            Events = settings.Verbose ? Note : null,
+            BuildOutput = settings.BuildLogs ? line => Console.Error.WriteLine(line) : null,
+            Errors = Note,
+        });
+        // Calls still open this long after the grace period (the builds are cancelled by then) are cut off.
+        var server = new GrpcServer(new GrpcServerOptions { ShutdownTimeout = settings.Grace + TimeSpan.FromSeconds(10), ErrorLog = Note })
+            .AddService(new BlobGrpcService(store.Blobs))
+            .AddService(new DirectoryGrpcService(store.Directories))
+            .AddService(builds);
+        foreach (var address in settings.Listen)
+        {
+            server.Listen(address);
+        }
+
+        await server.StartAsync();
+        try
+        {
+            Console.Out.WriteLine(ReadyPrefix + string.Join(' ', server.BoundAddresses));
+            Console.Out.Flush();
+            var signal = await signals.First;
+            var deadline = DateTime.UtcNow + settings.Grace;
+            Note($"{signal}: stopping; {Plural(builds.RunningBuilds, "build")} running, {builds.WaitingBuilds} waiting " +
+                 $"(grace period {settings.Grace.TotalSeconds.ToString("0.#", CultureInfo.InvariantCulture)} s)");
+            builds.BeginShutdown();
+
+            // The server stops accepting connections at once and lets the running calls end; the builds get the grace
+            // period, then are cancelled so that their clients hear UNAVAILABLE before the server closes connections.
+            var stopping = server.StopAsync();
+            var drained = builds.WaitForCallsAsync();
+            var ended = await Task.WhenAny(drained, Task.Delay(Max(deadline - DateTime.UtcNow, TimeSpan.Zero)), signals.Second);
+            if (ended != drained)
+            {
+                Note(ended == signals.Second
+                    ? $"{await signals.Second}: cancelling the running builds"
+                    : "the grace period is over: cancelling the running builds");
+                await builds.CancelAndWaitAsync();
+            }
+
+            await stopping;
+        }
+        finally
+        {
+            // Stops listening and removes the socket files when anything above failed (a no-op after a clean stop).
+            await server.StopAsync();
+            await builds.CancelAndWaitAsync();
+        }
+
+        return ToolConsole.Ok;
+    }
+
+    private static GrpcListenAddress ParseAddress(string text)
+    {
+        try
+        {
+            return GrpcListenAddress.Parse(text);
+        }
+        catch (FormatException e)
+        {
+            throw new UsageException($"--listen: {e.Message}");
+        }
+    }
+
+    private static TimeSpan? Seconds(double? value, string option) => value switch
+    {
+        null => null,
+        <= 0 => throw new UsageException($"{option} must be positive"),
+        _ => TimeSpan.FromSeconds(value.Value),
+    };
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    private static string Plural(int n, string noun) => n == 1 ? $"1 {noun}" : $"{n} {noun}s";
+
+    private static void Note(string line) => Console.Error.WriteLine($"{ToolConsole.Name}: {line}");
+
+    /// <summary>SIGTERM, SIGINT (Ctrl-C) and SIGHUP, taken over from the runtime: the first starts the shutdown, the second hurries it.</summary>
+    private sealed class ShutdownSignals : IDisposable
+    {
+        private readonly TaskCompletionSource<string> _first = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource<string> _second = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly PosixSignalRegistration[] _registrations;
+        private int _count;
+
+        public ShutdownSignals() =>
+            _registrations = [.. new[] { PosixSignal.SIGTERM, PosixSignal.SIGINT, PosixSignal.SIGHUP }.Select(s => PosixSignalRegistration.Create(s, Handle))];
+
+        public Task<string> First => _first.Task;
+
+        public Task<string> Second => _second.Task;
+
+        private void Handle(PosixSignalContext context)
+        {
+            context.Cancel = true;
+            string name = context.Signal switch
+            {
+                PosixSignal.SIGTERM => "SIGTERM",
+                PosixSignal.SIGINT => "SIGINT",
+                _ => "SIGHUP",
+            };
+            (Interlocked.Increment(ref _count) == 1 ? _first : _second).TrySetResult(name);
+        }
+
+        public void Dispose()
+        {
+            foreach (var registration in _registrations)
+            {
+                registration.Dispose();
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+using System.Diagnostics;
+using System.Text;
+using Google.Protobuf;
+using TvixFuseBuild.Build.Grpc;
+using TvixFuseBuild.Build.Requests;
+using TvixFuseBuild.Build.Tests.Grpc;
+using TvixFuseBuild.Castore;
+using TvixFuseBuild.Castore.Grpc;
+using TvixFuseBuild.Castore.Hashing;
+using TvixFuseBuild.Castore.Stores;
+using TvixFuseBuild.Castore.Transfer;
+using TvixBuild = Tvix.Build.V1;
+
+namespace TvixFuseBuild.Tool.Tests;
+
+/// <summary>
+/// <c>serve</c> as build farms run it, and two instances on one machine: one serves a store on a unix socket, the
+/// other builds with <c>--store grpc+unix://…</c> and fetches only what its build touches. Every test removes its
+/// processes, mounts and files, also when it fails.
+/// </summary>
+public sealed class ServeCommandTests : IDisposable
+{
+    private const string BusyboxName = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-busybox";
+    private const string OutPath = "nix/store/fhaj6gmwns62s6ypkcldbaj2ybvkhx3p-foo";
+    private readonly string _temp = Directory.CreateTempSubdirectory("tvix-fuse-serve-test-").FullName;
+    private readonly List<Process> _processes = [];
+    private readonly StringBuilder _serverLog = new();
+    private readonly Dictionary<string, string> _environment;
+
+    public ServeCommandTests()
+    {
+        // As root, builds run as an unprivileged host user who must reach the build directories under XDG_DATA_HOME.
+        File.SetUnixFileMode(_temp, (UnixFileMode)0x1ED);
+        // Build directories go to TMPDIR: a test sees its builds come and go there.
+        Directory.CreateDirectory(WorkRoot);
+        File.SetUnixFileMode(WorkRoot, (UnixFileMode)0x1ED);
+        _environment = new Dictionary<string, string> { ["XDG_DATA_HOME"] = Path.Combine(_temp, "data"), ["TMPDIR"] = WorkRoot };
+    }
+
+    private string WorkRoot => Path.Combine(_temp, "tmp");
+
+    private bool ABuildIsRunning() => Directory.EnumerateDirectories(WorkRoot, "tvix-fuse-build-*").Any();
+
+    private string Socket => Path.Combine(_temp, "serve.sock");
+
+    private string ServingStore => Path.Combine(_temp, "serving-store");
+
+    public void Dispose()
+    {
+        ToolProcess.StopAll(_processes);
+
+        var chmod = Process.Start("chmod", ["-R", "u+rwX", _temp])!;
+        chmod.WaitForExit();
+        Directory.Delete(_temp, recursive: true);
+    }
+
+    /// <summary>
+    /// Imports an input into <paramref name="store"/>: busybox in bin/ (with sh, echo, sleep, cat, mkdir linked to it),
+    /// and next to it a share/ tree and a large file no build here ever reads.
+    /// </summary>
+    private static async Task<DirectoryNode> ImportInputAsync(CastoreStore store, string scratch)
+    {
+        string tree = Path.Combine(scratch, BusyboxName);
+        Directory.CreateDirectory(Path.Combine(tree, "bin"));
+        File.Copy("/bin/busybox", Path.Combine(tree, "bin", "busybox"));
+        foreach (string applet in new[] { "sh", "echo", "sleep", "cat", "mkdir" })
+        {
+            File.CreateSymbolicLink(Path.Combine(tree, "bin", applet), "busybox");
+        }
+
+        for (int i = 0; i < 3; i++)
+        {
+            Directory.CreateDirectory(Path.Combine(tree, "share", $"doc{i}"));
+            File.WriteAllText(Path.Combine(tree, "share", $"doc{i}", "README"), $"unread {i}\n");
+        }
+
+        File.WriteAllBytes(Path.Combine(tree, "unread.bin"), new byte[3 << 20]);
+        var node = await HostImporter.ImportAsync(tree, PathComponent.Create(BusyboxName), store.Blobs, store.Directories);
+        HostTree.Remove(tree);
+        return (DirectoryNode)node;
+    }
+
+    private static BuildSpec Spec(DirectoryNode input, string script) => new()
+    {
+        Inputs = [input],
+        CommandArgs = [$"/nix/store/{BusyboxName}/bin/sh", "-c", script],
+        WorkingDir = "build",
+        ScratchPaths = ["build", "nix/store"],
+        InputsDir = "nix/store",
+        Outputs = [OutPath],
+        EnvironmentVars = [new EnvironmentVariable("PATH", $"/nix/store/{BusyboxName}/bin"), new EnvironmentVariable("out", "/" + OutPath)],
+        RefscanNeedles = ["fhaj6gmwns62s6ypkcldbaj2ybvkhx3p"],
+    };
+
+    private async Task<DirectoryNode> PrepareServingStoreAsync()
+    {
+        await using var store = CastoreStore.Open("local://" + ServingStore);
+        return await ImportInputAsync(store, _temp);
+    }
+
+    /// <summary>Starts <c>serve</c> and waits for its ready line.</summary>
+    private async Task<Process> StartServerAsync(params string[] options)
+    {
+        var server = ToolProcess.Start(["--store", "local://" + ServingStore, "serve", "--listen", "unix:" + Socket, .. options], _environment);
+        _processes.Add(server);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        server.ErrorDataReceived += (_, e) =>
+        {
+            lock (_serverLog)
+            {
+                _serverLog.AppendLine(e.Data);
+            }
+        };
+        server.BeginErrorReadLine();
+        string? line = await server.StandardOutput.ReadLineAsync(timeout.Token);
+        Assert.True(line == $"listening on unix:{Socket}", $"serve did not start: {line}; {ServerLog}");
+        return server;
+    }
+
+    private GrpcChannel Channel() => new(GrpcEndpoint.UnixSocket(Socket));
+
+    private string ServerLog
+    {
+        get
+        {
+            lock (_serverLog)
+            {
+                return _serverLog.ToString();
+            }
+        }
+    }
+
+    private async Task<(int ExitCode, string Stderr)> WaitForExitAsync(Process server)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await server.WaitForExitAsync(timeout.Token);
+        return (server.ExitCode, ServerLog);
+    }
+
+    private void AssertNothingLeftBehind()
+    {
+        Assert.False(File.Exists(Socket), "the socket file is left behind");
+        Assert.DoesNotContain(File.ReadAllLines("/proc/self/mountinfo"), l => l.Contains(_temp, StringComparison.Ordinal));
+        Assert.False(ABuildIsRunning(), "a build directory is left behind");
+        foreach (string pid in Directory.EnumerateDirectories("/proc").Select(Path.GetFileName).Where(n => n!.All(char.IsAsciiDigit))!)
+        {
+            try
+            {
+                string cmdline = File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ');
+                Assert.False(cmdline.Contains(_temp, StringComparison.Ordinal), $"process {pid} is left behind: {cmdline}");
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    [Fact]
+    public async Task ServesBuildsAndStopsGracefullyOnSigterm()
+    {
+        var input = await PrepareServingStoreAsync();
+        var server = await StartServerAsync("--verbose");
+        using var channel = Channel();
+
+        // A build is running when SIGTERM comes: it finishes (within the grace period) and its client gets the result.
+        var build = channel.UnaryAsync(
+            BuildGrpcMethods.TvixDoBuild, Spec(input, "echo started; sleep 2; echo finished > $out").ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2)));
+        await WaitForAsync(ABuildIsRunning);
+        Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
+
+        var reply = await build;
+        var (exitCode, stderr) = await WaitForExitAsync(server);
+
+        var output = (FileNode)BuildResult.FromTvixBuild(reply).Outputs.Single().Node;
+        Assert.Equal(Blake3.Hash("finished\n"u8), output.Digest);
+        Assert.True(exitCode == 0, stderr);
+        Assert.Contains("SIGTERM: stopping; 1 build running", stderr, StringComparison.Ordinal);
+        AssertNothingLeftBehind();
+
+        // What it built is in its store.
+        await using var store = CastoreStore.Open("local://" + ServingStore);
+        Assert.True(await store.Blobs.HasAsync(output.Digest));
+    }
+
+    [Fact]
+    public async Task ABuildStillRunningAfterTheGracePeriodIsCancelledAndTornDown()
+    {
+        var input = await PrepareServingStoreAsync();
+        var server = await StartServerAsync("--grace-period", "1");
+        using var channel = Channel();
+
+        var build = channel.UnaryAsync(
+            BuildGrpcMethods.TvixDoBuild, Spec(input, "sleep 600; echo never > $out").ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2)));
+        await WaitForAsync(ABuildIsRunning);
+        await Task.Delay(500); // the sandbox is up
+        Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
+
+        var failure = await Assert.ThrowsAsync<RpcStatusException>(() => build);
+        var (exitCode, stderr) = await WaitForExitAsync(server);
+
+        Assert.True(failure.Code is GrpcStatusCode.Unavailable, $"{failure.Code}: {failure.Message}");
+        Assert.True(exitCode == 0, stderr);
+        AssertNothingLeftBehind();
+    }
+
+    [Fact]
+    public async Task BadAddressesAreUsageErrors()
+    {
+        var relative = ToolProcess.Run(["serve", "--listen", "unix:relative.sock"], _environment);
+        var noPort = ToolProcess.Run(["serve", "--listen", "[::1]"], _environment);
+        var badBuilds = ToolProcess.Run(["serve", "--listen", "unix:" + Socket, "--max-builds", "0"], _environment);
+
+        Assert.Equal(2, relative.ExitCode);
+        Assert.StartsWith("tvix-fuse-build: --listen: ", relative.Stderr, StringComparison.Ordinal);
+        Assert.Equal(2, noPort.ExitCode);
+        Assert.StartsWith("tvix-fuse-build: --listen: ", noPort.Stderr, StringComparison.Ordinal);
+        Assert.Equal(2, badBuilds.ExitCode);
+        Assert.Contains("--max-builds must be between 1 and 1024", badBuilds.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", relative.Stderr + noPort.Stderr + badBuilds.Stderr, StringComparison.Ordinal);
+        await Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task ASecondInstanceBuildsFromTheServedStoreFetchingOnlyWhatItsBuildTouches()
+    {
+        // The serving instance: our server over a counting local store, on a unix socket.
+        await using var local = CastoreStore.Open("local://" + ServingStore);
+        var input = await ImportInputAsync(local, _temp);
+        var blobs = new CountingBlobService(local.Blobs);
+        var directories = new CountingDirectoryService(local.Directories);
+        var chunks = new BlobChunkIndex();
+        await using var server = new GrpcServer()
+            .Listen("unix:" + Socket)
+            .AddService(new BlobGrpcService(blobs, chunks))
+            .AddService(new DirectoryGrpcService(directories));
+        await server.StartAsync();
+
+        // The building instance: a separate tvix-fuse-build process whose inputs come through grpc+unix://.
+        string request = Path.Combine(_temp, "request.json");
+        await File.WriteAllTextAsync(request, JsonFormatter.Default.Format(Spec(input, "echo hello from the remote > $out").ToTvix()));
+        string store = $"grpc+unix://{Socket}";
+
+        var first = ToolProcess.Run(["--store", store, "build", request], _environment);
+        Assert.True(first.ExitCode == 0, first.Stderr);
+        var (blobsAfterFirst, directoriesAfterFirst) = Snapshot(blobs, directories);
+        var second = ToolProcess.Run(["--store", store, "build", "--rebuild", request], _environment);
+        Assert.True(second.ExitCode == 0, second.Stderr);
+        var (blobsAfterSecond, directoriesAfterSecond) = Snapshot(blobs, directories);
+
+        // Running sh reads busybox, and only busybox: share/ and unread.bin are never fetched.
+        var root = (await local.Directories.GetAsync(input.Digest))!;
+        var bin = (DirectoryNode)root.Find("bin"u8)!;
+        var busybox = (FileNode)(await local.Directories.GetAsync(bin.Digest))!.Find("busybox"u8)!;
+        var share = (DirectoryNode)root.Find("share"u8)!;
+        var unread = (FileNode)root.Find("unread.bin"u8)!;
+        // The busybox blob is large: the client reads it chunk by chunk (the server looks each chunk up by its digest).
+        var busyboxChunks = (await chunks.GetChunksAsync(local.Blobs, busybox.Digest, default))!.Select(c => c.Digest).ToHashSet();
+        Assert.True(busyboxChunks.Count > 1);
+        Assert.True(blobs.OpensOf(busybox.Digest) >= 1);
+        Assert.All(blobs.Opens.Keys, d => Assert.True(d == busybox.Digest || busyboxChunks.Contains(d), $"{d} was read"));
+        Assert.Equal(0, blobs.Stats.GetValueOrDefault(unread.Digest));
+        Assert.Equal(0, directories.Gets.GetValueOrDefault(share.Digest) + directories.RecursiveGets.GetValueOrDefault(share.Digest));
+        Assert.True(directories.Gets.GetValueOrDefault(input.Digest) + directories.RecursiveGets.GetValueOrDefault(input.Digest) == 1, Describe(directories));
+        Assert.True(directories.Gets.GetValueOrDefault(bin.Digest) + directories.RecursiveGets.GetValueOrDefault(bin.Digest) <= 1, Describe(directories));
+
+        // The second identical build reads everything from the building instance's local cache.
+        Assert.Equal(blobsAfterFirst, blobsAfterSecond);
+        Assert.Equal(directoriesAfterFirst, directoriesAfterSecond);
+        Assert.Equal(first.Stdout, second.Stdout);
+    }
+
+    private static (string Blobs, string Directories) Snapshot(CountingBlobService blobs, CountingDirectoryService directories) =>
+        (string.Join(',', blobs.Opens.OrderBy(p => p.Key.ToString()).Select(p => $"{p.Key}={p.Value}")),
+         Describe(directories));
+
+    private static string Describe(CountingDirectoryService directories) =>
+        "gets " + string.Join(',', directories.Gets.OrderBy(p => p.Key.ToString()).Select(p => $"{p.Key}={p.Value}")) +
+        "; recursive " + string.Join(',', directories.RecursiveGets.OrderBy(p => p.Key.ToString()).Select(p => $"{p.Key}={p.Value}"));
+
+    private async Task WaitForAsync(Func<bool> condition)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(60), $"timed out waiting; the server said: {ServerLog}");
+            await Task.Delay(50);
+        }
+    }
+}
