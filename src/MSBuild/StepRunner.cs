@@ -56,18 +56,9 @@ internal static class StepRunner
 
         var spec = plan.Spec with { RefscanNeedles = [.. plan.Spec.RefscanNeedles, .. step.ExtraNeedles] };
         string[] needleOwners = [.. plan.NeedleOwners, .. step.ExtraNeedles];
-        var runner = new BuildRunner(store, new BuildRunnerOptions
-        {
-            WorkRoot = step.WorkRoot,
-            ResultCache = cache,
-            Rebuild = step.Rebuild,
-            Timeout = step.Timeout,
-            Log = log.Detail,
-        });
-
         var run = step.Builder is { } builder
             ? await RemoteBuilder.RunAsync(builder, spec, store, cache, step.Rebuild, step.Timeout, log, cancellationToken).ConfigureAwait(false)
-            : await RunAsync(step, runner, spec, log, cancellationToken).ConfigureAwait(false);
+            : await RunLocallyAsync(step, store, cache, spec, log, cancellationToken).ConfigureAwait(false);
         if (run.Cached && step.Builder is not null)
         {
             log.Detail($"{step.Name}: an identical build's outputs are in the store; not building it again");
@@ -124,9 +115,17 @@ internal static class StepRunner
         return inputs;
     }
 
-    private static async Task<BuildRun> RunAsync(
-        StepParameters step, BuildRunner runner, BuildSpec spec, IStepLog log, CancellationToken cancellationToken)
+    private static async Task<BuildRun> RunLocallyAsync(
+        StepParameters step, CastoreStore store, ResultCache? cache, BuildSpec spec, IStepLog log, CancellationToken cancellationToken)
     {
+        var runner = new BuildRunner(store, new BuildRunnerOptions
+        {
+            WorkRoot = step.WorkRoot,
+            ResultCache = cache,
+            Rebuild = step.Rebuild,
+            Timeout = step.Timeout,
+            Log = log.Detail,
+        });
         var lines = new OutputLines(log.Output);
         try
         {
