@@ -1,4 +1,3 @@
-using System.Collections.Immutable;
 using System.CommandLine;
 using System.Text;
 using TvixFuseBuild.Build.Nix;
@@ -6,7 +5,6 @@ using TvixFuseBuild.Build.Requests;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Castore.Transfer;
-using TvixFuseBuild.Sandbox;
 
 namespace TvixFuseBuild.Tool.Commands;
 
@@ -50,7 +48,7 @@ internal static class RunCommand
         };
         var command = new Argument<string[]>("COMMAND")
         {
-            Description = "The program and its arguments, after '--'. A bare program name is looked up in the build's PATH.",
+            Description = "The program and its arguments, after '--'. A bare program name runs the file input of that name, or is looked up in the build's PATH.",
             Arity = ArgumentArity.OneOrMore,
         };
         var common = new BuildCommand.BuildOptions();
@@ -85,9 +83,17 @@ internal static class RunCommand
                 importedInputs.Add((inputName.ToString(), node));
             }
 
-            var plan = NixShapedRequest.Create(
-                buildName, importedInputs, outputNames, parse.GetValue(command)!, ParseEnvironment(parse.GetValue(environment) ?? []),
-                parse.GetValue(network), parse.GetValue(binSh));
+            NixShapedRequest plan;
+            try
+            {
+                plan = NixShapedRequest.Create(
+                    buildName, importedInputs, outputNames, parse.GetValue(command)!, ParseEnvironment(parse.GetValue(environment) ?? []),
+                    parse.GetValue(network), parse.GetValue(binSh));
+            }
+            catch (ArgumentException e)
+            {
+                throw new UsageException(e.Message);
+            }
             if (parse.GetValue(dryRun))
             {
                 Console.Out.Write(Encoding.UTF8.GetString(BuildMessages.FormatRequest(plan.Spec, BuildProtocol.Tvix, MessageFormat.Json)));
@@ -152,119 +158,5 @@ internal static class RunCommand
         }
 
         return result;
-    }
-}
-
-/// <summary>The BuildRequest <c>run</c> writes: laid out and named the way Nix builds a derivation.</summary>
-internal sealed record NixShapedRequest(BuildSpec Spec, string[] OutputNames, string[] OutputBaseNames, string[] NeedleOwners)
-{
-    public static NixShapedRequest Create(
-        string name,
-        IReadOnlyList<(string Name, Node Node)> inputs,
-        string[] outputNames,
-        string[] command,
-        IReadOnlyDictionary<string, string> extraEnvironment,
-        bool network,
-        bool binSh)
-    {
-        foreach (string output in outputNames)
-        {
-            if (PathComponent.Validate(Encoding.UTF8.GetBytes(output)) is { } error || output.Contains('='))
-            {
-                throw new UsageException($"--output {output}: not a valid output name");
-            }
-        }
-
-        // Inputs are named HASH-NAME, the hash standing for their content, as Nix names store paths.
-        var storeInputs = inputs
-            .Select(i => (i.Name, BaseName: NixStorePaths.BaseName("input:" + NodeText.Line(i.Node.WithName(PathComponent.Empty)), i.Name), i.Node))
-            .ToList();
-        if (storeInputs.GroupBy(i => i.Name).FirstOrDefault(g => g.Count() > 1) is { } duplicate)
-        {
-            throw new UsageException($"two inputs are named {duplicate.Key}");
-        }
-
-        // Outputs are named after everything that went into the build, so the same run gets the same paths.
-        var fingerprint = new StringBuilder($"run:{name}\n");
-        foreach (var input in storeInputs.OrderBy(i => i.BaseName, StringComparer.Ordinal))
-        {
-            fingerprint.Append("input ").Append(input.BaseName).Append('\n');
-        }
-
-        foreach (string arg in command)
-        {
-            fingerprint.Append("arg ").Append(arg).Append('\n');
-        }
-
-        foreach (var (key, value) in extraEnvironment.OrderBy(e => e.Key, StringComparer.Ordinal))
-        {
-            fingerprint.Append("env ").Append(key).Append('=').Append(value).Append('\n');
-        }
-
-        fingerprint.Append(network ? "network\n" : "").Append(binSh ? "binsh\n" : "");
-        string[] outputBaseNames = outputNames
-            .Select(o => NixStorePaths.BaseName($"{fingerprint}output {o}", o == "out" ? name : $"{name}-{o}"))
-            .ToArray();
-
-        string system = SandboxRunner.SupportedSystems[0];
-        var environment = new SortedDictionary<string, string>(StringComparer.Ordinal)
-        {
-            ["HOME"] = "/homeless-shelter",
-            ["NIX_BUILD_CORES"] = Environment.ProcessorCount.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            ["NIX_BUILD_TOP"] = "/build",
-            ["NIX_LOG_FD"] = "2",
-            ["NIX_STORE"] = NixStorePaths.StoreDir,
-            ["PATH"] = storeInputs.Any(i => i.Node is DirectoryNode)
-                ? string.Join(':', storeInputs.Where(i => i.Node is DirectoryNode).Select(i => $"{NixStorePaths.StoreDir}/{i.BaseName}/bin"))
-                : "/path-not-set",
-            ["PWD"] = "/build",
-            ["TEMP"] = "/build",
-            ["TEMPDIR"] = "/build",
-            ["TERM"] = "xterm-256color",
-            ["TMP"] = "/build",
-            ["TMPDIR"] = "/build",
-            ["builder"] = command[0],
-            ["name"] = name,
-            ["outputs"] = string.Join(' ', outputNames),
-            ["system"] = system,
-        };
-        foreach (var input in storeInputs)
-        {
-            environment[input.Name] = $"{NixStorePaths.StoreDir}/{input.BaseName}";
-        }
-
-        for (int i = 0; i < outputNames.Length; i++)
-        {
-            environment[outputNames[i]] = $"{NixStorePaths.StoreDir}/{outputBaseNames[i]}";
-        }
-
-        foreach (var (key, value) in extraEnvironment)
-        {
-            environment[key] = value;
-        }
-
-        // Needles: every input's and output's hash part; an output's references are reported by name.
-        var needles = storeInputs.Select(i => (Hash: i.BaseName[..NixStorePaths.HashLength], Owner: i.Name))
-            .Concat(outputBaseNames.Select((b, i) => (Hash: b[..NixStorePaths.HashLength], Owner: outputNames[i])))
-            .ToList();
-
-        var outputPaths = outputBaseNames.Select(b => $"nix/store/{b}").ToList();
-        var order = Enumerable.Range(0, outputNames.Length).OrderBy(i => outputPaths[i], StringComparer.Ordinal).ToArray();
-        var spec = new BuildSpec
-        {
-            Inputs = [.. storeInputs.Select(i => i.Node.WithName(PathComponent.Create(i.BaseName))).OrderBy(n => n.Name)],
-            CommandArgs = [.. command],
-            WorkingDir = "build",
-            ScratchPaths = ["build", "nix/store"],
-            InputsDir = "nix/store",
-            Outputs = [.. order.Select(i => outputPaths[i])],
-            EnvironmentVars = [.. environment
-                .OrderBy(e => e.Key, Comparer<string>.Create(BuildRequestValidator.CompareUtf8))
-                .Select(e => new EnvironmentVariable(e.Key, e.Value))],
-            Constraints = new BuildConstraints(system, 0, ImmutableArray<string>.Empty, network, binSh),
-            RefscanNeedles = [.. needles.Select(n => n.Hash)],
-        };
-        return new NixShapedRequest(
-            spec, [.. order.Select(i => outputNames[i])], [.. order.Select(i => outputBaseNames[i])], [.. needles.Select(n => n.Owner)]);
     }
 }

@@ -1,0 +1,215 @@
+using TvixFuseBuild.Build.Nix;
+using TvixFuseBuild.Build.Pipeline;
+using TvixFuseBuild.Build.Requests;
+using TvixFuseBuild.Castore;
+using TvixFuseBuild.Castore.Stores;
+using TvixFuseBuild.Castore.Transfer;
+using TvixFuseBuild.Sandbox;
+
+namespace TvixFuseBuild.MSBuild;
+
+/// <summary>Where a step reports to (the MSBuild log, or a test).</summary>
+internal interface IStepLog
+{
+    /// <summary>A line of the command's own output.</summary>
+    void Output(string line);
+
+    /// <summary>What the step is doing (inputs imported, cache hits, outputs materialized).</summary>
+    void Detail(string message);
+}
+
+/// <summary>An output of the step, materialized on the host.</summary>
+/// <param name="Name">The output's name (<c>out</c>, ...).</param>
+/// <param name="Path">Where it now is: <c>OutputDirectory/NAME</c>.</param>
+/// <param name="Node">What it is in the store.</param>
+/// <param name="StorePath">Its path inside the sandbox, <c>/nix/store/HASH-NAME</c>.</param>
+/// <param name="References">The inputs and outputs (by name) and extra needles found in it.</param>
+internal sealed record MaterializedOutput(string Name, string Path, Node Node, string StorePath, IReadOnlyList<string> References);
+
+internal sealed record StepResult(IReadOnlyList<MaterializedOutput> Outputs, bool Cached);
+
+/// <summary>
+/// One build step, start to end: import the inputs by content, write the Nix-shaped request, run it through the build
+/// pipeline (or take its earlier result from the result cache), and materialize the outputs. Every failure comes out
+/// as a <see cref="TvixBuildException"/> carrying its error code; cancellation as <see cref="OperationCanceledException"/>,
+/// after everything the step started is gone.
+/// </summary>
+internal static class StepRunner
+{
+    /// <summary>How much of the log a failure shows.</summary>
+    public const int FailureLogLines = 25;
+
+    public static async Task<StepResult> RunAsync(
+        StepParameters step, CastoreStore store, ResultCache? cache, IStepLog log, CancellationToken cancellationToken)
+    {
+        var inputs = await ImportInputsAsync(step, store, log, cancellationToken).ConfigureAwait(false);
+
+        NixShapedRequest plan;
+        try
+        {
+            plan = NixShapedRequest.Create(step.Name, inputs, step.OutputNames, step.Command, step.Environment, step.Network, binSh: false);
+        }
+        catch (ArgumentException e)
+        {
+            throw new TvixBuildException(TvixBuildError.InvalidRequest, e.Message);
+        }
+
+        var spec = plan.Spec with { RefscanNeedles = [.. plan.Spec.RefscanNeedles, .. step.ExtraNeedles] };
+        string[] needleOwners = [.. plan.NeedleOwners, .. step.ExtraNeedles];
+        var run = step.Builder is { } builder
+            ? await RemoteBuilder.RunAsync(builder, spec, store, cache, step.Rebuild, step.Timeout, log, cancellationToken).ConfigureAwait(false)
+            : await RunLocallyAsync(step, store, cache, spec, log, cancellationToken).ConfigureAwait(false);
+        if (run.Cached && step.Builder is not null)
+        {
+            log.Detail($"{step.Name}: an identical build's outputs are in the store; not building it again");
+        }
+
+        var outputs = new List<MaterializedOutput>(plan.OutputNames.Length);
+        for (int i = 0; i < plan.OutputNames.Length; i++)
+        {
+            var output = run.Result.Outputs[i];
+            string destination = Path.Combine(step.OutputDirectory, plan.OutputNames[i]);
+            await MaterializeAsync(output.Node, store, destination, cancellationToken).ConfigureAwait(false);
+            var references = output.Needles.Select(n => needleOwners[n]).Distinct(StringComparer.Ordinal).ToArray();
+            log.Detail($"{plan.OutputNames[i]}: {destination} ({Describe(output.Node)})" +
+                       (references.Length == 0 ? "" : $", references {string.Join(", ", references)}"));
+            outputs.Add(new MaterializedOutput(
+                plan.OutputNames[i], destination, output.Node, $"{NixStorePaths.StoreDir}/{plan.OutputBaseNames[i]}", references));
+        }
+
+        // In the order the outputs were asked for, not the request's (sorted by path).
+        var ordered = step.OutputNames.Select(name => outputs.First(o => o.Name == name)).ToArray();
+        return new StepResult(ordered, run.Cached);
+    }
+
+    private static async Task<List<(string Name, Node Node)>> ImportInputsAsync(
+        StepParameters step, CastoreStore store, IStepLog log, CancellationToken cancellationToken)
+    {
+        var inputs = new List<(string Name, Node Node)>(step.Inputs.Count);
+        foreach (var input in step.Inputs)
+        {
+            if (!Path.Exists(input.Path) && new FileInfo(input.Path).LinkTarget is null)
+            {
+                throw new TvixBuildException(TvixBuildError.InputMissing, $"the input {input.Path} does not exist");
+            }
+
+            Node node;
+            try
+            {
+                node = await HostImporter.ImportAsync(
+                    input.Path, PathComponent.Create(input.Name), store.Blobs, store.Directories, cancellationToken: cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is ImportException or IOException or UnauthorizedAccessException)
+            {
+                throw new TvixBuildException(TvixBuildError.InputMissing, $"cannot import the input {input.Path}: {e.Message}");
+            }
+            catch (CastoreException e)
+            {
+                throw new TvixBuildException(TvixBuildError.StoreError, $"cannot store the input {input.Path} in {store.Address}: {e.Message}");
+            }
+
+            log.Detail($"input {input.Name}: {input.Path} ({Describe(node)})");
+            inputs.Add((input.Name, node));
+        }
+
+        return inputs;
+    }
+
+    private static async Task<BuildRun> RunLocallyAsync(
+        StepParameters step, CastoreStore store, ResultCache? cache, BuildSpec spec, IStepLog log, CancellationToken cancellationToken)
+    {
+        var runner = new BuildRunner(store, new BuildRunnerOptions
+        {
+            WorkRoot = step.WorkRoot,
+            ResultCache = cache,
+            Rebuild = step.Rebuild,
+            Timeout = step.Timeout,
+            Log = log.Detail,
+        });
+        var lines = new OutputLines(log.Output);
+        try
+        {
+            var run = await runner.RunAsync(spec, BuildProtocol.Tvix, lines.WriteAsync, cancellationToken).ConfigureAwait(false);
+            if (run.Cached)
+            {
+                log.Detail($"{step.Name}: an identical build's outputs are in the store; the command did not run again");
+            }
+
+            return run;
+        }
+        catch (BuildRequestValidationException e)
+        {
+            throw new TvixBuildException(TvixBuildError.InvalidRequest, $"{step.Name}: the request is invalid: {e.Message}");
+        }
+        catch (ObjectNotFoundException e)
+        {
+            throw new TvixBuildException(TvixBuildError.InputMissing, $"{step.Name}: {e.Message}");
+        }
+        catch (SandboxException e)
+        {
+            throw new TvixBuildException(TvixBuildError.SandboxUnavailable, $"{step.Name}: {e.Message}");
+        }
+        catch (BuildFailedException e)
+        {
+            string code = e.Sandbox switch
+            {
+                { Succeeded: true } => TvixBuildError.OutputMissing,
+                { Outcome: SandboxOutcome.TimedOut or SandboxOutcome.SilenceTimedOut } => TvixBuildError.TimedOut,
+                _ => TvixBuildError.CommandFailed,
+            };
+            throw new TvixBuildException(code, Describe(step, e));
+        }
+        catch (Exception e) when (e is CastoreException or IOException or UnauthorizedAccessException)
+        {
+            throw new TvixBuildException(TvixBuildError.StoreError, $"{step.Name}: {e.Message}");
+        }
+        finally
+        {
+            lines.Flush();
+        }
+    }
+
+    private static async Task MaterializeAsync(Node node, CastoreStore store, string destination, CancellationToken cancellationToken)
+    {
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(destination)!);
+            HostTree.Remove(destination);
+
+            // Writable: the outputs live in the build tree, which `dotnet clean` and `rm -rf obj` must be able to remove.
+            await HostExporter.ExportAsync(node, store, destination, new ExportOptions { Writable = true }, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is CastoreException or IOException or UnauthorizedAccessException)
+        {
+            throw new TvixBuildException(TvixBuildError.MaterializeFailed, $"cannot materialize the output at {destination}: {e.Message}");
+        }
+    }
+
+    private static string Describe(StepParameters step, BuildFailedException failure)
+    {
+        var text = new System.Text.StringBuilder($"{step.Name}: {failure.Message}");
+        var tail = failure.LastLogLines(FailureLogLines);
+        if (tail.Count > 0)
+        {
+            text.Append($"; the last {tail.Count} line{(tail.Count == 1 ? "" : "s")} of its log:");
+            foreach (string line in tail)
+            {
+                text.Append("\n  ").Append(line);
+            }
+        }
+        else
+        {
+            text.Append("; it printed nothing");
+        }
+
+        return text.ToString();
+    }
+
+    private static string Describe(Node node) => node switch
+    {
+        DirectoryNode d => $"directory {d.Digest}",
+        FileNode f => $"{f.KindDisplay} {f.Digest}, {f.Size} bytes",
+        SymlinkNode s => $"symlink to {s.Target}",
+        _ => node.KindDisplay,
+    };
+}

@@ -1,0 +1,209 @@
+using Microsoft.Build.Framework;
+using Microsoft.Build.Utilities;
+using TvixFuseBuild.Build.Pipeline;
+using TvixFuseBuild.Castore;
+using TvixFuseBuild.Castore.Stores;
+
+namespace TvixFuseBuild.MSBuild;
+
+/// <summary>
+/// Runs a command hermetically: the <see cref="Inputs"/> are imported into the store by content and offered read-only
+/// at <c>/nix/store/HASH-NAME</c> (path in <c>$NAME</c>) through a lazy FUSE mount, the command runs in a Linux
+/// namespace sandbox that sees nothing else of the host, and each of <see cref="Outputs"/> (written at the path in
+/// <c>$NAME</c>) is ingested into the store, scanned for references, and materialized at
+/// <see cref="OutputDirectory"/>/NAME. A request identical to an earlier one whose outputs are still in the store is
+/// answered from the result cache without running. Failures are errors <c>TVB0001</c>–<c>TVB0009</c>.
+/// </summary>
+public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
+{
+    private readonly CancellationTokenSource _cancel = new();
+
+    /// <summary>The program: a path inside the sandbox, the Name of a file input (which runs that input), or a name looked up in PATH (the inputs' <c>bin/</c> directories).</summary>
+    [Required]
+    public string Command { get; set; } = string.Empty;
+
+    /// <summary>The program's arguments, one per item, passed as they are (no shell is involved).</summary>
+    public string[] Arguments { get; set; } = [];
+
+    /// <summary>Files or directories, imported by content. Metadata <c>Name</c> (default: the last path component) names the input and its environment variable.</summary>
+    public ITaskItem[] Inputs { get; set; } = [];
+
+    /// <summary>The names of the outputs the command must produce (default: <c>out</c>); each one's path is in the variable of that name.</summary>
+    public string[] Outputs { get; set; } = [];
+
+    /// <summary>Where the outputs are materialized, each at <c>OutputDirectory/NAME</c> (replacing what was there).</summary>
+    [Required]
+    public string OutputDirectory { get; set; } = string.Empty;
+
+    /// <summary><c>KEY=VALUE</c> entries added to (or overriding) the build's environment.</summary>
+    public string[] Environment { get; set; } = [];
+
+    /// <summary>Give the command the host's network; by default it has only a private loopback.</summary>
+    public bool NetworkAccess { get; set; }
+
+    /// <summary>Strings to look for in the outputs, reported in <c>References</c>, besides the inputs' and outputs' own store paths.</summary>
+    public string[] RefscanNeedles { get; set; } = [];
+
+    /// <summary>The castore address (<c>local:///path</c>, <c>memory://</c>, ...); default: the local store, or BLOB_SERVICE_ADDR / DIRECTORY_SERVICE_ADDR.</summary>
+    public string? Store { get; set; }
+
+    /// <summary>
+    /// A remote tvix BuildService to run the build on instead of this host (<c>grpc+unix:///PATH</c>,
+    /// <c>grpc+http://HOST:PORT</c>, or as <c>tvix-fuse-build serve --listen</c> takes it: <c>unix:/PATH</c>, <c>HOST:PORT</c>).
+    /// The inputs are uploaded to the castore at that address, and the outputs fetched from it into <see cref="Store"/>.
+    /// The remote's log is not streamed: a failure reports what the remote said.
+    /// </summary>
+    public string? Builder { get; set; }
+
+    /// <summary>Milliseconds after which the command is killed (TVB0004); -1 (the default) for no limit.</summary>
+    public int Timeout { get; set; } = System.Threading.Timeout.Infinite;
+
+    /// <summary>The build's name, part of its output paths (<c>/nix/store/HASH-NAME</c>).</summary>
+    public string Name { get; set; } = StepParameters.DefaultName;
+
+    /// <summary>Run the command even when the result cache holds an identical build's outputs.</summary>
+    public bool Rebuild { get; set; }
+
+    /// <summary>The importance of the command's output in the log: <c>high</c>, <c>normal</c> (the default) or <c>low</c>.</summary>
+    public string OutputImportance { get; set; } = "normal";
+
+    /// <summary>
+    /// The materialized outputs, in the order of <see cref="Outputs"/>. Metadata: <c>OutputName</c>, <c>Kind</c>
+    /// (directory, file, executable or symlink), <c>Digest</c> (BLAKE3, empty for a symlink), <c>StorePath</c> (its
+    /// path inside the sandbox), <c>References</c> (the inputs, outputs and needles found in it).
+    /// </summary>
+    [Output]
+    public ITaskItem[] MaterializedOutputs { get; private set; } = [];
+
+    /// <summary>True when the result cache answered and the command did not run.</summary>
+    [Output]
+    public bool Cached { get; private set; }
+
+    public void Cancel() => _cancel.Cancel();
+
+    public override bool Execute()
+    {
+        // Disposed only after the outcome is logged: a SIGTERM waits for that before the process exits.
+        using var termination = TerminationGuard.Enter(_cancel);
+        try
+        {
+            var importance = ParseImportance(OutputImportance);
+            var step = StepParameters.Create(
+                Name, Command, Arguments, [.. Inputs.Select(i => (i.GetMetadata("FullPath"), (string?)i.GetMetadata("Name")))],
+                Outputs, OutputDirectory, Environment, NetworkAccess, RefscanNeedles, Store, Builder, Timeout, Rebuild);
+            var result = Run(step, importance);
+            MaterializedOutputs = [.. result.Outputs.Select(ToItem)];
+            Cached = result.Cached;
+            Log.LogMessage(
+                MessageImportance.Normal, "{0}",
+                $"{step.Name}: {(result.Cached ? "reused the outputs of an identical earlier build" : "built")}: " +
+                string.Join(", ", result.Outputs.Select(o => o.Path)));
+            return !Log.HasLoggedErrors;
+        }
+        catch (TvixBuildException e)
+        {
+            Log.LogError(null, e.Code, null, null, 0, 0, 0, 0, "{0}", e.Message);
+            return false;
+        }
+        catch (OperationCanceledException) when (termination.Terminated)
+        {
+            Log.LogError(null, TvixBuildError.Terminated, null, null, 0, 0, 0, 0, "{0}", $"{Name}: terminated (SIGTERM); the sandbox and its mount are gone");
+            return false;
+        }
+        catch (OperationCanceledException) when (_cancel.IsCancellationRequested)
+        {
+            // MSBuild cancelled the build and reports that itself; no error of ours.
+            Log.LogMessage(MessageImportance.High, "{0}", $"{Name}: cancelled; the sandbox and its mount are gone");
+            return false;
+        }
+    }
+
+    private StepResult Run(StepParameters step, MessageImportance importance)
+    {
+        // The store and the result cache are found through the environment, which MSBuild may switch to another
+        // project's while this task yields: both are settled first.
+        CastoreStore store;
+        try
+        {
+            store = CastoreStore.Open(new StoreOptions(step.Store));
+        }
+        catch (Exception e) when (e is CastoreException or IOException or UnauthorizedAccessException)
+        {
+            throw new TvixBuildException(TvixBuildError.StoreError, $"cannot open the store {step.Store ?? StoreAddress.DefaultLocal}: {e.Message}");
+        }
+
+        var cache = ResultCache.Default;
+        var log = new TaskStepLog(Log, importance);
+        var engine = BuildEngine as IBuildEngine3;
+        engine?.Yield();
+        try
+        {
+            return System.Threading.Tasks.Task.Run(async () =>
+            {
+                await using (store)
+                {
+                    return await StepRunner.RunAsync(step, store, cache, log, _cancel.Token).ConfigureAwait(false);
+                }
+            }).GetAwaiter().GetResult();
+        }
+        finally
+        {
+            log.Close();
+            engine?.Reacquire();
+        }
+    }
+
+    private static MessageImportance ParseImportance(string? text) => text?.ToLowerInvariant() switch
+    {
+        null or "" or "normal" => MessageImportance.Normal,
+        "high" => MessageImportance.High,
+        "low" => MessageImportance.Low,
+        _ => throw new TvixBuildException(TvixBuildError.InvalidRequest, $"OutputImportance must be high, normal or low, not '{text}'"),
+    };
+
+    private static TaskItem ToItem(MaterializedOutput output)
+    {
+        var item = new TaskItem(MSBuildEscaping.Escape(output.Path));
+        item.SetMetadata("OutputName", MSBuildEscaping.Escape(output.Name));
+        item.SetMetadata("Kind", output.Node switch
+        {
+            DirectoryNode => "directory",
+            FileNode { Executable: true } => "executable",
+            FileNode => "file",
+            _ => "symlink",
+        });
+        item.SetMetadata("Digest", output.Node switch
+        {
+            DirectoryNode d => d.Digest.ToString(),
+            FileNode f => f.Digest.ToString(),
+            _ => string.Empty,
+        });
+        item.SetMetadata("StorePath", MSBuildEscaping.Escape(output.StorePath));
+        item.SetMetadata("References", string.Join(';', output.References.Select(MSBuildEscaping.Escape)));
+        return item;
+    }
+
+    /// <summary>The step's reports as MSBuild messages, until the task returns (MSBuild refuses messages after that).</summary>
+    private sealed class TaskStepLog(TaskLoggingHelper log, MessageImportance outputImportance) : IStepLog
+    {
+        private volatile bool _closed;
+
+        public void Output(string line)
+        {
+            if (!_closed)
+            {
+                log.LogMessage(outputImportance, "{0}", line);
+            }
+        }
+
+        public void Detail(string message)
+        {
+            if (!_closed)
+            {
+                log.LogMessage(MessageImportance.Low, "{0}", message);
+            }
+        }
+
+        public void Close() => _closed = true;
+    }
+}

@@ -1,0 +1,63 @@
+using TvixFuseBuild.MSBuild.Tests.Support;
+
+namespace TvixFuseBuild.MSBuild.Tests;
+
+[Collection(DotnetBuildCollection.Name)]
+public sealed class FailureTests(PackedFeed feed)
+{
+    [Fact]
+    public void FailuresAreMSBuildErrorsWithTheirCodeStatusAndLastLogLines()
+    {
+        // ErrorAndContinue: every call runs and logs its error; the step of the targets fails the build last.
+        var project = feed.CreateProject(
+            "Failures",
+            $"""
+              <ItemGroup>
+                <TvixBuildStep Include="failing" Command="sh" Arguments="-c;echo first-log-line%3B echo second-log-line &gt;&amp;2%3B exit 3" />
+                <TvixBuildInput Include="{feed.Toolchain}" Step="failing" Name="toolchain" />
+                <_Tools Include="{feed.Toolchain}" Name="toolchain" />
+              </ItemGroup>
+              <Target Name="FailingCalls" BeforeTargets="_TvixBuildPrepareSteps">
+                <TvixBuild ContinueOnError="ErrorAndContinue" Name="slow" Command="sh" Arguments="-c;sleep 60" Inputs="@(_Tools)"
+                           OutputDirectory="$(IntermediateOutputPath)slow" Timeout="1000" />
+                <TvixBuild ContinueOnError="ErrorAndContinue" Name="lazy" Command="sh" Arguments="-c;echo did-nothing" Inputs="@(_Tools)"
+                           OutputDirectory="$(IntermediateOutputPath)lazy" />
+                <TvixBuild ContinueOnError="ErrorAndContinue" Name="missing" Command="sh" Inputs="$(MSBuildProjectDirectory)/no-such-input"
+                           OutputDirectory="$(IntermediateOutputPath)missing" />
+                <TvixBuild ContinueOnError="ErrorAndContinue" Name="badenv" Command="sh" Environment="NOEQUALS"
+                           OutputDirectory="$(IntermediateOutputPath)badenv" />
+                <TvixBuild ContinueOnError="ErrorAndContinue" Name="badbuilder" Command="sh" Builder="ftp://example.org/"
+                           OutputDirectory="$(IntermediateOutputPath)badbuilder" />
+                <TvixBuild ContinueOnError="ErrorAndContinue" Name="nobuilder" Command="sh" Inputs="@(_Tools)"
+                           Builder="unix:$(MSBuildProjectDirectory)/no-such-socket" OutputDirectory="$(IntermediateOutputPath)nobuilder" />
+              </Target>
+            """,
+            ("Program.cs", "System.Console.WriteLine(1);"));
+
+        var build = project.Build();
+        Assert.NotEqual(0, build.ExitCode);
+        string output = build.Output;
+
+        string failing = ErrorLine(output, "TVB0003");
+        Assert.Contains("failing: the command exited with status 3", failing, StringComparison.Ordinal);
+        Assert.Contains("the last 2 lines of its log", failing, StringComparison.Ordinal);
+        Assert.Contains("first-log-line", output, StringComparison.Ordinal);
+        Assert.Contains("second-log-line", output, StringComparison.Ordinal);
+
+        Assert.Contains("slow: the command timed out", ErrorLine(output, "TVB0004"), StringComparison.Ordinal);
+        Assert.Contains("did not produce the output", ErrorLine(output, "TVB0005"), StringComparison.Ordinal);
+        Assert.Contains("no-such-input does not exist", ErrorLine(output, "TVB0002"), StringComparison.Ordinal);
+        Assert.Contains("'NOEQUALS' is not KEY=VALUE", ErrorLine(output, "TVB0001", "NOEQUALS"), StringComparison.Ordinal);
+        Assert.Contains("is not a builder address", ErrorLine(output, "TVB0001", "ftp://example.org/"), StringComparison.Ordinal);
+        Assert.Contains("no-such-socket", ErrorLine(output, "TVB0009"), StringComparison.Ordinal);
+
+        // A failed step records no result, so the next build runs it again.
+        Assert.False(File.Exists(project.PathOf("obj/Debug/net10.0/tvix/failing.result")));
+        Assert.Empty(feed.LeftoverBuildDirectories());
+        Assert.Empty(feed.LeftoverMounts());
+    }
+
+    private static string ErrorLine(string output, string code, string about = "") =>
+        output.Split('\n').FirstOrDefault(l => l.Contains($"error {code}:", StringComparison.Ordinal) && l.Contains(about, StringComparison.Ordinal))
+        ?? throw new Xunit.Sdk.XunitException($"no error {code} ({about}) in the build's output:\n{output}");
+}
