@@ -134,6 +134,7 @@ public sealed class CastoreMount : IAsyncDisposable
             CacheTimeout = options.CacheTimeout,
             BlockSize = options.BlockSize,
             Passthrough = options.Passthrough,
+            MaxLazyReaders = Math.Max(1, options.MaxLazyReaders),
             Log = log,
         });
 
@@ -149,6 +150,7 @@ public sealed class CastoreMount : IAsyncDisposable
                 MaxBackground = options.MaxBackground,
                 ReaddirPlus = options.ReaddirPlus,
                 Passthrough = options.Passthrough,
+                NoOpen = options.ZeroMessageOpen && !options.Passthrough,
                 Log = log,
             });
             session.Start();

@@ -19,6 +19,17 @@ public sealed record CastoreMountOptions
     /// </summary>
     public bool Passthrough { get; init; }
 
+    /// <summary>
+    /// Let the kernel open files without asking (FUSE_NO_OPEN_SUPPORT): no OPEN and RELEASE round trip per opened
+    /// file, which is what re-reading a tree from the page cache costs otherwise. A blob is then opened on the file's
+    /// first READ and kept open while the kernel keeps the inode (the least recently opened are closed beyond
+    /// 1,024). Ignored with <see cref="Passthrough"/>, which hands the kernel a file at OPEN.
+    /// </summary>
+    public bool ZeroMessageOpen { get; init; } = true;
+
+    /// <summary>Blobs kept open for zero-message opens (a test lowers it).</summary>
+    internal int MaxLazyReaders { get; init; } = 1024;
+
     /// <summary>Owner reported for every file; default: the effective uid of this process.</summary>
     public uint? Uid { get; init; }
 

@@ -56,6 +56,69 @@ public sealed class MountBehaviourTests
         Assert.Single(blobs.Opened);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task ABlobIsOpenedAtTheFirstReadWithZeroMessageOpenAndAtOpenWithout(bool zeroMessageOpen)
+    {
+        var stores = await (await new FixtureStores().BlobA()).BlobB();
+        var blobs = new CountingBlobService(stores.Blobs);
+        await using var mount = await TestMount.StartAsync(stores.Nodes, blobs, stores.Directories, new CastoreMountOptions { ZeroMessageOpen = zeroMessageOpen });
+
+        using (var file = File.OpenHandle(mount[BlobAName]))
+        {
+            Assert.Equal(zeroMessageOpen ? 0 : 1, blobs.Opened.Count);
+            var buffer = new byte[BlobA.Length];
+            Assert.Equal(BlobA.Length, RandomAccess.Read(file, buffer, 0));
+            Assert.Equal(BlobA, buffer);
+            Assert.Single(blobs.Opened);
+        }
+
+        // Without zero-message open RELEASE (which the kernel sends after close returns) closes the blob; with it the
+        // blob stays open for the inode.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (!zeroMessageOpen && blobs.OpenReaders > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(zeroMessageOpen ? 1 : 0, blobs.OpenReaders);
+        Assert.Equal(BlobB, await File.ReadAllBytesAsync(mount[BlobBName]));
+        Assert.Empty(mount.LogLines);
+    }
+
+    [Fact]
+    public async Task WithZeroMessageOpenAtMostTheLimitOfIdleBlobsStayOpen()
+    {
+        var stores = new FixtureStores();
+        var contents = new List<byte[]>();
+        for (int i = 0; i < 12; i++)
+        {
+            byte[] data = new byte[1000 + i];
+            new Random(i).NextBytes(data);
+            contents.Add(data);
+            stores.Nodes.Add(new FileNode($"file{i:D2}", await stores.PutBlobAsync(data), (ulong)data.Length, false));
+        }
+
+        var blobs = new CountingBlobService(stores.Blobs);
+        await using var mount = await TestMount.StartAsync(stores.Nodes, blobs, stores.Directories, new CastoreMountOptions { MaxLazyReaders = 3 });
+
+        for (int round = 0; round < 2; round++)
+        {
+            for (int i = 0; i < contents.Count; i++)
+            {
+                Assert.Equal(contents[i], await File.ReadAllBytesAsync(mount[$"file{i:D2}"]));
+                Assert.InRange(blobs.OpenReaders, 1, 3);
+            }
+
+            // Dropping the page cache makes the next round READ again, through blobs closed and opened anew.
+            await File.WriteAllTextAsync("/proc/sys/vm/drop_caches", "1");
+        }
+
+        Assert.True(blobs.Opened.Count > contents.Count, $"{blobs.Opened.Count} opens");
+        Assert.Empty(mount.LogLines);
+    }
+
     [Fact]
     public async Task InodesAreFreedWhenTheKernelForgetsThem()
     {

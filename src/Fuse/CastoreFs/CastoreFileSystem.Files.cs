@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Fuse.Abi;
 using TvixFuseBuild.Fuse.Interop;
@@ -6,10 +7,14 @@ using TvixFuseBuild.Fuse.Session;
 namespace TvixFuseBuild.Fuse.CastoreFs;
 
 // Files: OPEN opens the blob (one reader per inode, shared by its open files), READ reads exactly the range asked,
-// RELEASE closes the reader with the last open file.
+// RELEASE closes the reader with the last open file. With zero-message open the kernel sends neither OPEN nor RELEASE
+// (after the first OPEN answered ENOSYS): READ opens the blob, and it stays open while the kernel keeps the inode, the
+// oldest idle ones closed beyond a limit. OpenCount then counts the READs in flight.
 internal sealed partial class CastoreFileSystem
 {
     private const FuseOpenFlags FileOpenFlags = FuseOpenFlags.KeepCache | FuseOpenFlags.NoFlush;
+
+    private readonly ConcurrentQueue<Inode> _lazyReaders = new();
 
     public override async ValueTask OpenAsync(FuseRequestContext request, ulong nodeId, int flags)
     {
@@ -32,32 +37,18 @@ internal sealed partial class CastoreFileSystem
             return;
         }
 
+        if (_zeroMessageOpen)
+        {
+            // The kernel takes this as "open files yourself from now on" and opens this one with KEEP_CACHE.
+            request.ReplyError(Errno.ENOSYS);
+            return;
+        }
+
         if (!TryShareOpenFile(inode, out int backingId))
         {
-            IBlobReader? reader;
-            try
-            {
-                reader = await request.Track(_blobs.OpenReadAsync(inode.Digest, request.Token)).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                Log($"blob {inode.Digest}: {FuseSession.Describe(e)}");
-                request.ReplyError(Errno.EIO);
-                return;
-            }
-
+            var reader = await OpenBlobAsync(request, inode).ConfigureAwait(false);
             if (reader is null)
             {
-                Log($"blob {inode.Digest} is not in the store");
-                request.ReplyError(Errno.EIO);
-                return;
-            }
-
-            if ((ulong)reader.Length != inode.Size)
-            {
-                Log($"blob {inode.Digest} has {reader.Length} bytes, its file node says {inode.Size}");
-                reader.Dispose();
-                request.ReplyError(Errno.EIO);
                 return;
             }
 
@@ -77,6 +68,39 @@ internal sealed partial class CastoreFileSystem
         {
             ReleaseOpenFile(inode, request.Channel);
         }
+    }
+
+    /// <summary>Opens an inode's blob and checks its length; null (after replying EIO, with a log line) when that fails.</summary>
+    private async ValueTask<IBlobReader?> OpenBlobAsync(FuseRequestContext request, Inode inode)
+    {
+        IBlobReader? reader;
+        try
+        {
+            reader = await request.Track(_blobs.OpenReadAsync(inode.Digest, request.Token)).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            Log($"blob {inode.Digest}: {FuseSession.Describe(e)}");
+            request.ReplyError(Errno.EIO);
+            return null;
+        }
+
+        if (reader is null)
+        {
+            Log($"blob {inode.Digest} is not in the store");
+            request.ReplyError(Errno.EIO);
+            return null;
+        }
+
+        if ((ulong)reader.Length != inode.Size)
+        {
+            Log($"blob {inode.Digest} has {reader.Length} bytes, its file node says {inode.Size}");
+            reader.Dispose();
+            request.ReplyError(Errno.EIO);
+            return null;
+        }
+
+        return reader;
     }
 
     /// <summary>Counts one more open file on an inode whose blob is already open.</summary>
@@ -135,8 +159,8 @@ internal sealed partial class CastoreFileSystem
     public override async ValueTask ReadAsync(FuseRequestContext request, ulong nodeId, ulong handle, long offset, int size)
     {
         var inode = _inodes.Get(nodeId);
-        var reader = inode?.Reader;
-        if (inode is null || reader is null)
+        var openReader = inode?.Reader;
+        if (inode is null || (!_zeroMessageOpen && openReader is null))
         {
             request.ReplyError(Errno.EBADF);
             return;
@@ -148,6 +172,109 @@ internal sealed partial class CastoreFileSystem
             return;
         }
 
+        if (!_zeroMessageOpen)
+        {
+            await ReadRangeAsync(request, inode, openReader!, offset, size).ConfigureAwait(false);
+            return;
+        }
+
+        var reader = await AcquireLazyReaderAsync(request, inode).ConfigureAwait(false);
+        if (reader is null)
+        {
+            return;
+        }
+
+        try
+        {
+            await ReadRangeAsync(request, inode, reader, offset, size).ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (inode)
+            {
+                inode.OpenCount--;
+            }
+        }
+    }
+
+    /// <summary>The inode's reader, opened on its first READ, with one more READ counted in flight; null after an error reply.</summary>
+    private async ValueTask<IBlobReader?> AcquireLazyReaderAsync(FuseRequestContext request, Inode inode)
+    {
+        lock (inode)
+        {
+            if (inode.Reader is { } open)
+            {
+                inode.OpenCount++;
+                return open;
+            }
+        }
+
+        var reader = await OpenBlobAsync(request, inode).ConfigureAwait(false);
+        if (reader is null)
+        {
+            return null;
+        }
+
+        IBlobReader? loser = null;
+        lock (inode)
+        {
+            if (inode.Reader is null)
+            {
+                inode.Reader = reader;
+                _lazyReaders.Enqueue(inode);
+            }
+            else
+            {
+                loser = reader;
+            }
+
+            inode.OpenCount++;
+            reader = inode.Reader;
+        }
+
+        loser?.Dispose();
+        CloseIdleLazyReaders();
+        return reader;
+    }
+
+    /// <summary>Closes the oldest lazily opened blobs no READ is using, until at most the limit are open.</summary>
+    private void CloseIdleLazyReaders()
+    {
+        // Each inode queued now is looked at once at most: one in use goes to the back of the queue.
+        for (int looked = 0, queued = _lazyReaders.Count; _lazyReaders.Count > _options.MaxLazyReaders && looked < queued; looked++)
+        {
+            if (!_lazyReaders.TryDequeue(out var inode))
+            {
+                return;
+            }
+
+            IBlobReader? idle = null;
+            bool inUse = false;
+            lock (inode)
+            {
+                if (inode.OpenCount > 0)
+                {
+                    inUse = inode.Reader is not null;
+                }
+                else
+                {
+                    // Null when the inode was forgotten meanwhile, or closed here before and not read since.
+                    idle = inode.Reader;
+                    inode.Reader = null;
+                }
+            }
+
+            if (inUse)
+            {
+                _lazyReaders.Enqueue(inode);
+            }
+
+            idle?.Dispose();
+        }
+    }
+
+    private async ValueTask ReadRangeAsync(FuseRequestContext request, Inode inode, IBlobReader reader, long offset, int size)
+    {
         int length = (int)Math.Min((ulong)size, inode.Size - (ulong)offset);
         var destination = request.PayloadMemory[..length];
         int filled = 0;

@@ -24,6 +24,9 @@ internal sealed record CastoreFsOptions
     /// <summary>Hand blobs stored as whole local files to the kernel (FUSE passthrough) when it allows.</summary>
     public bool Passthrough { get; init; }
 
+    /// <summary>Blobs kept open for READs without OPEN (zero-message open); beyond it the oldest unused are closed.</summary>
+    public int MaxLazyReaders { get; init; } = 1024;
+
     public Action<string> Log { get; init; } = static _ => { };
 }
 
@@ -46,6 +49,7 @@ internal sealed partial class CastoreFileSystem : FuseFileSystem
     private readonly uint _timeoutNanoseconds;
     private FuseSession? _session;
     private volatile bool _passthrough;
+    private bool _zeroMessageOpen;
 
     public CastoreFileSystem(DirectoryListing root, IBlobService blobs, IDirectoryService directories, CastoreFsOptions options)
     {
@@ -66,6 +70,7 @@ internal sealed partial class CastoreFileSystem : FuseFileSystem
     {
         _session = session;
         _passthrough = _options.Passthrough && connection.Passthrough;
+        _zeroMessageOpen = connection.NoOpen && !_passthrough;
     }
 
     private void Log(string message) => _options.Log(message);

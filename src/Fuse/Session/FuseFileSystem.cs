@@ -6,6 +6,9 @@ namespace TvixFuseBuild.Fuse.Session;
 internal sealed record FuseConnectionInfo(uint Minor, FuseInitFlags Flags, int MaxRead, bool Passthrough)
 {
     public bool ReaddirPlus => (Flags & FuseInitFlags.DoReaddirplus) != 0;
+
+    /// <summary>The kernel opens files without asking once OPEN has answered ENOSYS.</summary>
+    public bool NoOpen => (Flags & FuseInitFlags.NoOpenSupport) != 0;
 }
 
 /// <summary>

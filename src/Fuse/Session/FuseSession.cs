@@ -27,6 +27,9 @@ internal sealed record FuseSessionOptions
     /// <summary>Ask for FUSE_PASSTHROUGH (the filesystem uses it only where it has a backing file and the kernel agrees).</summary>
     public bool Passthrough { get; init; }
 
+    /// <summary>Offer to do without OPEN and RELEASE for files (FUSE_NO_OPEN_SUPPORT); the file system then answers OPEN with ENOSYS.</summary>
+    public bool NoOpen { get; init; }
+
     public Action<string>? Log { get; init; }
 }
 
@@ -301,6 +304,10 @@ internal sealed class FuseSession : IDisposable
         if (_options.Passthrough)
         {
             wanted |= FuseInitFlags.Passthrough;
+        }
+        else if (_options.NoOpen)
+        {
+            wanted |= FuseInitFlags.NoOpenSupport;
         }
 
         var agreed = wanted & offered;

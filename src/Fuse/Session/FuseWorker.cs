@@ -270,7 +270,9 @@ internal sealed unsafe class FuseWorker : IDisposable
             case FuseOpcode.Access:
                 return fs.AccessAsync(context, node, Read<FuseAccessIn>(payload).Mask);
             case FuseOpcode.Flush:
-                context.ReplyEmpty();
+                // Nothing to flush on a read-only filesystem. ENOSYS makes the kernel stop sending FLUSH on every close,
+                // which zero-message opens (no NOFLUSH open flag to give) would otherwise cost.
+                context.ReplyError(Errno.ENOSYS);
                 return default;
             case FuseOpcode.LSeek:
             {

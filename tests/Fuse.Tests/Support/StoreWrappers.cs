@@ -54,6 +54,11 @@ internal sealed class CountingBlobService(IBlobService inner) : IBlobService
 {
     public ConcurrentQueue<B3Digest> Opened { get; } = new();
 
+    private int _openReaders;
+
+    /// <summary>Readers opened and not disposed yet.</summary>
+    public int OpenReaders => Volatile.Read(ref _openReaders);
+
     public ConcurrentQueue<(B3Digest Digest, long Offset, int Length)> Reads { get; } = new();
 
     public bool Asynchronous { get; set; }
@@ -72,7 +77,13 @@ internal sealed class CountingBlobService(IBlobService inner) : IBlobService
         }
 
         var reader = await inner.OpenReadAsync(digest, cancellationToken);
-        return reader is null ? null : new Reader(this, reader);
+        if (reader is null)
+        {
+            return null;
+        }
+
+        Interlocked.Increment(ref _openReaders);
+        return new Reader(this, reader);
     }
 
     public IBlobWriter OpenWrite() => inner.OpenWrite();
@@ -98,6 +109,16 @@ internal sealed class CountingBlobService(IBlobService inner) : IBlobService
             return await inner.ReadAtAsync(offset, buffer, cancellationToken);
         }
 
-        public void Dispose() => inner.Dispose();
+        private int _disposed;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) == 0)
+            {
+                Interlocked.Decrement(ref owner._openReaders);
+            }
+
+            inner.Dispose();
+        }
     }
 }
