@@ -21,11 +21,13 @@ public sealed record CastoreMountOptions
 
     /// <summary>
     /// Let the kernel open files without asking (FUSE_NO_OPEN_SUPPORT): no OPEN and RELEASE round trip per opened
-    /// file, which is what re-reading a tree from the page cache costs otherwise. A blob is then opened on the file's
+    /// file, which is most of what re-reading a tree from the page cache costs. A blob is then opened on the file's
     /// first READ and kept open while the kernel keeps the inode (the least recently opened are closed beyond
-    /// 1,024). Ignored with <see cref="Passthrough"/>, which hands the kernel a file at OPEN.
+    /// 1,024). Off by default: if this process dies, files whose content is in the page cache go on opening and
+    /// reading without error (the bytes are still right: content never changes), where otherwise every open fails
+    /// with ENOTCONN at once. Ignored with <see cref="Passthrough"/>, which hands the kernel a file at OPEN.
     /// </summary>
-    public bool ZeroMessageOpen { get; init; } = true;
+    public bool ZeroMessageOpen { get; init; }
 
     /// <summary>Blobs kept open for zero-message opens (a test lowers it).</summary>
     internal int MaxLazyReaders { get; init; } = 1024;

@@ -12,7 +12,7 @@ namespace TvixFuseBuild.MSBuild;
 /// namespace sandbox that sees nothing else of the host, and each of <see cref="Outputs"/> (written at the path in
 /// <c>$NAME</c>) is ingested into the store, scanned for references, and materialized at
 /// <see cref="OutputDirectory"/>/NAME. A request identical to an earlier one whose outputs are still in the store is
-/// answered from the result cache without running. Failures are errors <c>TVB0001</c>–<c>TVB0009</c>.
+/// answered from the result cache without running. Failures are errors <c>TVB0001</c>–<c>TVB0010</c>.
 /// </summary>
 public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
 {

@@ -101,7 +101,7 @@ public sealed class MountBehaviourTests
         }
 
         var blobs = new CountingBlobService(stores.Blobs);
-        await using var mount = await TestMount.StartAsync(stores.Nodes, blobs, stores.Directories, new CastoreMountOptions { MaxLazyReaders = 3 });
+        await using var mount = await TestMount.StartAsync(stores.Nodes, blobs, stores.Directories, new CastoreMountOptions { ZeroMessageOpen = true, MaxLazyReaders = 3 });
 
         for (int round = 0; round < 2; round++)
         {

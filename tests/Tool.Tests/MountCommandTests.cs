@@ -130,6 +130,21 @@ public sealed partial class MountCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task ZeroMessageOpenServesTheSameFiles()
+    {
+        string nodes = Path.Combine(_temp, "nodes.txt");
+        File.WriteAllText(nodes, Import(json: false));
+        var server = StartMount("--nodes", nodes, "--zero-message-open");
+
+        Assert.Equal("hello, world\n", File.ReadAllText(Path.Combine(Mountpoint, "src", "hello.txt")));
+        Assert.Equal(
+            File.ReadAllBytes(Path.Combine(Source, "sub", "deeper", "data.bin")),
+            File.ReadAllBytes(Path.Combine(Mountpoint, "src", "sub", "deeper", "data.bin")));
+        await StopAsync(server);
+        Assert.Empty(MountsUnder(_temp));
+    }
+
+    [Fact]
     public async Task AKilledServerFailsReadersFastAndTheNextStartRemovesItsMount()
     {
         string nodes = Path.Combine(_temp, "nodes.txt");

@@ -43,6 +43,11 @@ internal static class MountCommand
             Description = "Let the kernel read blobs stored as whole local files itself (FUSE passthrough; root, kernel 6.9+; " +
                           "falls back to serving reads when refused).",
         };
+        var zeroMessageOpen = new Option<bool>("--zero-message-open")
+        {
+            Description = "Let the kernel open files without asking this process (faster re-reads from the page cache); if this " +
+                          "process dies, cached files then stay readable instead of failing at once.",
+        };
         var command = new Command(
             "mount",
             "Mount a castore tree read-only with FUSE; nothing is read from the store until it is looked at. Serves in the " +
@@ -55,6 +60,7 @@ internal static class MountCommand
             allowOther,
             noRootListing,
             passthrough,
+            zeroMessageOpen,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -80,6 +86,7 @@ internal static class MountCommand
                 AllowOther = parse.GetValue(allowOther),
                 ListRoot = !parse.GetValue(noRootListing),
                 Passthrough = parse.GetValue(passthrough),
+                ZeroMessageOpen = parse.GetValue(zeroMessageOpen),
                 Log = line => Console.Error.WriteLine($"{ToolConsole.Name}: mount: {line}"),
             };
 
