@@ -117,6 +117,10 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
                     {
                         // As root the sandbox runs the build as an unprivileged host user, which needs allow_other.
                         AllowOther = Environment.IsPrivilegedProcess,
+
+                        // This mount lives and dies with this process, and so does the sandbox reading it: nobody is
+                        // left to read a dead mount, so the kernel may open files without asking.
+                        ZeroMessageOpen = true,
                         Log = Log,
                     },
                     cancellationToken).ConfigureAwait(false);
