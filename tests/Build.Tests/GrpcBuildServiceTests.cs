@@ -164,9 +164,10 @@ public sealed class GrpcBuildServiceTests(PipelineFixture fixture)
         var (server, builds) = await StartAsync(maxBuilds: 1, events);
         await using var _ = server;
 
-        // Two builds at once on one slot, from two independent clients: the second waits until the first is done.
-        var first = GrpcPython.RunClientAsync(server.ListenAddress, "tvix", [DoBuild(Spec("sleep 1; echo one > $out").ToTvix())]);
-        var second = GrpcPython.RunClientAsync(server.ListenAddress, "tvix", [DoBuild(Spec("sleep 1; echo two > $out").ToTvix())]);
+        // Two builds at once on one slot, from two independent clients: the second waits until the first is done. Each
+        // runs for 3 s, so the second arrives while the first runs even when the clients start unevenly.
+        var first = GrpcPython.RunClientAsync(server.ListenAddress, "tvix", [DoBuild(Spec("sleep 3; echo one > $out").ToTvix())]);
+        var second = GrpcPython.RunClientAsync(server.ListenAddress, "tvix", [DoBuild(Spec("sleep 3; echo two > $out").ToTvix())]);
         var results = await Task.WhenAll(first, second);
 
         Assert.All(results, r => Assert.True((string?)r[0]!["code"] == "OK", (string?)r[0]!["details"]));

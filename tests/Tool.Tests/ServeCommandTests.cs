@@ -204,11 +204,12 @@ public sealed class ServeCommandTests : IDisposable
     }
 
     [Fact]
-    public async Task BadAddressesAreUsageErrors()
+    public async Task BadAddressesAreClearErrors()
     {
         var relative = ToolProcess.Run(["serve", "--listen", "unix:relative.sock"], _environment);
         var noPort = ToolProcess.Run(["serve", "--listen", "[::1]"], _environment);
         var badBuilds = ToolProcess.Run(["serve", "--listen", "unix:" + Socket, "--max-builds", "0"], _environment);
+        var noDirectory = ToolProcess.Run(["--store", "local://" + ServingStore, "serve", "--listen", $"unix:{_temp}/missing/serve.sock"], _environment);
 
         Assert.Equal(2, relative.ExitCode);
         Assert.StartsWith("tvix-fuse-build: --listen: ", relative.Stderr, StringComparison.Ordinal);
@@ -216,7 +217,9 @@ public sealed class ServeCommandTests : IDisposable
         Assert.StartsWith("tvix-fuse-build: --listen: ", noPort.Stderr, StringComparison.Ordinal);
         Assert.Equal(2, badBuilds.ExitCode);
         Assert.Contains("--max-builds must be between 1 and 1024", badBuilds.Stderr, StringComparison.Ordinal);
-        Assert.DoesNotContain("   at ", relative.Stderr + noPort.Stderr + badBuilds.Stderr, StringComparison.Ordinal);
+        Assert.Equal(1, noDirectory.ExitCode);
+        Assert.Contains($"cannot listen on unix:{_temp}/missing/serve.sock: the directory {_temp}/missing does not exist", noDirectory.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", relative.Stderr + noPort.Stderr + badBuilds.Stderr + noDirectory.Stderr, StringComparison.Ordinal);
         await Task.CompletedTask;
     }
 

@@ -267,6 +267,12 @@ public sealed class GrpcServer : IAsyncDisposable
     /// <summary>A socket file nobody listens on any more (a crashed server) is removed; anything else is left alone and reported.</summary>
     private static void RemoveStaleSocket(string path)
     {
+        // bind() would say ENOENT, which .NET reports as "Cannot assign requested address".
+        if (Path.GetDirectoryName(path) is { } directory && !Directory.Exists(directory))
+        {
+            throw new IOException($"cannot listen on unix:{path}: the directory {directory} does not exist");
+        }
+
         if (!Path.Exists(path))
         {
             return;
