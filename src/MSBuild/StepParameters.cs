@@ -31,6 +31,9 @@ internal sealed record StepParameters
 
     public bool Network { get; init; }
 
+    /// <summary>Bind Debian's static busybox at /bin/sh (the request's <c>constraints.provide_bin_sh</c>), with <c>/bin</c> on PATH.</summary>
+    public bool ProvideBinSh { get; init; }
+
     /// <summary>Byte strings to look for in the outputs besides the inputs' and outputs' own hash parts.</summary>
     public IReadOnlyList<string> ExtraNeedles { get; init; } = [];
 

@@ -47,7 +47,7 @@ internal static class StepRunner
         NixShapedRequest plan;
         try
         {
-            plan = NixShapedRequest.Create(step.Name, inputs, step.OutputNames, step.Command, step.Environment, step.Network, binSh: false);
+            plan = NixShapedRequest.Create(step.Name, inputs, step.OutputNames, step.Command, step.Environment, step.Network, step.ProvideBinSh);
         }
         catch (ArgumentException e)
         {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
 using TvixFuseBuild.Build.Pipeline;
@@ -64,6 +65,23 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
     /// <summary>Run the command even when the result cache holds an identical build's outputs.</summary>
     public bool Rebuild { get; set; }
 
+    /// <summary>
+    /// Bind Debian's static busybox at <c>/bin/sh</c> (the request's <c>constraints.provide_bin_sh</c>) and put
+    /// <c>/bin</c> last on PATH: <c>sh</c> runs, and its scripts have every busybox applet (<c>mkdir</c>, <c>sed</c>,
+    /// <c>awk</c>, ...) without a toolchain input.
+    /// </summary>
+    public bool ProvideBinSh { get; set; }
+
+    /// <summary>
+    /// The project file that errors point at, with <see cref="ErrorLine"/> and <see cref="ErrorColumn"/> (default: where
+    /// the task is called). The <c>TvixBuildSteps</c> target passes the place of the <c>TvixBuildStep</c> item.
+    /// </summary>
+    public string? ErrorFile { get; set; }
+
+    public int ErrorLine { get; set; }
+
+    public int ErrorColumn { get; set; }
+
     /// <summary>The importance of the command's output in the log: <c>high</c>, <c>normal</c> (the default) or <c>low</c>.</summary>
     public string OutputImportance { get; set; } = "normal";
 
@@ -87,27 +105,34 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         using var termination = TerminationGuard.Enter(_cancel);
         try
         {
+            var clock = Stopwatch.StartNew();
             var importance = ParseImportance(OutputImportance);
             var step = StepParameters.Create(
                 Name, Command, Arguments, [.. Inputs.Select(i => (i.GetMetadata("FullPath"), (string?)i.GetMetadata("Name")))],
-                Outputs, OutputDirectory, Environment, NetworkAccess, RefscanNeedles, Store, Builder, Timeout, Rebuild);
+                Outputs, OutputDirectory, Environment, NetworkAccess, RefscanNeedles, Store, Builder, Timeout, Rebuild) with
+            {
+                ProvideBinSh = ProvideBinSh,
+            };
             var result = Run(step, importance);
             MaterializedOutputs = [.. result.Outputs.Select(ToItem)];
             Cached = result.Cached;
+
+            // The one line a step leaves at the console's default verbosity (the targets add "up to date").
             Log.LogMessage(
-                MessageImportance.Normal, "{0}",
-                $"{step.Name}: {(result.Cached ? "reused the outputs of an identical earlier build" : "built")}: " +
-                string.Join(", ", result.Outputs.Select(o => o.Path)));
+                MessageImportance.High, "{0}",
+                result.Cached
+                    ? $"TvixBuild {step.Name}: from the cache (an identical build ran before; the command did not run)"
+                    : $"TvixBuild {step.Name}: ran in {clock.ElapsedMilliseconds} ms{(step.Builder is { } builder ? $" on {builder}" : "")}");
             return !Log.HasLoggedErrors;
         }
         catch (TvixBuildException e)
         {
-            Log.LogError(null, e.Code, null, null, 0, 0, 0, 0, "{0}", e.Message);
+            Log.LogTvixError(e.Code, e.Message, e.At ?? Location);
             return false;
         }
         catch (OperationCanceledException) when (termination.Terminated)
         {
-            Log.LogError(null, TvixBuildError.Terminated, null, null, 0, 0, 0, 0, "{0}", $"{Name}: terminated (SIGTERM); the sandbox and its mount are gone");
+            Log.LogTvixError(TvixBuildError.Terminated, $"{Name}: terminated (SIGTERM); the sandbox and its mount are gone", Location);
             return false;
         }
         catch (OperationCanceledException) when (_cancel.IsCancellationRequested)
@@ -117,6 +142,8 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
             return false;
         }
     }
+
+    private ErrorLocation? Location => string.IsNullOrEmpty(ErrorFile) ? null : new ErrorLocation(ErrorFile, ErrorLine, ErrorColumn);
 
     private StepResult Run(StepParameters step, MessageImportance importance)
     {
