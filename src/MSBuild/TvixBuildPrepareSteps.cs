@@ -15,9 +15,9 @@ namespace TvixFuseBuild.MSBuild;
 /// </summary>
 public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
 {
-    /// <summary>The step metadata passed on to <c>TvixBuild</c> (and written to the step file).</summary>
     private const string StepFileHeader = "tvix-fuse-build step 2";
 
+    /// <summary>The step metadata passed on to <c>TvixBuild</c> (and written to the step file).</summary>
     private static readonly string[] StepMetadata =
     [
         "Command", "Arguments", "Outputs", "Environment", "NetworkAccess", "RefscanNeedles", "Store", "Builder", "Timeout",
@@ -171,6 +171,11 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
                 catch (TvixBuildException e) when (e.At is null)
                 {
                     throw new TvixBuildException(e.Code, e.Message, locator.Find(input, "TvixBuildInput"));
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    throw new TvixBuildException(
+                        TvixBuildError.InputMissing, $"cannot read the input {path} of the step '{name}': {e.Message}", locator.Find(input, "TvixBuildInput"));
                 }
             }
 
