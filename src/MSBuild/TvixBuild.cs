@@ -78,8 +78,10 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
     /// </summary>
     public string? ErrorFile { get; set; }
 
+    /// <summary>The line of <see cref="ErrorFile"/> that errors point at (0: the file alone).</summary>
     public int ErrorLine { get; set; }
 
+    /// <summary>The column of <see cref="ErrorLine"/> that errors point at.</summary>
     public int ErrorColumn { get; set; }
 
     /// <summary>The importance of the command's output in the log: <c>high</c>, <c>normal</c> (the default) or <c>low</c>.</summary>
@@ -117,7 +119,7 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
             MaterializedOutputs = [.. result.Outputs.Select(ToItem)];
             Cached = result.Cached;
 
-            // The one line a step leaves at the console's default verbosity (the targets add "up to date").
+            // The one line a step leaves in the console log at its default, minimal verbosity (the targets add "up to date").
             Log.LogMessage(
                 MessageImportance.High, "{0}",
                 result.Cached
