@@ -40,6 +40,11 @@ public sealed class FailureTests(PackedFeed feed)
 
         string failing = ErrorLine(output, "TVB0003");
         Assert.Contains("failing: the command exited with status 3", failing, StringComparison.Ordinal);
+
+        // A step's error is at its item, a direct call's at its task element: both in the project, never in the package.
+        string csproj = project.PathOf("Failures.csproj");
+        Assert.Contains($"{csproj}({Place(csproj, "Include=\"failing\"")}): error TVB0003:", failing, StringComparison.Ordinal);
+        Assert.Contains($"{csproj}({Place(csproj, "Name=\"slow\"")}): error TVB0004:", ErrorLine(output, "TVB0004"), StringComparison.Ordinal);
         Assert.Contains("the last 2 lines of its log", failing, StringComparison.Ordinal);
         Assert.Contains("first-log-line", output, StringComparison.Ordinal);
         Assert.Contains("second-log-line", output, StringComparison.Ordinal);
@@ -55,6 +60,15 @@ public sealed class FailureTests(PackedFeed feed)
         Assert.False(File.Exists(project.PathOf("obj/Debug/net10.0/tvix/failing.result")));
         Assert.Empty(feed.LeftoverBuildDirectories());
         Assert.Empty(feed.LeftoverMounts());
+    }
+
+    /// <summary>LINE,COLUMN of the element on the line holding <paramref name="marker"/>, as MSBuild prints a place.</summary>
+    private static string Place(string file, string marker)
+    {
+        string[] lines = File.ReadAllLines(file);
+        int index = Array.FindIndex(lines, l => l.Contains(marker, StringComparison.Ordinal));
+        Assert.True(index >= 0, $"{marker} is not in {file}");
+        return $"{index + 1},{lines[index].IndexOf('<', StringComparison.Ordinal) + 1}";
     }
 
     private static string ErrorLine(string output, string code, string about = "") =>
