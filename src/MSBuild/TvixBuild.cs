@@ -31,7 +31,10 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
     /// <summary>The names of the outputs the command must produce (default: <c>out</c>); each one's path is in the variable of that name.</summary>
     public string[] Outputs { get; set; } = [];
 
-    /// <summary>Where the outputs are materialized, each at <c>OutputDirectory/NAME</c> (replacing what was there).</summary>
+    /// <summary>
+    /// Where the outputs are materialized, each at <c>OutputDirectory/NAME</c>, replacing an earlier output there (a
+    /// directory, regular file or symlink — never what a symlink points to); a device, FIFO or socket there is never replaced.
+    /// </summary>
     [Required]
     public string OutputDirectory { get; set; } = string.Empty;
 

@@ -272,4 +272,24 @@ public sealed class DestinationEscapeTests : IDisposable
         AssertOneErrorLine(onDev, "/dev is not empty and is not a tvix-fuse-build store");
         Assert.Equal(SpecialFiles.NullDevice, SpecialFiles.Describe("/dev/null"));
     }
+
+    /// <summary>The issue's own case: the host's /dev/null, for real, as every command that writes a path is pointed at it.</summary>
+    [Fact]
+    public void TheHostsDevNullSurvivesEveryCommandPointedAtIt()
+    {
+        Assert.Equal(SpecialFiles.NullDevice, SpecialFiles.Describe("/dev/null"));
+        string request = WriteRequest();
+        var (file, tree) = ImportFileAndTree();
+
+        var build = Tool(["build", "--quiet", "--rebuild", "--out", "/dev/null", "--log-file", "/dev/null", request]);
+        Assert.True(build.ExitCode == 0, build.Stderr);
+        Assert.Equal(SpecialFiles.NullDevice, SpecialFiles.Describe("/dev/null"));
+
+        var export = Tool(["export", file, "/dev/null"]);
+        Assert.True(export.ExitCode == 0, export.Stderr);
+        AssertOneErrorLine(Tool(["export", tree, "/dev/null"]), "refusing to export a directory to /dev/null: it is a character device");
+        Assert.Equal(SpecialFiles.NullDevice, SpecialFiles.Describe("/dev/null"));
+
+        // run writes only PREFIX-NAME (always with a dash), never /dev/null itself: its device case is the mknod test above.
+    }
 }
