@@ -362,6 +362,47 @@ public sealed class HostFileTests : IDisposable
     }
 
     [Fact]
+    public async Task AFifoOrSymlinkUnderAnObjectsNameIsMovedAsideNeverOpenedOrFollowed()
+    {
+        var store = LocalStore.Open(_temp.Combine("store"));
+        byte[] bytes = "an object"u8.ToArray();
+        var digest = Blake3.Hash(bytes);
+        string hex = digest.ToHex();
+        string blobPath = _temp.Combine("store", "blobs", hex[..2], hex);
+        SpecialFiles.MakeFifo(blobPath);
+
+        // Opening a FIFO for reading would wait for a writer forever.
+        var error = await Assert.ThrowsAsync<CorruptObjectException>(() => store.Blobs.OpenReadAsync(digest).AsTask());
+        Assert.Contains($"{blobPath} is a FIFO, not a stored object; moved aside to ", error.Message);
+        string quarantined = Assert.Single(Directory.GetFileSystemEntries(_temp.Combine("store", "quarantine")));
+        Assert.Equal("fifo 0:0", SpecialFiles.Describe(quarantined));
+
+        // Written again, it is a stored object.
+        await using (var writer = store.Blobs.OpenWrite())
+        {
+            await writer.WriteAsync(bytes);
+            Assert.Equal(digest, await writer.CompleteAsync());
+        }
+
+        using (var reader = await store.Blobs.OpenReadAsync(digest))
+        {
+            Assert.Equal(bytes.Length, reader!.Length);
+        }
+
+        // A directory object that is a symlink to a file elsewhere: reported and moved aside, the file untouched.
+        var directory = CastoreDirectory.FromNodes([new FileNode("f", digest, (ulong)bytes.Length, false)]);
+        string directoryHex = directory.Digest.ToHex();
+        string outside = _temp.Combine("outside");
+        await File.WriteAllBytesAsync(outside, directory.Encoding.ToArray());
+        string directoryPath = _temp.Combine("store", "directories", directoryHex[..2], directoryHex);
+        File.CreateSymbolicLink(directoryPath, outside);
+        var linked = await Assert.ThrowsAsync<CorruptObjectException>(() => store.Directories.GetAsync(directory.Digest).AsTask());
+        Assert.Contains($"{directoryPath} is a symbolic link, not a stored object", linked.Message);
+        Assert.Equal(directory.Encoding.ToArray(), await File.ReadAllBytesAsync(outside));
+        Assert.False(Path.Exists(directoryPath));
+    }
+
+    [Fact]
     public void StaleTemporaryCleanupRemovesOnlyRegularFiles()
     {
         string root = _temp.Combine("store");

@@ -302,20 +302,72 @@ public sealed class LocalStore
         }
     }
 
-    /// <summary>Moves a corrupt object out of the way so that it is never served and can be written again; returns where it went.</summary>
-    internal string Quarantine(string path)
+    /// <summary>
+    /// Opens a stored object for reading, or returns null when there is none. Never through a symlink and never
+    /// waiting on a FIFO: anything but a regular file under an object's name is moved to quarantine/ (the node itself,
+    /// unopened) and reported as corrupt.
+    /// </summary>
+    internal unsafe SafeFileHandle? OpenObject(string path, string what)
     {
-        Directory.CreateDirectory(QuarantineDirectory);
-        string destination = Path.Combine(QuarantineDirectory, $"{Path.GetFileName(path)}.{DateTime.UtcNow:yyyyMMddTHHmmssfff}");
-        try
+        byte[] native = NativePath.FromString(path);
+        fixed (byte* p = native)
         {
-            File.Move(path, destination, overwrite: true);
-            return destination;
+            if (Libc.fstatat(Libc.AT_FDCWD, p, out var seen, Libc.AT_SYMLINK_NOFOLLOW) != 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                return errno is Libc.ENOENT or Libc.ENOTDIR ? null : throw new PosixException("stat", path, errno);
+            }
+
+            if (!seen.IsRegularFile)
+            {
+                throw NotAnObject(path, what, seen);
+            }
+
+            int fd = Libc.openat(Libc.AT_FDCWD, p, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_NOCTTY | Libc.O_CLOEXEC, 0);
+            if (fd < 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                return errno is Libc.ENOENT or Libc.ENOTDIR ? null : throw new PosixException("open", path, errno);
+            }
+
+            var handle = new SafeFileHandle(fd, ownsHandle: true);
+            if (Libc.fstat(fd, out var opened) != 0 || !opened.IsRegularFile)
+            {
+                // Replaced between the look and the open.
+                handle.Dispose();
+                throw NotAnObject(path, what, opened);
+            }
+
+            return handle;
         }
-        catch (FileNotFoundException)
+    }
+
+    private CorruptObjectException NotAnObject(string path, string what, in FileStatus status)
+    {
+        string kind = HostFile.Describe(status);
+        string movedTo = Quarantine(path);
+        return new CorruptObjectException($"{what} in the local store {Root} is corrupt: {path} is {kind}, not a stored object; moved aside to {movedTo}");
+    }
+
+    /// <summary>Moves a corrupt object out of the way so that it is never served and can be written again; returns where it went.</summary>
+    internal unsafe string Quarantine(string path)
+    {
+        EnsureDirectory(Root, QuarantineDirectory);
+        string destination = Path.Combine(QuarantineDirectory, $"{Path.GetFileName(path)}.{DateTime.UtcNow:yyyyMMddTHHmmssfff}.{Random.Shared.Next():x8}");
+        byte[] from = NativePath.FromString(path), to = NativePath.FromString(destination);
+        fixed (byte* f = from)
+        fixed (byte* t = to)
         {
-            // Another process quarantined it first.
-            return QuarantineDirectory;
+            // Whatever it is (a file, a FIFO, a device node, a symlink), the entry itself moves; nothing is opened or removed.
+            if (Libc.renameat2(Libc.AT_FDCWD, f, Libc.AT_FDCWD, t, Libc.RENAME_NOREPLACE) == 0)
+            {
+                return destination;
+            }
+
+            int errno = Marshal.GetLastPInvokeError();
+            return errno == Libc.ENOENT
+                ? QuarantineDirectory // Another process quarantined it first.
+                : throw new PosixException("move aside", path, errno);
         }
     }
 
