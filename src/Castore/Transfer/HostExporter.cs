@@ -101,12 +101,19 @@ public static class HostExporter
                 Replace(staging, destination);
             }
         }
-        catch
+        catch (Exception e)
         {
-            HostTree.Remove(staging);
+            if (e is not StagingNotOursException)
+            {
+                HostTree.Remove(staging);
+            }
+
             throw;
         }
     }
+
+    /// <summary>What was at the destination now sits under the staging name and must not be removed with it.</summary>
+    private sealed class StagingNotOursException(string message) : IOException(message);
 
     /// <summary>What an earlier export may have left, and so may be replaced: never a device, FIFO or socket.</summary>
     private static bool IsReplaceable(in FileStatus status) => status.IsDirectory || status.IsRegularFile || status.IsSymlink;
@@ -152,7 +159,7 @@ public static class HostExporter
             {
                 if (Libc.renameat2(Libc.AT_FDCWD, pa, Libc.AT_FDCWD, pb, Libc.RENAME_EXCHANGE) != 0)
                 {
-                    throw new IOException($"{destination} changed during the export and cannot be put back: it is now at {staging}");
+                    throw new StagingNotOursException($"{destination} changed during the export and cannot be put back: it is now at {staging}");
                 }
 
                 throw HostFile.Refuse(destination, old);

@@ -111,7 +111,8 @@ public sealed class LocalStore
         var store = new LocalStore(root);
         foreach (string entry in StoreEntries)
         {
-            EnsureDirectory(root, Path.Combine(root, entry));
+            // Only looked at: a missing tmp/ or quarantine/ is made when needed, as before (the store may be read-only).
+            EnsureDirectory(root, Path.Combine(root, entry), create: false);
         }
 
         store.RemoveStaleTemporaryFiles();
@@ -159,25 +160,34 @@ public sealed class LocalStore
     /// Makes the store directory <paramref name="path"/>, or checks that what is there is a directory and not a symlink
     /// to one: the store never creates or writes anything through a link it did not make.
     /// </summary>
-    private static unsafe void EnsureDirectory(string root, string path)
+    private static unsafe void EnsureDirectory(string root, string path, bool create = true)
     {
         byte[] native = NativePath.FromString(path);
         fixed (byte* p = native)
         {
-            if (Libc.mkdirat(Libc.AT_FDCWD, p, 0x1FF) == 0)
+            if (create)
             {
-                return;
-            }
+                if (Libc.mkdirat(Libc.AT_FDCWD, p, 0x1FF) == 0)
+                {
+                    return;
+                }
 
-            int errno = Marshal.GetLastPInvokeError();
-            if (errno != Libc.EEXIST)
-            {
-                throw new PosixException("create the directory", path, errno);
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno != Libc.EEXIST)
+                {
+                    throw new PosixException("create the directory", path, errno);
+                }
             }
 
             if (Libc.fstatat(Libc.AT_FDCWD, p, out var status, Libc.AT_SYMLINK_NOFOLLOW) != 0)
             {
-                throw PosixException.FromLastError("stat", path);
+                int errno = Marshal.GetLastPInvokeError();
+                if (!create && errno == Libc.ENOENT)
+                {
+                    return;
+                }
+
+                throw new PosixException("stat", path, errno);
             }
 
             if (!status.IsDirectory)
@@ -213,7 +223,7 @@ public sealed class LocalStore
             catch (PosixException e) when (e.Errno == Libc.ENOENT && attempt == 0)
             {
                 // Someone removed tmp/ (e.g. cleaning the store by hand): recreate it once.
-                Directory.CreateDirectory(TempDirectory);
+                EnsureDirectory(Root, TempDirectory);
             }
         }
     }
@@ -380,7 +390,7 @@ public sealed class LocalStore
         }
         catch (DirectoryNotFoundException)
         {
-            Directory.CreateDirectory(TempDirectory);
+            EnsureDirectory(Root, TempDirectory);
             return;
         }
 
