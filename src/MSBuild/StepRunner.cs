@@ -174,10 +174,11 @@ internal static class StepRunner
         try
         {
             Directory.CreateDirectory(Path.GetDirectoryName(destination)!);
-            HostTree.Remove(destination);
 
             // Writable: the outputs live in the build tree, which `dotnet clean` and `rm -rf obj` must be able to remove.
-            await HostExporter.ExportAsync(node, store, destination, new ExportOptions { Writable = true }, cancellationToken).ConfigureAwait(false);
+            // The earlier output is replaced once the new one is complete; a device or FIFO there is never replaced.
+            await HostExporter.ExportAsync(
+                node, store, destination, new ExportOptions { Writable = true, ReplaceExisting = true }, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e) when (e is CastoreException or IOException or UnauthorizedAccessException)
         {

@@ -4,6 +4,7 @@ using Microsoft.Build.Utilities;
 using TvixFuseBuild.Build.Pipeline;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
+using TvixFuseBuild.Castore.Transfer;
 
 namespace TvixFuseBuild.MSBuild;
 
@@ -32,7 +33,10 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
     /// <summary>The names of the outputs the command must produce (default: <c>out</c>); each one's path is in the variable of that name.</summary>
     public string[] Outputs { get; set; } = [];
 
-    /// <summary>Where the outputs are materialized, each at <c>OutputDirectory/NAME</c> (replacing what was there).</summary>
+    /// <summary>
+    /// Where the outputs are materialized, each at <c>OutputDirectory/NAME</c>, replacing an earlier output there (a
+    /// directory, regular file or symlink — never what a symlink points to); a device, FIFO or socket there is never replaced.
+    /// </summary>
     [Required]
     public string OutputDirectory { get; set; } = string.Empty;
 
@@ -88,6 +92,13 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
     public string OutputImportance { get; set; } = "normal";
 
     /// <summary>
+    /// A file to write after a successful run, one line per output: <c>NAME KIND DIGEST STOREPATH</c>. Written as the
+    /// tool writes every file (<see cref="HostFile"/>): renamed over a regular file or into an empty place, never
+    /// through a symlink.
+    /// </summary>
+    public string ResultFile { get; set; } = string.Empty;
+
+    /// <summary>
     /// The materialized outputs, in the order of <see cref="Outputs"/>. Metadata: <c>OutputName</c>, <c>Kind</c>
     /// (directory, file, executable or symlink), <c>Digest</c> (BLAKE3, empty for a symlink), <c>StorePath</c> (its
     /// path inside the sandbox), <c>References</c> (the inputs, outputs and needles found in it).
@@ -118,6 +129,7 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
             var result = Run(step, importance);
             MaterializedOutputs = [.. result.Outputs.Select(ToItem)];
             Cached = result.Cached;
+            WriteResultFile();
 
             // The one line a step leaves in the console log at its default, minimal verbosity (the targets add "up to date").
             Log.LogMessage(
@@ -189,6 +201,25 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         "low" => MessageImportance.Low,
         _ => throw new TvixBuildException(TvixBuildError.InvalidRequest, $"OutputImportance must be high, normal or low, not '{text}'"),
     };
+
+    private void WriteResultFile()
+    {
+        if (string.IsNullOrEmpty(ResultFile))
+        {
+            return;
+        }
+
+        string lines = string.Concat(MaterializedOutputs.Select(
+            i => $"{i.GetMetadata("OutputName")} {i.GetMetadata("Kind")} {i.GetMetadata("Digest")} {i.GetMetadata("StorePath")}\n"));
+        try
+        {
+            HostFile.WriteAllBytes(ResultFile, System.Text.Encoding.UTF8.GetBytes(lines));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new TvixBuildException(TvixBuildError.MaterializeFailed, $"{Name}: cannot write the result file {ResultFile}: {e.Message}");
+        }
+    }
 
     private static TaskItem ToItem(MaterializedOutput output)
     {

@@ -2,6 +2,7 @@ using System.Text;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
 using TvixFuseBuild.Castore;
+using TvixFuseBuild.Castore.Transfer;
 
 namespace TvixFuseBuild.MSBuild;
 
@@ -306,7 +307,7 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
             }
 
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            File.WriteAllBytes(path, bytes);
+            HostFile.WriteAllBytes(path, bytes);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

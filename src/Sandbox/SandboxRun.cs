@@ -2,7 +2,9 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.ComponentModel;
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text;
+using Microsoft.Win32.SafeHandles;
 using TvixFuseBuild.Sandbox.Interop;
 
 namespace TvixFuseBuild.Sandbox;
@@ -326,16 +328,34 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         RunTime = run,
     };
 
+    /// <summary>
+    /// Never through a symlink (O_NOFOLLOW), and only a regular file (truncated), a character device or a FIFO. The
+    /// tool does not come here: it writes its --log-file with Castore's HostFile, which also never truncates in place.
+    /// </summary>
     private static FileStream OpenLog(string path)
     {
-        try
+        const int ELOOP = 40, S_IFIFO = 0x1000;
+        int fd = Libc.openat(Libc.AT_FDCWD, path, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0x1B6);
+        if (fd < 0)
         {
-            return new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.Read, 4096, useAsync: true);
+            int errno = Marshal.GetLastPInvokeError();
+            throw new SandboxException(
+                $"cannot open the log file {path}: {(errno == ELOOP ? "it is a symbolic link" : Marshal.GetPInvokeErrorMessage(errno))}");
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        int type = Libc.StatMode(fd, "", Libc.AT_EMPTY_PATH) & (int)Libc.S_IFMT;
+        if (type == (int)Libc.S_IFREG)
         {
-            throw new SandboxException($"cannot open the log file {path}: {e.Message}");
+            RandomAccess.SetLength(handle, 0);
         }
+        else if (type != (int)Libc.S_IFCHR && type != S_IFIFO)
+        {
+            handle.Dispose();
+            throw new SandboxException($"cannot open the log file {path}: it is not a regular file, character device or FIFO");
+        }
+
+        return new FileStream(handle, FileAccess.Write, 4096);
     }
 
     /// <summary>

@@ -103,6 +103,19 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
     private async Task<SandboxResult> RunCommandAsync(
         BuildSpec spec, BuildDirectory directory, SandboxOutput? output, CancellationToken cancellationToken)
     {
+        // The log file is opened here, not by the sandbox, so that it is written the way every file the tool writes is
+        // (HostFile: never through a symlink, never replacing a device).
+        await using var log = _options.LogFile is { } logFile ? HostFile.CreateStream(logFile) : null;
+        SandboxOutput? sink = log is null
+            ? output
+            : async (chunk, ct) =>
+            {
+                await log.WriteAsync(chunk, CancellationToken.None).ConfigureAwait(false);
+                if (output is not null)
+                {
+                    await output(chunk, ct).ConfigureAwait(false);
+                }
+            };
         CastoreMount? mount = null;
         try
         {
@@ -126,7 +139,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
                     cancellationToken).ConfigureAwait(false);
             }
 
-            return await SandboxRunner.RunAsync(SandboxSpecFor(spec, directory), output, cancellationToken).ConfigureAwait(false);
+            return await SandboxRunner.RunAsync(SandboxSpecFor(spec, directory), sink, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -162,7 +175,6 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             Timeout = _options.Timeout,
             SilenceTimeout = _options.SilenceTimeout,
             LogLimit = _options.LogLimit,
-            LogFile = _options.LogFile,
             System = constraints?.System,
             MinMemory = (long)Math.Min(constraints?.MinMemory ?? 0, long.MaxValue),
         };

@@ -9,7 +9,10 @@ public sealed record BuildRunnerOptions
     /// <summary>Keep the build directory of a failed build (its path is in the failure).</summary>
     public bool KeepFailed { get; init; }
 
-    /// <summary>A host file that receives the build's whole log as well.</summary>
+    /// <summary>
+    /// A host file that receives the build's whole log as well, written with <see cref="Castore.Transfer.HostFile"/>:
+    /// a new file in place of nothing or a regular file, a character device or FIFO written through, anything else refused.
+    /// </summary>
     public string? LogFile { get; init; }
 
     /// <summary>Run even when the result cache has this request's outputs.</summary>

@@ -3,6 +3,7 @@ using TvixFuseBuild.Build.Requests;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Castore.Stores.Local;
+using TvixFuseBuild.Castore.Transfer;
 using TvixBuild = Tvix.Build.V1;
 
 namespace TvixFuseBuild.Build.Pipeline;
@@ -55,13 +56,12 @@ public sealed class ResultCache(string directory)
         return result;
     }
 
-    public async Task StoreAsync(B3Digest request, BuildSpec spec, BuildResult result, CancellationToken cancellationToken)
+    public Task StoreAsync(B3Digest request, BuildSpec spec, BuildResult result, CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         System.IO.Directory.CreateDirectory(Directory);
-        string final = PathOf(request);
-        string temporary = $"{final}.{Environment.ProcessId}.{Random.Shared.Next():x8}";
-        await File.WriteAllBytesAsync(temporary, result.ToTvixBuild(spec).ToByteArray(), cancellationToken).ConfigureAwait(false);
-        File.Move(temporary, final, overwrite: true);
+        HostFile.WriteAllBytes(PathOf(request), result.ToTvixBuild(spec).ToByteArray());
+        return Task.CompletedTask;
     }
 
     private static async ValueTask<bool> ExistsAsync(Node node, CastoreStore store, CancellationToken cancellationToken) => node switch

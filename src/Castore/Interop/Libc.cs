@@ -88,6 +88,7 @@ internal static unsafe partial class Libc
     public static partial int renameat(int olddirfd, byte* oldpath, int newdirfd, byte* newpath);
 
     public const uint RENAME_NOREPLACE = 1;
+    public const uint RENAME_EXCHANGE = 2;
 
     [LibraryImport(LibraryName, SetLastError = true)]
     public static partial int renameat2(int olddirfd, byte* oldpath, int newdirfd, byte* newpath, uint flags);

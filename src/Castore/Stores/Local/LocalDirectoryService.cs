@@ -14,17 +14,14 @@ public sealed class LocalDirectoryService : IDirectoryService
     {
         string path = _store.DirectoryPath(digest);
         byte[] bytes;
-        try
+        using (var handle = _store.OpenObject(path, $"directory {digest}"))
         {
-            bytes = File.ReadAllBytes(path);
-        }
-        catch (FileNotFoundException)
-        {
-            return ValueTask.FromResult<CastoreDirectory?>(null);
-        }
-        catch (DirectoryNotFoundException)
-        {
-            return ValueTask.FromResult<CastoreDirectory?>(null);
+            if (handle is null)
+            {
+                return ValueTask.FromResult<CastoreDirectory?>(null);
+            }
+
+            bytes = ReadAll(handle, path);
         }
 
         CastoreDirectory directory;
@@ -43,6 +40,24 @@ public sealed class LocalDirectoryService : IDirectoryService
         }
 
         return ValueTask.FromResult<CastoreDirectory?>(directory);
+    }
+
+    private static byte[] ReadAll(Microsoft.Win32.SafeHandles.SafeFileHandle handle, string path)
+    {
+        var bytes = new byte[RandomAccess.GetLength(handle)];
+        int done = 0;
+        while (done < bytes.Length)
+        {
+            int n = RandomAccess.Read(handle, bytes.AsSpan(done), done);
+            if (n == 0)
+            {
+                throw new IOException($"{path} ended after {done} of {bytes.Length} bytes while being read");
+            }
+
+            done += n;
+        }
+
+        return bytes;
     }
 
     private CorruptObjectException Corrupt(B3Digest digest, string path, string reason)
