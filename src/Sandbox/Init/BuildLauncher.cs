@@ -26,6 +26,11 @@ internal static unsafe class BuildLauncher
         limit.Cur = Math.Min(limit.Max, 1024);
         setrlimit(RLIMIT_NOFILE, &limit);
 
+        // The count is per user namespace and uid (Linux 5.14 and later): the sandbox's own tasks, which are unshare,
+        // this init's threads (the spawning thread included) and the build. The init needs no new thread from here on.
+        limit.Cur = limit.Max = (ulong)plan.MaxProcesses + (ulong)ThreadCount() + 1;
+        Errno.Check(setrlimit(RLIMIT_NPROC, &limit), "set RLIMIT_NPROC");
+
         int pid = 0;
         Exception? error = null;
         var thread = new Thread(() =>
@@ -65,6 +70,12 @@ internal static unsafe class BuildLauncher
         uint* data = stackalloc uint[6];
         new Span<uint>(data, 6).Clear();
         Errno.Check(capset(header, data), "drop all capabilities");
+        if (plan.Seccomp.Length == 0)
+        {
+            throw new SandboxSetupException("the plan carries no seccomp filter; the command never runs without one");
+        }
+
+        SeccompFilter.Load(plan.Seccomp);
 
         // glibc's posix_spawn_file_actions_t is 80 bytes, posix_spawnattr_t 336, sigset_t 128: room to spare.
         byte* actions = stackalloc byte[512];
@@ -112,6 +123,20 @@ internal static unsafe class BuildLauncher
                 NativeMemory.Free((void*)p);
             }
         }
+    }
+
+    /// <summary>This process's threads, from /proc/self/status.</summary>
+    public static int ThreadCount()
+    {
+        foreach (string line in File.ReadLines("/proc/self/status"))
+        {
+            if (line.StartsWith("Threads:", StringComparison.Ordinal))
+            {
+                return int.Parse(line.AsSpan(8).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+            }
+        }
+
+        throw new SandboxSetupException("cannot count the init's threads in /proc/self/status");
     }
 
     /// <summary>A command without a slash is looked up in the PATH of the build's environment, like execvp.</summary>
