@@ -42,6 +42,7 @@ internal static unsafe class SandboxInit
                 AwaitPlacement();
             }
 
+            BuildLauncher.OomScore.Open();
             Libc.prctl(Libc.PR_SET_DUMPABLE, 0, 0, 0, 0);
             Libc.umask(0x12); // 022, whatever the caller had; the command inherits it
             var watchdog = new Thread(Watchdog) { IsBackground = true, Name = "sandbox-watchdog" };
