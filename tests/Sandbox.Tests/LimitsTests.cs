@@ -80,6 +80,43 @@ public sealed class LimitsTests
         Assert.Equal(SandboxLimits.MemTotal / 2, SandboxLimits.Default.MaxMemory);
     }
 
+    [Fact]
+    public async Task TheCgroupsOfACallerKilledMidBuildGoWithTheNextBuild()
+    {
+        using var tree = new SandboxTree();
+        string marker = HostProcesses.Marker();
+        using var driver = Driver.Start(tree, $"echo ready; {B} sleep {marker}");
+        try
+        {
+            var line = await driver.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.True(line == "ready", $"driver said '{line}'");
+            Assert.NotEmpty(CgroupsOf(driver.Id)); // as root on this host: pids and memory
+        }
+        finally
+        {
+            driver.Kill(); // SIGKILL: no chance to clean up
+            await driver.WaitForExitAsync();
+        }
+
+        Assert.Empty(await HostProcesses.GoneWithin(marker, TimeSpan.FromSeconds(5)));
+        Assert.NotEmpty(CgroupsOf(driver.Id));
+        await Run.Ok(tree.Sh("true"));
+        Assert.Empty(CgroupsOf(driver.Id));
+    }
+
+    /// <summary>The build cgroups a caller with pid <paramref name="pid"/> created, in every v1 hierarchy.</summary>
+    private static List<string> CgroupsOf(int pid)
+    {
+        var found = new List<string>();
+        foreach (string hierarchy in new[] { "/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory" })
+        {
+            Assert.True(Directory.Exists(hierarchy), $"{hierarchy} is missing: these tests expect cgroup v1 controllers, as on CI");
+            found.AddRange(Directory.EnumerateDirectories(hierarchy, $"tvix-fuse-build-{pid}-*", SearchOption.AllDirectories));
+        }
+
+        return found;
+    }
+
     private static SandboxSpec With(SandboxSpec spec, SandboxLimits limits) => new()
     {
         Command = spec.Command, Environment = spec.Environment, WorkingDirectory = spec.WorkingDirectory,
