@@ -72,10 +72,8 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         var control = process.StandardInput.BaseStream;
         var outputTask = PumpOutputAsync(process.StandardError.BaseStream, log, cancellationToken);
         var statusTask = ReadStatusAsync(process.StandardOutput.BaseStream, control);
-        if (!await WriteControlAsync(control, plan.Encode()).ConfigureAwait(false))
-        {
-            // The init died before reading its plan; its status (or the lack of one) says why.
-        }
+        // False when the init died before reading its plan; its status (or the lack of one) says why.
+        _ = await WriteControlAsync(control, plan.Encode()).ConfigureAwait(false);
 
         SandboxOutcome? killed = null;
         using (cancellationToken.Register(static s => ((SandboxRun)s!)._kill.TrySetResult(SandboxOutcome.Cancelled), this))

@@ -24,8 +24,24 @@ internal sealed class BuildCgroup : IDisposable
     }
 
     /// <summary>The limits a reached-limit report can be given for.</summary>
-    public IReadOnlyList<SandboxLimit> Watched =>
-        [.. _pids is null ? [] : new[] { SandboxLimit.Processes }, .. _memory is null ? [] : new[] { SandboxLimit.Memory }];
+    public IReadOnlyList<SandboxLimit> Watched
+    {
+        get
+        {
+            var watched = new List<SandboxLimit>(2);
+            if (_pids is not null)
+            {
+                watched.Add(SandboxLimit.Processes);
+            }
+
+            if (_memory is not null)
+            {
+                watched.Add(SandboxLimit.Memory);
+            }
+
+            return watched;
+        }
+    }
 
     /// <summary>The build's cgroups, or null where this caller cannot have any (not root, no v1 pids or memory hierarchy).</summary>
     public static BuildCgroup? Create(SandboxLimits limits)
