@@ -90,6 +90,23 @@ public sealed class SeccompTests
         }
     }
 
+    [Fact]
+    public async Task WithoutLibseccompNothingRunsAndTheErrorNamesThePackage()
+    {
+        using var tree = new SandboxTree();
+        string library = new FileInfo("/usr/lib/x86_64-linux-gnu/libseccomp.so.2").ResolveLinkTarget(returnFinalTarget: true)?.FullName
+            ?? throw new InvalidOperationException("libseccomp2 is not installed: run scripts/setup");
+
+        // A caller that sees an unloadable libseccomp (its own mount namespace, /dev/null over the library).
+        using var driver = Driver.Start(tree, "echo RAN", "unshare", "-m", "sh", "-c", $"mount --bind /dev/null {library} && exec \"$@\"", "sh");
+        string output = await driver.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        await driver.WaitForExitAsync();
+        Assert.Equal(
+            "ERROR: cannot sandbox builds: libseccomp.so.2 was not found; install libseccomp (Debian and Ubuntu: libseccomp2, Fedora: libseccomp). " +
+            "Builds never run without the filter that stops setuid files and extended attributes\n", output);
+        Assert.Equal(1, driver.ExitCode);
+    }
+
     private static int CountPrograms(byte[] programs)
     {
         int count = 0;
