@@ -125,6 +125,8 @@ internal static class StepRunner
             Rebuild = step.Rebuild,
             Timeout = step.Timeout,
             Log = log.Detail,
+            Limits = step.Limits,
+            LimitNames = new LimitNames("TvixBuildMaxProcesses", "TvixBuildMaxMemory", "TvixBuildTmpSize"),
         });
         var lines = new OutputLines(log.Output);
         try

@@ -63,6 +63,15 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
     /// <summary>Milliseconds after which the command is killed (TVB0004); -1 (the default) for no limit.</summary>
     public int Timeout { get; set; } = System.Threading.Timeout.Infinite;
 
+    /// <summary>Processes and threads the build may have at once; empty for the default (4096). Property <c>TvixBuildMaxProcesses</c> in the targets.</summary>
+    public string? MaxProcesses { get; set; }
+
+    /// <summary>The build's memory (/tmp and /dev/shm included) with a K, M or G suffix, or <c>none</c>; empty for the default (half of the host's). Where it is enforced: the README.</summary>
+    public string? MaxMemory { get; set; }
+
+    /// <summary>The size of each of the build's /tmp and /dev/shm with a K, M or G suffix; empty for the default (an eighth of the host's memory).</summary>
+    public string? TmpSize { get; set; }
+
     /// <summary>The build's name, part of its output paths (<c>/nix/store/HASH-NAME</c>).</summary>
     public string Name { get; set; } = StepParameters.DefaultName;
 
@@ -122,7 +131,8 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
             var importance = ParseImportance(OutputImportance);
             var step = StepParameters.Create(
                 Name, Command, Arguments, [.. Inputs.Select(i => (i.GetMetadata("FullPath"), (string?)i.GetMetadata("Name")))],
-                Outputs, OutputDirectory, Environment, NetworkAccess, RefscanNeedles, Store, Builder, Timeout, Rebuild) with
+                Outputs, OutputDirectory, Environment, NetworkAccess, RefscanNeedles, Store, Builder, Timeout, Rebuild,
+                MaxProcesses, MaxMemory, TmpSize) with
             {
                 ProvideBinSh = ProvideBinSh,
             };

@@ -22,7 +22,7 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
     private static readonly string[] StepMetadata =
     [
         "Command", "Arguments", "Outputs", "Environment", "NetworkAccess", "RefscanNeedles", "Store", "Builder", "Timeout",
-        "Rebuild", "OutputImportance", "Compile", "ProvideBinSh",
+        "Rebuild", "OutputImportance", "Compile", "ProvideBinSh", "MaxProcesses", "MaxMemory", "TmpSize",
     ];
 
     /// <summary>The <c>TvixBuildStep</c> items; the item's identity is the step's name.</summary>

@@ -70,7 +70,8 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             if (!sandbox.Succeeded)
             {
                 keep = _options.KeepFailed;
-                throw new BuildFailedException($"the command {Describe(sandbox)}", sandbox, keep ? directory.Root : null);
+                throw new BuildFailedException(
+                    $"the command {Describe(sandbox)}{LimitReport.For(sandbox, _options.LimitNames)}", sandbox, keep ? directory.Root : null);
             }
 
             foreach (string path in spec.Outputs)
@@ -79,7 +80,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
                 {
                     keep = _options.KeepFailed;
                     throw new BuildFailedException(
-                        $"the command succeeded but did not produce the output {path}", sandbox, keep ? directory.Root : null);
+                        $"the command succeeded but did not produce the output {path}{LimitReport.For(sandbox, _options.LimitNames)}", sandbox, keep ? directory.Root : null);
                 }
             }
 
@@ -177,6 +178,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             LogLimit = _options.LogLimit,
             System = constraints?.System,
             MinMemory = (long)Math.Min(constraints?.MinMemory ?? 0, long.MaxValue),
+            Limits = _options.Limits ?? SandboxLimits.Default,
         };
     }
 

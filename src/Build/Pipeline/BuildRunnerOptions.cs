@@ -30,6 +30,12 @@ public sealed record BuildRunnerOptions
     /// <summary>Kill the command when its log grows beyond this many bytes; null for none.</summary>
     public long? LogLimit { get; init; }
 
+    /// <summary>Processes, memory and /tmp and /dev/shm sizes of each build; null: <see cref="Sandbox.SandboxLimits.Default"/>.</summary>
+    public Sandbox.SandboxLimits? Limits { get; init; }
+
+    /// <summary>How failures name the limits (the front end's options or properties).</summary>
+    public LimitNames LimitNames { get; init; } = LimitNames.CommandLine;
+
     /// <summary>Receives one line per notable event that is not the build's own output (FUSE problems, cache hits).</summary>
     public Action<string>? Log { get; init; }
 }

@@ -75,6 +75,7 @@ internal static class BuildCommand
         private readonly Option<double?> _silenceTimeout = new("--max-silent-time") { Description = "Kill the build when it prints nothing for SECONDS.", HelpName = "SECONDS" };
         private readonly Option<long?> _logLimit = new("--max-log-size") { Description = "Kill the build when its log exceeds BYTES.", HelpName = "BYTES" };
         private readonly Option<bool> _quiet = new("--quiet", "-q") { Description = "Do not copy the build's log to stderr (it is still shown when the build fails)." };
+        private readonly LimitOptions _limits = new();
 
         public void AddTo(Command command)
         {
@@ -85,6 +86,7 @@ internal static class BuildCommand
             command.Options.Add(_silenceTimeout);
             command.Options.Add(_logLimit);
             command.Options.Add(_quiet);
+            _limits.AddTo(command);
         }
 
         public async Task<BuildRun> RunAsync(
@@ -100,6 +102,7 @@ internal static class BuildCommand
                 SilenceTimeout = Seconds(parse.GetValue(_silenceTimeout), "--max-silent-time"),
                 LogLimit = parse.GetValue(_logLimit) is { } limit and <= 0 ? throw new UsageException("--max-log-size must be positive") : parse.GetValue(_logLimit),
                 Log = line => Console.Error.WriteLine($"{ToolConsole.Name}: {line}"),
+                Limits = _limits.Parse(parse),
             });
 
             using var stderr = Console.OpenStandardError();

@@ -41,6 +41,7 @@ internal static class ServeCommand
         var rebuild = new Option<bool>("--rebuild") { Description = "Run every request, even one whose outputs are already recorded in the result cache." };
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Print a line to stderr when a build is accepted, waits, ends or is refused." };
         var buildLogs = new Option<bool>("--build-logs") { Description = "Copy every build's log to stderr, each line prefixed with [build N]." };
+        var limits = new LimitOptions();
         var command = new Command(
             "serve",
             "Serve the store (castore BlobService, DirectoryService) and run builds for remote clients (BuildService.DoBuild), " +
@@ -58,6 +59,7 @@ internal static class ServeCommand
             verbose,
             buildLogs,
         };
+        limits.AddTo(command);
 
         // Synchronous on purpose: System.CommandLine ends an async action two seconds after SIGTERM, which would cut the
         // grace period short and could leave builds behind. This command handles its signals itself.
@@ -77,7 +79,8 @@ internal static class ServeCommand
                 parse.GetValue(logLimit) is { } limit and <= 0 ? throw new UsageException("--max-log-size must be positive") : parse.GetValue(logLimit),
                 parse.GetValue(rebuild),
                 parse.GetValue(verbose),
-                parse.GetValue(buildLogs));
+                parse.GetValue(buildLogs),
+                limits.Parse(parse));
             return ServeAsync(parse, settings).GetAwaiter().GetResult();
         });
         return command;
@@ -92,7 +95,8 @@ internal static class ServeCommand
         long? LogLimit,
         bool Rebuild,
         bool Verbose,
-        bool BuildLogs);
+        bool BuildLogs,
+        Sandbox.SandboxLimits Limits);
 
     private static async Task<int> ServeAsync(ParseResult parse, Settings settings)
     {
@@ -107,6 +111,7 @@ internal static class ServeCommand
             SilenceTimeout = settings.SilenceTimeout,
             LogLimit = settings.LogLimit,
             Log = settings.Verbose ? Note : null,
+            Limits = settings.Limits,
         });
         var builds = new BuildGrpcService(runner, new BuildGrpcServiceOptions
         {
