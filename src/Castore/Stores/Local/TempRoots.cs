@@ -40,6 +40,17 @@ public sealed class TempRoots : IDisposable
     /// <summary>Registers <paramref name="digest"/> (a blob or a directory and its closure). Waits while a collection is sweeping.</summary>
     public ValueTask AddAsync(B3Digest digest, CancellationToken cancellationToken = default) => AddAsync([digest], cancellationToken);
 
+    /// <summary>Registers what <paramref name="nodes"/> name: directories (with their closures) and files' blobs.</summary>
+    public ValueTask AddAsync(IEnumerable<Node> nodes, CancellationToken cancellationToken = default) =>
+        AddAsync(
+            nodes.SelectMany(n => n switch
+            {
+                DirectoryNode d => [d.Digest],
+                FileNode f => [f.Digest],
+                _ => Array.Empty<B3Digest>(),
+            }),
+            cancellationToken);
+
     public async ValueTask AddAsync(IEnumerable<B3Digest> digests, CancellationToken cancellationToken = default)
     {
         if (_file is null)
