@@ -80,6 +80,12 @@ public sealed class StoreRoots
     public async Task AddAsync(string name, B3Digest digest, bool replace, CancellationToken cancellationToken = default)
     {
         ThrowIfInvalid(name);
+        string path = Path.Combine(Directory, name);
+        if (!replace && TryRead(path) is { } existing && existing != digest)
+        {
+            throw new StoreRootException($"root {name} already exists for {existing}; remove it first, or replace it");
+        }
+
         using var tempRoots = _store.CreateTempRoots();
         await tempRoots.AddAsync(digest, cancellationToken).ConfigureAwait(false);
         if (await _store.Directories.GetAsync(digest, cancellationToken).ConfigureAwait(false) is not null)
@@ -100,12 +106,6 @@ public sealed class StoreRoots
         else if (!await _store.Blobs.HasAsync(digest, cancellationToken).ConfigureAwait(false))
         {
             throw new ObjectNotFoundException($"{digest} is neither a directory nor a blob in the store {_store.Root}");
-        }
-
-        string path = Path.Combine(Directory, name);
-        if (!replace && TryRead(path) is { } existing && existing != digest)
-        {
-            throw new StoreRootException($"root {name} already exists for {existing}; remove it first, or replace it");
         }
 
         System.IO.Directory.CreateDirectory(Directory);
