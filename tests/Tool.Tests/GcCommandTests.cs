@@ -124,6 +124,38 @@ public sealed class GcCommandTests : IDisposable
         }
     }
 
+    /// <summary>Imports a busybox tree (bin/ with its applets) and returns its tvix Node JSON, named as a store path.</summary>
+    private JsonNode ImportBusybox()
+    {
+        string tree = Path.Combine(_temp, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-busybox");
+        Directory.CreateDirectory(Path.Combine(tree, "bin"));
+        File.Copy("/bin/busybox", Path.Combine(tree, "bin", "busybox"));
+        foreach (string applet in new[] { "sh", "echo", "mkdir" })
+        {
+            File.CreateSymbolicLink(Path.Combine(tree, "bin", applet), "busybox");
+        }
+
+        return JsonNode.Parse(Ok("import", "--json", "--root", "busybox", tree).Stdout)!.AsArray()[0]!;
+    }
+
+    private static JsonObject BuildRequest(JsonNode busybox, string script)
+    {
+        const string Out = "nix/store/fhaj6gmwns62s6ypkcldbaj2ybvkhx3p-foo";
+        const string Bin = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-busybox/bin";
+        return new JsonObject
+        {
+            ["inputs"] = new JsonArray(busybox.DeepClone()),
+            ["commandArgs"] = new JsonArray(Bin + "/sh", "-c", script),
+            ["workingDir"] = "build",
+            ["scratchPaths"] = new JsonArray("build", "nix/store"),
+            ["inputsDir"] = "nix/store",
+            ["outputs"] = new JsonArray(Out),
+            ["environmentVars"] = new JsonArray(
+                new JsonObject { ["key"] = "PATH", ["value"] = Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(Bin)) },
+                new JsonObject { ["key"] = "out", ["value"] = Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes("/" + Out)) }),
+        };
+    }
+
     private static JsonObject Json(ToolProcess.Result result) => JsonNode.Parse(result.Stdout)!.AsObject();
 
     [Fact]
@@ -289,6 +321,20 @@ public sealed class GcCommandTests : IDisposable
             }
         }
 
+        // Builds: outputs are kept by the build from their ingestion until the result cache names them, then by the cache.
+        var busybox = ImportBusybox();
+        var builds = new List<B3Digest>();
+        var builder = Task.Run(() =>
+        {
+            for (int b = 0; b < 2; b++)
+            {
+                string request = Path.Combine(_temp, $"request{b}.json");
+                File.WriteAllText(request, BuildRequest(busybox, $"mkdir $out; for i in 1 2 3 4 5 6 7 8; do echo {b} $i > $out/$i; done").ToJsonString());
+                var reply = JsonNode.Parse(Ok("build", "--quiet", request).Stdout)!;
+                builds.Add(new B3Digest(Convert.FromBase64String(reply["outputs"]![0]!["directory"]!["digest"]!.GetValue<string>())));
+            }
+        });
+
         int importersLeft = Workers;
         var digests = new B3Digest[Workers, Rounds];
         var importers = Enumerable.Range(0, Workers).Select(w => Task.Run(() =>
@@ -308,7 +354,7 @@ public sealed class GcCommandTests : IDisposable
 
         int collections = 0;
         long removed = 0;
-        while (Volatile.Read(ref importersLeft) > 0 || collections < 3)
+        while (Volatile.Read(ref importersLeft) > 0 || !builder.IsCompleted || collections < 3)
         {
             var gc = Json(Ok("gc", "--older-than", "0s", "--json"));
             removed += gc["blobsRemoved"]!.GetValue<long>() + gc["directoriesRemoved"]!.GetValue<long>();
@@ -317,6 +363,7 @@ public sealed class GcCommandTests : IDisposable
         }
 
         await Task.WhenAll(importers);
+        await builder;
         Assert.True(removed > 0, "no collection removed anything: the garbage should have gone");
 
         // Each import's closure is whole and rooted; the mounted tree is whole and reads back as it was imported.
@@ -330,6 +377,12 @@ public sealed class GcCommandTests : IDisposable
         }
 
         Closure(mountedRoot);
+        Assert.Equal(2, builds.Count);
+        foreach (var output in builds)
+        {
+            Assert.Equal(9, Closure(output).Count);
+        }
+
         foreach (string file in Directory.EnumerateFiles(mountedSource, "*", SearchOption.AllDirectories))
         {
             Assert.Equal(File.ReadAllText(file), File.ReadAllText(Path.Combine(mountpoint, Path.GetRelativePath(mountedSource, file))));
@@ -345,6 +398,15 @@ public sealed class GcCommandTests : IDisposable
         Assert.False(File.Exists(ObjectPath("directories", mountedRoot)));
         var info = Json(Ok("store", "info", "--json"));
         Assert.Equal(0, info["tempRootProcesses"]!.GetValue<int>());
+        Assert.Equal(2, info["resultCacheEntries"]!.GetValue<int>());
+
+        // A result-cache entry whose output is gone is stale: the next collection removes it.
+        File.Delete(ObjectPath("directories", builds[0]));
+        var stale = Json(Ok("gc", "--older-than", "0s", "--json"));
+        Assert.Equal(1, stale["staleResultsRemoved"]!.GetValue<int>());
+        Assert.Equal(8, stale["blobsRemoved"]!.GetValue<int>());
+        Assert.Equal(1, Json(Ok("store", "info", "--json"))["resultCacheEntries"]!.GetValue<int>());
+        Closure(builds[1]);
         Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(StoreRoot, "temproots")));
         AssertEveryObjectVerifies();
     }
