@@ -205,9 +205,10 @@ internal sealed class TempRootsFile
             }
 
             LockSharedAsync(CancellationToken.None).AsTask().GetAwaiter().GetResult();
+            bool empty = _counts.Count == 0;
             try
             {
-                if (_counts.Count == 0)
+                if (empty)
                 {
                     // Nothing left to protect: the file goes, so that a finished process leaves nothing behind.
                     LocalStore.DeleteQuietly(_path!);
@@ -236,6 +237,12 @@ internal sealed class TempRootsFile
             finally
             {
                 Unlock();
+                if (empty)
+                {
+                    // Opened again when needed: a store removed and created again at this path gets a new gc.lock.
+                    _gcLock!.Dispose();
+                    _gcLock = null;
+                }
             }
         }
         finally
@@ -269,12 +276,15 @@ internal sealed class TempRootsFile
 
             var handle = new SafeFileHandle(fd, ownsHandle: true);
 
-            // A new file nobody else has opened: this cannot fail but for a bug.
-            if (Libc.flock(fd, Libc.LOCK_EX | Libc.LOCK_NB) != 0)
+            // A new file: at most 'store info' probing it holds a lock on it, for a moment.
+            while (Libc.flock(fd, Libc.LOCK_EX) != 0)
             {
-                var error = PosixException.FromLastError("lock", path);
-                handle.Dispose();
-                throw error;
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno != Libc.EINTR)
+                {
+                    handle.Dispose();
+                    throw new PosixException("lock", path, errno);
+                }
             }
 
             _handle = handle;
