@@ -277,6 +277,27 @@ public sealed class GarbageCollectorTests : IDisposable
     }
 
     [Fact]
+    public async Task ARegistrationWaitsForACollectionHoldingTheLockAndIsThenSeen()
+    {
+        var q = await ImportAsync("q", ("x", "registered during a sweep"));
+        AgeEverything(TimeSpan.FromDays(1));
+        using var roots = _store.CreateTempRoots();
+        Task registration;
+        using (await GcLock.AcquireExclusiveAsync(_store, null, CancellationToken.None))
+        {
+            // A collection is sweeping: the registration cannot have happened while it holds the lock.
+            registration = roots.AddAsync(q.Digest).AsTask();
+            Assert.False(registration.IsCompleted);
+            Assert.False(File.Exists(Path.Combine(_store.Root, "temproots")) && Directory.EnumerateFiles(Path.Combine(_store.Root, "temproots")).Any());
+        }
+
+        await registration;
+        var report = await CollectAsync(TimeSpan.Zero);
+        Assert.Equal(0, report.BlobsRemoved + report.DirectoriesRemoved);
+        Assert.Equal(2, report.KeptReachable);
+    }
+
+    [Fact]
     public async Task AddingARootChecksTheObjectAndItsClosure()
     {
         var missing = Blake3.Hash("never stored"u8);
