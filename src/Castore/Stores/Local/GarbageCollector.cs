@@ -398,10 +398,17 @@ public static class GarbageCollector
             cancellationToken.ThrowIfCancellationRequested();
             foreach (var file in shard.EnumerateFiles())
             {
-                if (file.Name.Length == 64 && file.Name.StartsWith(shard.Name, StringComparison.Ordinal) &&
-                    file.LinkTarget is null && B3Digest.TryParse(file.Name, out var digest) && digest.ToHex() == file.Name)
+                try
                 {
-                    result[digest] = new Entry(file.Length, file.LastWriteTimeUtc.Ticks);
+                    if (file.Name.Length == 64 && file.Name.StartsWith(shard.Name, StringComparison.Ordinal) &&
+                        file.LinkTarget is null && B3Digest.TryParse(file.Name, out var digest) && digest.ToHex() == file.Name)
+                    {
+                        result[digest] = new Entry(file.Length, file.LastWriteTimeUtc.Ticks);
+                    }
+                }
+                catch (IOException)
+                {
+                    // Removed while listed (by another collection): it is not there to keep or remove.
                 }
             }
         }

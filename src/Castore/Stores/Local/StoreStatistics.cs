@@ -31,10 +31,17 @@ public sealed record StoreStatistics(
         var options = new EnumerationOptions { RecurseSubdirectories = recurse, MaxRecursionDepth = 1, AttributesToSkip = 0, IgnoreInaccessible = true };
         foreach (var file in new DirectoryInfo(directory).EnumerateFiles("*", options))
         {
-            if (file.LinkTarget is null)
+            try
             {
-                count++;
-                bytes += file.Length;
+                if (file.LinkTarget is null)
+                {
+                    bytes += file.Length;
+                    count++;
+                }
+            }
+            catch (IOException)
+            {
+                // Removed while counted.
             }
         }
 
