@@ -285,6 +285,34 @@ public sealed class GcCommandTests : IDisposable
         Assert.Contains("in use        0 running processes, 0 temp roots", text);
     }
 
+    [Fact]
+    public async Task ABlobServeToldAClientAboutIsKeptWhileServeRuns()
+    {
+        string file = Path.Combine(_temp, "told");
+        File.WriteAllText(file, "a client was told this blob is there\n");
+        var digest = Import(file);
+        string socket = Path.Combine(_temp, "serve.sock");
+        var serve = ToolProcess.Start(["serve", "--listen", "unix:" + socket], _environment);
+        _processes.Add(serve);
+        Assert.Equal($"listening on unix:{socket}", await serve.StandardOutput.ReadLineAsync());
+
+        // The client asks whether the blob is there (and would then skip uploading it).
+        var cat = Ok("--store", $"grpc+unix://{socket}?cache=none", "cat", digest.ToString());
+        Assert.Equal("a client was told this blob is there\n", cat.Stdout);
+
+        var kept = Json(Ok("gc", "--older-than", "0s", "--json"));
+        Assert.Equal(0, kept["blobsRemoved"]!.GetValue<int>());
+        Assert.Equal(1, kept["liveTempRootFiles"]!.GetValue<int>());
+        Assert.True(File.Exists(ObjectPath("blobs", digest)));
+
+        // Once serve is gone, nothing keeps it.
+        Assert.Equal(0, ToolProcess.Signal(serve.Id, 15));
+        await serve.WaitForExitAsync();
+        Assert.Equal(0, serve.ExitCode);
+        Assert.Equal(1, Json(Ok("gc", "--older-than", "0s", "--json"))["blobsRemoved"]!.GetValue<int>());
+        Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(StoreRoot, "temproots")));
+    }
+
     /// <summary>
     /// Import processes (re-importing content a collection is removing at the same moment), a mount and a loop of
     /// 'gc --older-than 0s' on one store. Bounded by work, not time: a fixed number of imports, and collections until

@@ -77,8 +77,8 @@ public sealed record GcReport
 /// <remarks>
 /// Live, with their whole closures: explicit roots (<see cref="StoreRoots"/>); external roots (the build result
 /// cache); every digest in a running process's temp-roots file (<see cref="TempRoots"/>: builds, mounts, imports,
-/// serve's builds); and every object younger than <see cref="GcOptions.OlderThan"/>, which covers what the temp roots
-/// do not name, such as a serve client's uploads not yet referred to by anything.
+/// serve's builds and what it told clients about); and every object younger than <see cref="GcOptions.OlderThan"/>,
+/// which covers what the temp roots do not name, such as directories uploaded to serve and not yet referred to.
 /// <para>The collection runs in two phases. The first lists the objects and marks what the roots and young objects
 /// reach, taking no lock. The second holds <c>gc.lock</c> exclusively, so no process can register a temp root
 /// meanwhile: it reads the temp roots and the roots again, marks what they add, treats a directory that appeared since

@@ -380,3 +380,84 @@ internal sealed class GcLock : IDisposable
 
     public void Dispose() => _handle.Dispose();
 }
+
+/// <summary>
+/// Temp roots that expire, for a long-running server: a digest stays registered for at least <c>keep</c> after it was
+/// last added, and at most twice that. <c>serve</c> registers what it told a client exists or accepted from it, so a
+/// client that skips uploading an object it was told is there can rely on it for that long.
+/// </summary>
+public sealed class ExpiringTempRoots : IDisposable
+{
+    private readonly Func<TempRoots> _create;
+    private readonly Timer _timer;
+    private readonly Lock _lock = new();
+    private TempRoots _current;
+    private TempRoots _previous = TempRoots.None;
+    private bool _disposed;
+
+    public ExpiringTempRoots(Func<TempRoots> create, TimeSpan keep)
+    {
+        _create = create;
+        _current = create();
+        _timer = new Timer(_ => Rotate(), null, keep, keep);
+    }
+
+    public async ValueTask AddAsync(B3Digest digest, CancellationToken cancellationToken = default)
+    {
+        TempRoots current;
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            current = _current;
+        }
+
+        try
+        {
+            await current.AddAsync(digest, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Rotated out twice while this waited: register in the current set instead.
+            await AddAsync(digest, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private void Rotate()
+    {
+        TempRoots expired;
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            expired = _previous;
+            _previous = _current;
+            _current = _create();
+        }
+
+        expired.Dispose();
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+        }
+
+        _timer.Dispose();
+        _current.Dispose();
+        _previous.Dispose();
+    }
+}
