@@ -5,6 +5,7 @@ using TvixFuseBuild.Build.Refscan;
 using TvixFuseBuild.Build.Requests;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
+using TvixFuseBuild.Castore.Stores.Local;
 using TvixFuseBuild.Castore.Transfer;
 using TvixFuseBuild.Fuse;
 using TvixFuseBuild.Sandbox;
@@ -54,6 +55,10 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             return new BuildRun(cached, Cached: true, Sandbox: null);
         }
 
+        // Inputs are in use for the whole build, outputs from their ingestion until the result cache names them: a
+        // garbage collection of the store meanwhile keeps both.
+        using var tempRoots = store.CreateTempRoots();
+        await tempRoots.AddAsync(spec.Inputs, cancellationToken).ConfigureAwait(false);
         await CheckInputsAsync(spec, cancellationToken).ConfigureAwait(false);
         SandboxRunner.EnsureAvailable();
 
@@ -84,7 +89,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
                 }
             }
 
-            var result = await IngestOutputsAsync(spec, directory, cancellationToken).ConfigureAwait(false);
+            var result = await IngestOutputsAsync(spec, directory, tempRoots, cancellationToken).ConfigureAwait(false);
             if (_options.ResultCache is { } resultCache)
             {
                 await resultCache.StoreAsync(requestDigest, spec, result, cancellationToken).ConfigureAwait(false);
@@ -195,7 +200,8 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
         }
     }
 
-    private async Task<BuildResult> IngestOutputsAsync(BuildSpec spec, BuildDirectory directory, CancellationToken cancellationToken)
+    private async Task<BuildResult> IngestOutputsAsync(
+        BuildSpec spec, BuildDirectory directory, TempRoots tempRoots, CancellationToken cancellationToken)
     {
         var scanner = spec.RefscanNeedles.Length > 0 ? ReferenceScanner.ForNeedles(spec.RefscanNeedles) : null;
         var outputs = ImmutableArray.CreateBuilder<BuildOutput>(spec.Outputs.Length);
@@ -208,7 +214,8 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             var scan = scanner is null
                 ? Task.FromResult(ImmutableArray<int>.Empty)
                 : Task.Run(() => scanner.ScanPath(host, cancellationToken), cancellationToken);
-            var node = await HostImporter.ImportAsync(host, name, store.Blobs, store.Directories, cancellationToken: cancellationToken)
+            var node = await HostImporter.ImportAsync(
+                    host, name, store.Blobs, store.Directories, new ImportOptions { TempRoots = tempRoots }, cancellationToken: cancellationToken)
                 .ConfigureAwait(false);
             outputs.Add(new BuildOutput(node, await scan.ConfigureAwait(false)));
         }

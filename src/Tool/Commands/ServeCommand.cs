@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using TvixFuseBuild.Build.Grpc;
 using TvixFuseBuild.Build.Pipeline;
+using TvixFuseBuild.Castore.Stores.Local;
 
 namespace TvixFuseBuild.Tool.Commands;
 
@@ -103,6 +104,9 @@ internal static class ServeCommand
         // Before anything listens: a signal right after the ready line must already mean a graceful stop.
         using var signals = new ShutdownSignals();
         await using var store = StoreSelection.Open(parse);
+
+        // A blob a client was told about (or sent) stays for an hour, even through 'gc --older-than 0s'.
+        using var inUse = new ExpiringTempRoots(store.CreateTempRoots, GcOptions.DefaultOlderThan);
         var runner = new BuildRunner(store, new BuildRunnerOptions
         {
             Rebuild = settings.Rebuild,
@@ -122,7 +126,7 @@ internal static class ServeCommand
         });
         // Calls still open this long after the grace period (the builds are cancelled by then) are cut off.
         var server = new GrpcServer(new GrpcServerOptions { ShutdownTimeout = settings.Grace + TimeSpan.FromSeconds(10), ErrorLog = Note })
-            .AddService(new BlobGrpcService(store.Blobs))
+            .AddService(new BlobGrpcService(store.Blobs, inUse: inUse))
             .AddService(new DirectoryGrpcService(store.Directories))
             .AddService(builds);
         foreach (var address in settings.Listen)

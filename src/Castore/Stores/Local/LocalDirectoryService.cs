@@ -73,6 +73,11 @@ public sealed class LocalDirectoryService : IDirectoryService
     {
         var digest = directory.Digest;
         string finalPath = _store.DirectoryPath(digest);
+        if (File.Exists(finalPath))
+        {
+            LocalStore.Touch(finalPath);
+        }
+
         if (!File.Exists(finalPath))
         {
             var (handle, temporaryPath) = _store.CreateTemporaryFile();

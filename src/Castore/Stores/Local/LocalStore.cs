@@ -13,18 +13,21 @@ namespace TvixFuseBuild.Castore.Stores.Local;
 /// ROOT/directories/ab/abcd…       canonical Directory encodings, mode 0444
 /// ROOT/tmp/PID-RANDOM             objects being written; renamed into place when complete
 /// ROOT/quarantine/                objects found corrupt, moved aside
+/// ROOT/roots/NAME                 explicit garbage-collection roots: a digest each (see <see cref="StoreRoots"/>)
+/// ROOT/temproots/PID-RANDOM       what running processes rely on, and ROOT/gc.lock (see <see cref="TempRoots"/>)
 /// </code>
 /// Every object is written to tmp/ and renamed into place, so a crash never leaves a partial object under a digest's
 /// name, and several processes can use one store at once (the same object written twice is the same bytes).
 /// Nothing in the store is followed or replaced when it is not what the store puts there: a symlink, device or other
 /// non-directory in place of one of its directories makes opening it an error, and a rename never replaces anything
 /// (an object already present stays; anything else under an object's name is an error).
+/// Writing an object that is already there refreshes its modification time: garbage collection keeps young objects.
 /// </summary>
 public sealed class LocalStore
 {
     public const string MarkerFileName = "tvix-fuse-build-store";
     private const string FormatVersion = "1";
-    private static readonly HashSet<string> StoreEntries = ["blobs", "directories", "tmp", "quarantine"];
+    private static readonly HashSet<string> StoreEntries = ["blobs", "directories", "tmp", "quarantine", "roots", "temproots", "gc.lock"];
 
     private LocalStore(string root)
     {
@@ -33,8 +36,11 @@ public sealed class LocalStore
         DirectoriesDirectory = Path.Combine(root, "directories");
         TempDirectory = Path.Combine(root, "tmp");
         QuarantineDirectory = Path.Combine(root, "quarantine");
+        TempRootsDirectory = Path.Combine(root, "temproots");
+        GcLockPath = Path.Combine(root, "gc.lock");
         Blobs = new LocalBlobService(this);
         Directories = new LocalDirectoryService(this);
+        Roots = new StoreRoots(this);
     }
 
     public string Root { get; }
@@ -43,6 +49,12 @@ public sealed class LocalStore
 
     public LocalDirectoryService Directories { get; }
 
+    /// <summary>The explicit garbage-collection roots.</summary>
+    public StoreRoots Roots { get; }
+
+    /// <summary>A new set of temp roots: what this process relies on until the set is disposed.</summary>
+    public TempRoots CreateTempRoots() => new(TempRootsFile.For(this));
+
     internal string BlobsDirectory { get; }
 
     internal string DirectoriesDirectory { get; }
@@ -50,6 +62,10 @@ public sealed class LocalStore
     internal string TempDirectory { get; }
 
     internal string QuarantineDirectory { get; }
+
+    internal string TempRootsDirectory { get; }
+
+    internal string GcLockPath { get; }
 
     /// <summary><c>$XDG_DATA_HOME/tvix-fuse-build/store</c>, or <c>~/.local/share/tvix-fuse-build/store</c>.</summary>
     public static string DefaultRoot
@@ -228,18 +244,40 @@ public sealed class LocalStore
         }
     }
 
-    private static unsafe SafeFileHandle CreateExclusive(string path)
+    private static SafeFileHandle CreateExclusive(string path)
+    {
+        int fd = OpenFile(path, Libc.O_RDWR | Libc.O_CREAT | Libc.O_EXCL | Libc.O_CLOEXEC, 0x180);
+        if (fd < 0)
+        {
+            throw PosixException.FromLastError("create", path);
+        }
+
+        return new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    /// <summary>openat(2) on an absolute path; -1 with errno set on failure.</summary>
+    internal static unsafe int OpenFile(string path, int flags, uint mode)
     {
         byte[] native = NativePath.FromString(path);
         fixed (byte* p = native)
         {
-            int fd = Libc.openat(Libc.AT_FDCWD, p, Libc.O_RDWR | Libc.O_CREAT | Libc.O_EXCL | Libc.O_CLOEXEC, 0x180);
-            if (fd < 0)
-            {
-                throw PosixException.FromLastError("create", path);
-            }
+            return Libc.openat(Libc.AT_FDCWD, p, flags, mode);
+        }
+    }
 
-            return new SafeFileHandle(fd, ownsHandle: true);
+    /// <summary>
+    /// Marks an object that was written again as young, so that a collection running now keeps it (an upload of an
+    /// object the store already had relies on it from now on, like a new one).
+    /// </summary>
+    internal static void Touch(string path)
+    {
+        try
+        {
+            File.SetLastWriteTimeUtc(path, DateTime.UtcNow);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Gone (a collection took it: the caller writes it again) or not ours to touch.
         }
     }
 
@@ -282,13 +320,22 @@ public sealed class LocalStore
                 }
                 else if (errno is Libc.EEXIST or Libc.EINVAL)
                 {
-                    DeleteQuietly(temporaryPath);
                     if (Libc.fstatat(Libc.AT_FDCWD, t, out var existing, Libc.AT_SYMLINK_NOFOLLOW) == 0 && !existing.IsRegularFile)
                     {
+                        DeleteQuietly(temporaryPath);
                         throw new UnsafeDestinationException(
                             $"refusing to replace {finalPath} in the store {Root}: it is {HostFile.Describe(existing)}, not a stored object");
                     }
 
+                    // Refreshed, a collection keeps the copy that is there; gone meanwhile (a collection took it), ours
+                    // goes in its place.
+                    Touch(finalPath);
+                    if (Libc.fstatat(Libc.AT_FDCWD, t, out _, Libc.AT_SYMLINK_NOFOLLOW) != 0 && attempt < 3)
+                    {
+                        continue;
+                    }
+
+                    DeleteQuietly(temporaryPath);
                     return;
                 }
 
