@@ -22,9 +22,11 @@ internal static class ProgressDisplay
             return await work;
         }
 
+        // Cleared when the work is done; when it fails or is interrupted, the bar stays as it was, saying so.
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         await console.Progress()
-            .AutoClear(true)
+            .AutoClear(false)
+            .HideCompleted(true)
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
             .StartAsync(async context =>
             {
@@ -32,13 +34,21 @@ internal static class ProgressDisplay
                 while (!work.IsCompleted)
                 {
                     var (text, done, total) = describe();
-                    task.Description = Markup.Escape(text);
+                    task.Description = Markup.Escape(ToolText.Escape(text));
                     task.MaxValue = Math.Max(total, 1);
                     task.Value = Math.Min(done, task.MaxValue);
                     await Task.WhenAny(work, Task.Delay(100));
                 }
 
-                task.Value = task.MaxValue;
+                if (work.IsCompletedSuccessfully)
+                {
+                    task.Value = task.MaxValue;
+                }
+                else
+                {
+                    string how = ToolConsole.Stopping.IsCancellationRequested ? "interrupted" : "failed";
+                    task.Description = $"[red]{how}:[/] {Markup.Escape(ToolText.Escape(describe().Text))}";
+                }
             });
         return await work;
     }
