@@ -45,14 +45,22 @@ internal static class ToolConsole
 
     public static int Invoke(RootCommand root, string[] args)
     {
-        // No response files: an argument starting with '@' is a path like any other.
-        var parse = root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
         s_root = root;
-        s_commandPath = UsageErrors.CommandPath(parse);
-        if (parse.Action is not { ClearsParseErrors: true } && UsageErrors.Find(parse) is { } usage)
+        ParseResult parse;
+        try
         {
-            WriteUsageError(usage);
-            return Usage;
+            // No response files: an argument starting with '@' is a path like any other.
+            parse = root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
+            s_commandPath = UsageErrors.CommandPath(parse);
+            if (parse.Action is not { ClearsParseErrors: true } && UsageErrors.Find(parse) is { } usage)
+            {
+                WriteUsageError(usage);
+                return Usage;
+            }
+        }
+        catch (Exception e)
+        {
+            return Report(e);
         }
 
         using var termination = new Termination();

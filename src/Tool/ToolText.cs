@@ -9,6 +9,9 @@ internal static partial class ToolText
     /// <summary>Values longer than this are shown by their start and their length.</summary>
     public const int MaxValueLength = 80;
 
+    /// <summary>An unquoted run of characters without a space longer than this is a value, not a path or a word: it is elided.</summary>
+    public const int MaxWordLength = 400;
+
     /// <summary>No error line is longer than this; a longer one is cut (its values should have been elided already).</summary>
     public const int MaxLineLength = 2000;
 
@@ -62,12 +65,13 @@ internal static partial class ToolText
     public static string Quote(string value) => $"'{Elide(value)}'";
 
     /// <summary>
-    /// One line of a message: quoted values longer than <see cref="MaxValueLength"/> elided, control characters
-    /// escaped, and at most <see cref="MaxLineLength"/> characters.
+    /// One line of a message: quoted values longer than <see cref="MaxValueLength"/> and unquoted words longer than
+    /// <see cref="MaxWordLength"/> elided, control characters escaped, and at most <see cref="MaxLineLength"/> characters.
     /// </summary>
     public static string Line(string text)
     {
-        string line = Escape(LongQuotedValue().Replace(text, m => Quote(m.Groups[1].Value)));
+        string elided = LongQuotedValue().Replace(text, m => Quote(m.Groups[1].Value));
+        string line = Escape(LongWord().Replace(elided, m => Elide(m.Value)));
         return line.Length <= MaxLineLength ? line : $"{line[..MaxLineLength]}… ({line.Length - MaxLineLength} more characters)";
     }
 
@@ -91,4 +95,7 @@ internal static partial class ToolText
 
     [GeneratedRegex("'([^'\n]{81,})'")]
     private static partial Regex LongQuotedValue();
+
+    [GeneratedRegex(@"[^\s']{401,}")]
+    private static partial Regex LongWord();
 }

@@ -15,9 +15,10 @@ internal static partial class UsageErrors
     /// <summary>The message for a parse that failed, or that bound an unknown option to an argument; null when it is fine.</summary>
     public static string? Find(ParseResult parse)
     {
-        if (parse.Errors.Count == 0)
+        string? unknown = OptionTakenAsArgument(parse);
+        if (unknown is not null || parse.Errors.Count == 0)
         {
-            return OptionTakenAsArgument(parse);
+            return unknown;
         }
 
         if (parse.UnmatchedTokens.Count > 0)
@@ -146,9 +147,10 @@ internal static partial class UsageErrors
             return $"{name}: {ToolText.Quote(value)} is not one of {string.Join(", ", choices)}{Suggest(value, choices)}";
         }
 
-        return NotA(option.ValueType) is { } kind
+        // A value of the right type that a validator refused: its message says why.
+        return NotA(option.ValueType) is { } kind && !Converts(option.ValueType, value)
             ? $"{name}: {ToolText.Quote(value)} is not {kind} ({expected})"
-            : $"{name}: {Clean(parserMessage)}";
+            : Clean(parserMessage);
     }
 
     private static string BadArgument(Command command, Argument argument, IReadOnlyList<Token> tokens, string parserMessage)
@@ -180,6 +182,15 @@ internal static partial class UsageErrors
 
         return null;
     }
+
+    private static bool Converts(Type type, string value) => (Nullable.GetUnderlyingType(type) ?? type) switch
+    {
+        var t when t == typeof(int) => int.TryParse(value, System.Globalization.CultureInfo.InvariantCulture, out _),
+        var t when t == typeof(long) || t == typeof(uint) || t == typeof(ulong) => long.TryParse(value, System.Globalization.CultureInfo.InvariantCulture, out _),
+        var t when t == typeof(double) || t == typeof(float) || t == typeof(decimal) => double.TryParse(value, System.Globalization.CultureInfo.InvariantCulture, out _),
+        var t when t == typeof(bool) => bool.TryParse(value, out _),
+        _ => true,
+    };
 
     private static string? NotA(Type type) => (Nullable.GetUnderlyingType(type) ?? type) switch
     {

@@ -115,7 +115,7 @@ public sealed class BuildCommandTests : IDisposable
         File.WriteAllText(request, Request(busybox, "echo line one; echo line two; exit 7").ToJsonString());
         var result = Tool(["build", "--quiet", request]);
         Assert.Equal(1, result.ExitCode);
-        Assert.Contains("tvix-fuse-build: build failed: the command exited with status 7", result.Stderr);
+        Assert.Contains("tvix-fuse-build: error: build failed: the command exited with status 7", result.Stderr);
         Assert.Contains("  line one\n  line two", result.Stderr);
         Assert.DoesNotContain("   at ", result.Stderr);
     }
@@ -211,7 +211,7 @@ public sealed class BuildCommandTests : IDisposable
         else
         {
             Assert.Equal(1, result.ExitCode);
-            Assert.StartsWith($"tvix-fuse-build: invalid request: {vector.GetProperty("message").GetString()}", result.Stderr);
+            Assert.StartsWith($"tvix-fuse-build: error: invalid request: {vector.GetProperty("message").GetString()}", result.Stderr);
         }
     }
 

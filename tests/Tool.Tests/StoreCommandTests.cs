@@ -56,10 +56,13 @@ public sealed class StoreCommandTests : IDisposable
         Assert.Equal(1, result.ExitCode);
         Assert.Equal($"tvix-fuse-build: error: cannot import {Path.Combine(_temp, "does-not-exist")}: no such file or directory", result.Stderr.Trim());
 
+        // A store address that cannot be parsed is bad usage; one that names something that is not a store is a failure.
         var badStore = ToolProcess.Run(["--store", "sled:///x", "import", "/etc/hostname"]);
-        Assert.Equal(1, badStore.ExitCode);
-        Assert.Contains("unknown scheme 'sled'", badStore.Stderr);
-        Assert.Single(badStore.Stderr.Trim().Split('\n'));
+        Assert.Equal(2, badStore.ExitCode);
+        Assert.StartsWith("tvix-fuse-build: error: invalid store address 'sled:///x': unknown scheme 'sled'", badStore.Stderr);
+
+        var notAStore = ToolProcess.Run(["--store", "local:///etc/passwd", "import", "/etc/hostname"]);
+        Assert.Equal((1, "tvix-fuse-build: error: cannot open the store local:///etc/passwd: /etc/passwd is a file, not a directory\n"), (notAStore.ExitCode, notAStore.Stderr));
     }
 
     [Fact]

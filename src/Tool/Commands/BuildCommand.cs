@@ -98,7 +98,31 @@ internal static class BuildCommand
             command.Options.Add(_silenceTimeout);
             command.Options.Add(_logLimit);
             command.Options.Add(_quiet);
+            MustBePositive(_timeout);
+            MustBePositive(_silenceTimeout);
+            MustBePositive(_logLimit);
         }
+
+        /// <summary>A zero or negative value is refused by the parser, before anything is read or run.</summary>
+        private static void MustBePositive<T>(Option<T?> option)
+            where T : struct, IComparable<T> =>
+            option.Validators.Add(result =>
+            {
+                T? value;
+                try
+                {
+                    value = result.GetValueOrDefault<T?>();
+                }
+                catch (InvalidOperationException)
+                {
+                    return; // not a number at all: the parser says so
+                }
+
+                if (value is { } given && given.CompareTo(default) <= 0)
+                {
+                    result.AddError($"{option.Name} must be positive");
+                }
+            });
 
         public async Task<BuildRun> RunAsync(
             ParseResult parse, Castore.Stores.CastoreStore store, BuildSpec spec, BuildProtocol protocol, CancellationToken cancellationToken)

@@ -71,7 +71,11 @@ internal static class StoreSelection
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new StoreAddressException($"cannot open the store {ToolText.Elide(Describe(options))}: {ToolConsole.IOReason(e)}");
+            string address = Describe(options);
+            string reason = StoreAddress.Parse(address) is { Kind: StoreKind.Local, Path: { } path } && File.Exists(path)
+                ? $"{ToolText.Elide(path)} is a file, not a directory"
+                : ToolConsole.IOReason(e);
+            throw new StoreAddressException($"cannot open the store {ToolText.Elide(address)}: {reason}");
         }
     }
 
