@@ -224,15 +224,18 @@ public sealed partial class SignalTests : IDisposable
         }
     }
 
-    /// <summary>Whether a thread of <paramref name="pid"/> is blocked in read(0, …).</summary>
+    /// <summary>Whether a thread of <paramref name="pid"/> is blocked in read(2) on its stdin (or a duplicate of it).</summary>
     private static bool ReadsStdin(int pid)
     {
-        string read = RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? "63 0x0 " : "0 0x0 ";
+        string read = RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? "63" : "0";
+        string? stdin = new FileInfo($"/proc/{pid}/fd/0").LinkTarget;
         foreach (string task in Directory.EnumerateDirectories($"/proc/{pid}/task"))
         {
             try
             {
-                if (File.ReadAllText(Path.Combine(task, "syscall")).StartsWith(read, StringComparison.Ordinal))
+                string[] call = File.ReadAllText(Path.Combine(task, "syscall")).Split(' ');
+                if (call.Length > 1 && call[0] == read && call[1].StartsWith("0x", StringComparison.Ordinal) &&
+                    new FileInfo($"/proc/{pid}/fd/{Convert.ToInt32(call[1][2..], 16)}").LinkTarget == stdin)
                 {
                     return true;
                 }
