@@ -23,10 +23,13 @@ internal static class NodeText
 
     public static string Name(Node node) => node.Name.IsEmpty ? "(anonymous)" : ToolText.Escape(node.Name.ToString());
 
-    /// <summary>For people: <c>directory DIGEST, N entries</c>, <c>file DIGEST, 1.2 MiB</c>, <c>symlink -> TARGET</c>.</summary>
+    /// <summary>
+    /// For people: <c>directory DIGEST, castore size N</c> (the size tvix records: twice the entries plus the
+    /// subdirectories' sizes), <c>file DIGEST, 1.2 MiB</c>, <c>symlink -> TARGET</c>.
+    /// </summary>
     public static string Summary(Node node) => node switch
     {
-        DirectoryNode d => $"directory {d.Digest}, {d.Size} {(d.Size == 1 ? "entry" : "entries")}",
+        DirectoryNode d => $"directory {d.Digest}, castore size {d.Size}",
         FileNode f => $"{f.KindDisplay} {f.Digest}, {ProgressDisplay.Bytes(f.Size)}",
         SymlinkNode s => $"symlink -> {ToolText.Elide(s.Target.ToString())}",
         _ => throw new ArgumentOutOfRangeException(nameof(node)),

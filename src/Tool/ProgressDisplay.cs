@@ -22,11 +22,11 @@ internal static class ProgressDisplay
             return await work;
         }
 
-        // Cleared when the work is done; when it fails or is interrupted, the bar stays as it was, saying so.
+        // Cleared when the work ends; when it failed or was interrupted, a line says where it was.
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        string? stoppedAt = null;
         await console.Progress()
-            .AutoClear(false)
-            .HideCompleted(true)
+            .AutoClear(true)
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
             .StartAsync(async context =>
             {
@@ -46,10 +46,16 @@ internal static class ProgressDisplay
                 }
                 else
                 {
+                    var (text, done, total) = describe();
                     string how = ToolConsole.Stopping.IsCancellationRequested ? "interrupted" : "failed";
-                    task.Description = $"[red]{how}:[/] {Markup.Escape(ToolText.Escape(describe().Text))}";
+                    stoppedAt = $"[red]{how}[/] at {Math.Min(done, total) * 100 / Math.Max(total, 1):0}%: {Markup.Escape(ToolText.Escape(text))}";
                 }
             });
+        if (stoppedAt is not null)
+        {
+            console.MarkupLine(stoppedAt);
+        }
+
         return await work;
     }
 

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Google.Protobuf;
 using SnixBuild = Snix.Build.V1;
 using TvixBuild = Tvix.Build.V1;
@@ -83,6 +84,35 @@ public sealed class BuildCommandTests : IDisposable
         var ls = Tool(["ls", reply.Outputs.Single().Directory.Digest.ToBase64() is var b64 ? "blake3-" + b64 : ""]);
         Assert.True(ls.ExitCode == 0, ls.Stderr);
         Assert.Contains(" ref", ls.Stdout);
+    }
+
+    [Fact]
+    public void OnATerminalBuildAndImportPrintWhatPeopleCanRead()
+    {
+        var busybox = ImportBusybox();
+        string request = Path.Combine(_temp, "request.json");
+        File.WriteAllText(request, Request(busybox, "mkdir $out; echo /nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-busybox > $out/ref").ToJsonString());
+
+        var build = ToolProcess.RunInTerminal(["build", request], _environment);
+        Assert.True(build.ExitCode == 0, build.Stdout);
+        Assert.Contains("built 1 output:\n", build.Stdout);
+        Assert.True(
+            Regex.IsMatch(build.Stdout, @"\n  /nix/store/fhaj6gmwns62s6ypkcldbaj2ybvkhx3p-foo: directory blake3-[A-Za-z0-9+/]{43}=, castore size 2; references bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-busybox\n"),
+            build.Stdout);
+        Assert.DoesNotContain("buildRequest", build.Stdout);
+
+        // Answered from the result cache, it says so; asked for JSON, it writes JSON even on a terminal.
+        var cached = ToolProcess.RunInTerminal(["build", request], _environment);
+        Assert.Contains("1 output, from the result cache", cached.Stdout);
+        var json = ToolProcess.RunInTerminal(["build", "--format", "json", request], _environment);
+        Assert.Contains("\"buildRequest\"", json.Stdout);
+
+        // import --json: the JSON, and the readable lines after it.
+        string file = Path.Combine(_temp, "hello.txt");
+        File.WriteAllText(file, "hello\n");
+        var import = ToolProcess.RunInTerminal(["import", "--json", file], _environment);
+        Assert.Contains("\"name\": \"aGVsbG8udHh0\"", import.Stdout);
+        Assert.True(Regex.IsMatch(import.Stdout, @"\nhello\.txt\tfile\tblake3-[A-Za-z0-9+/]{43}=\t6\n"), import.Stdout);
     }
 
     [Fact]

@@ -199,12 +199,11 @@ public sealed partial class ErrorPathTests(ErrorPathFixture fixture) : IClassFix
     [Fact]
     public void BuildWithoutARequestOnATerminalPrintsItsUsage()
     {
-        // script(1) gives the tool a terminal for stdin and stdout.
-        var result = RunInTerminal($"'{ToolProcess.Executable}' build");
+        var result = ToolProcess.RunInTerminal(["build"], fixture.Environment);
         Assert.Equal(2, result.ExitCode);
-        Assert.Contains("Usage:", result.Output);
-        Assert.Contains("tvix-fuse-build build [<REQUEST>] [options]", result.Output);
-        Assert.Contains("tvix-fuse-build: error: no request: give a REQUEST file, or '-' to type one on the terminal", result.Output);
+        Assert.Contains("Usage:", result.Stdout);
+        Assert.Contains("tvix-fuse-build build [<REQUEST>] [options]", result.Stdout);
+        Assert.Contains("tvix-fuse-build: error: no request: give a REQUEST file, or '-' to type one on the terminal\n", result.Stdout);
     }
 
     [Fact]
@@ -266,21 +265,6 @@ public sealed partial class ErrorPathTests(ErrorPathFixture fixture) : IClassFix
     private string Expand(string text) => text.Replace("{T}", fixture.Root, StringComparison.Ordinal).Replace("{D}", fixture.TreeDigest, StringComparison.Ordinal);
 
     private static string Shorten(string text) => text.Length <= 4000 ? text : text[..4000] + $"… ({text.Length} characters)";
-
-    private static (int ExitCode, string Output) RunInTerminal(string command)
-    {
-        var psi = new System.Diagnostics.ProcessStartInfo("script", ["-qec", command, "/dev/null"])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        using var process = System.Diagnostics.Process.Start(psi)!;
-        process.StandardInput.Close();
-        string output = process.StandardOutput.ReadToEnd();
-        Assert.True(process.WaitForExit(TimeSpan.FromMinutes(1)), "script did not finish");
-        return (process.ExitCode, output.Replace("\r\n", "\n", StringComparison.Ordinal));
-    }
 
     // Runtime resource keys look like IO_FileNotFound_FileName or Arg_NullArgument.
     [GeneratedRegex(@"\b[A-Z][A-Za-z]*_[A-Z][a-z]+")]

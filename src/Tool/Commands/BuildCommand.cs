@@ -183,10 +183,14 @@ internal static class BuildCommand
         }
     }
 
-    /// <summary>For people: each output's path, kind, digest, size, and the needles found in it (by their text).</summary>
+    /// <summary>
+    /// For people: each output's path, kind, digest, size, and the needles found in it, each shown as the name of the
+    /// input or output it stands for when one starts with it (Nix's HASH-NAME), else as its text.
+    /// </summary>
     internal static void WriteSummary(TextWriter writer, BuildSpec spec, BuildRun run)
     {
-        string[] needles = [.. spec.RefscanNeedles];
+        string[] names = [.. spec.Outputs.Select(o => o.Split('/')[^1]), .. spec.Inputs.Select(i => i.Name.ToString())];
+        string[] needles = [.. spec.RefscanNeedles.Select(n => names.FirstOrDefault(name => name.StartsWith(n + "-", StringComparison.Ordinal)) ?? n)];
         writer.WriteLine(run.Cached
             ? $"{Plural(run.Result.Outputs.Length, "output")}, from the result cache (--rebuild runs it again):"
             : $"built {Plural(run.Result.Outputs.Length, "output")}:");

@@ -19,8 +19,8 @@ internal static class ImportCommand
         };
         var command = new Command(
             "import",
-            "Import host paths into the store and print their nodes: NAME KIND DIGEST SIZE (tab-separated; a directory's size is its number " +
-            "of entries, all levels; control characters in names escaped). Files are stored with the bytes reading them gives " +
+            "Import host paths into the store and print their nodes: NAME KIND DIGEST SIZE (tab-separated; a directory's SIZE is the castore " +
+            "size tvix records for it; control characters in names escaped). Files are stored with the bytes reading them gives " +
             "(/proc and /sys files too); devices, FIFOs and sockets are refused.")
         {
             paths,
