@@ -38,7 +38,7 @@ internal static class RunCommand
         };
         var network = new Option<bool>("--network") { Description = "Give the build the host's network." };
         var binSh = new Option<bool>("--bin-sh") { Description = "Provide a shell at /bin/sh (Debian's static busybox)." };
-        var name = new Option<string>("--name") { Description = "The build's name, part of its output paths.", DefaultValueFactory = _ => "run" };
+        var name = new Option<string>("--name") { Description = "The build's name, part of its output paths.", HelpName = "NAME", DefaultValueFactory = _ => "run" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the BuildRequest (protobuf JSON) and stop." };
         var resultPrefix = new Option<string>("--result")
         {
