@@ -212,9 +212,9 @@ public sealed class ServeCommandTests : IDisposable
         var noDirectory = ToolProcess.Run(["--store", "local://" + ServingStore, "serve", "--listen", $"unix:{_temp}/missing/serve.sock"], _environment);
 
         Assert.Equal(2, relative.ExitCode);
-        Assert.StartsWith("tvix-fuse-build: --listen: ", relative.Stderr, StringComparison.Ordinal);
+        Assert.StartsWith("tvix-fuse-build: error: --listen: ", relative.Stderr, StringComparison.Ordinal);
         Assert.Equal(2, noPort.ExitCode);
-        Assert.StartsWith("tvix-fuse-build: --listen: ", noPort.Stderr, StringComparison.Ordinal);
+        Assert.StartsWith("tvix-fuse-build: error: --listen: ", noPort.Stderr, StringComparison.Ordinal);
         Assert.Equal(2, badBuilds.ExitCode);
         Assert.Contains("--max-builds must be between 1 and 1024", badBuilds.Stderr, StringComparison.Ordinal);
         Assert.Equal(1, noDirectory.ExitCode);
