@@ -34,6 +34,19 @@ public sealed class StoreCommandTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData("tvix-fuse-build imp", "import")]
+    [InlineData("tvix-fuse-build import --", "--json")]
+    [InlineData("tvix-fuse-build build --protocol ", "snix\ntvix")]
+    [InlineData("tvix-fuse-build --store x ls -", "--recursive")]
+    public void CompletionAsTheReadmesBashFunctionAsksForIt(string line, string expected)
+    {
+        // What the README's bash function runs: the [suggest:POSITION] directive with the whole command line.
+        var result = ToolProcess.Run([$"[suggest:{line.Length}]", line]);
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Contains(expected, result.Stdout);
+    }
+
     [Fact]
     public void UsageErrorsExitTwoWithOneLine()
     {
