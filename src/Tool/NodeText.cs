@@ -9,16 +9,31 @@ internal static class NodeText
 {
     private static readonly JsonFormatter Json = new(JsonFormatter.Settings.Default);
 
-    /// <summary><c>NAME KIND DIGEST SIZE</c> (tab-separated); a symlink shows <c>-> TARGET</c> in place of digest and size.</summary>
+    /// <summary>
+    /// <c>NAME KIND DIGEST SIZE</c> (tab-separated); a symlink shows <c>-> TARGET</c> in place of digest and size. Names
+    /// and targets have their control characters escaped (<see cref="ToolText.Escape"/>): the JSON form is the exact one.
+    /// </summary>
     public static string Line(Node node) => node switch
     {
         DirectoryNode d => $"{Name(node)}\tdirectory\t{d.Digest}\t{d.Size}",
         FileNode f => $"{Name(node)}\t{f.KindDisplay}\t{f.Digest}\t{f.Size}",
-        SymlinkNode s => $"{Name(node)}\tsymlink\t-> {s.Target}",
+        SymlinkNode s => $"{Name(node)}\tsymlink\t-> {ToolText.Escape(s.Target.ToString())}",
         _ => throw new ArgumentOutOfRangeException(nameof(node)),
     };
 
-    public static string Name(Node node) => node.Name.IsEmpty ? "(anonymous)" : node.Name.ToString();
+    public static string Name(Node node) => node.Name.IsEmpty ? "(anonymous)" : ToolText.Escape(node.Name.ToString());
+
+    /// <summary>
+    /// For people: <c>directory DIGEST, castore size N</c> (the size tvix records: twice the entries plus the
+    /// subdirectories' sizes), <c>file DIGEST, 1.2 MiB</c>, <c>symlink -> TARGET</c>.
+    /// </summary>
+    public static string Summary(Node node) => node switch
+    {
+        DirectoryNode d => $"directory {d.Digest}, castore size {d.Size}",
+        FileNode f => $"{f.KindDisplay} {f.Digest}, {ProgressDisplay.Bytes(f.Size)}",
+        SymlinkNode s => $"symlink -> {ToolText.Elide(s.Target.ToString())}",
+        _ => throw new ArgumentOutOfRangeException(nameof(node)),
+    };
 
     /// <summary>A JSON array of tvix.castore.v1.Node objects (proto3 JSON mapping: bytes base64, uint64 as strings).</summary>
     public static string JsonArray(IEnumerable<Node> nodes) =>

@@ -18,6 +18,7 @@ internal static class Program
         root.Options.Add(StoreSelection.Store);
         root.Options.Add(StoreSelection.BlobServiceAddress);
         root.Options.Add(StoreSelection.DirectoryServiceAddress);
+        root.Options.Add(StoreSelection.Offline);
         foreach (var command in CommandCatalog.All())
         {
             root.Subcommands.Add(command);

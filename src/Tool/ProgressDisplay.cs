@@ -22,7 +22,9 @@ internal static class ProgressDisplay
             return await work;
         }
 
+        // Cleared when the work ends; when it failed or was interrupted, a line says where it was.
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        string? stoppedAt = null;
         await console.Progress()
             .AutoClear(true)
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
@@ -32,14 +34,28 @@ internal static class ProgressDisplay
                 while (!work.IsCompleted)
                 {
                     var (text, done, total) = describe();
-                    task.Description = Markup.Escape(text);
+                    task.Description = Markup.Escape(ToolText.Escape(text));
                     task.MaxValue = Math.Max(total, 1);
                     task.Value = Math.Min(done, task.MaxValue);
                     await Task.WhenAny(work, Task.Delay(100));
                 }
 
-                task.Value = task.MaxValue;
+                if (work.IsCompletedSuccessfully)
+                {
+                    task.Value = task.MaxValue;
+                }
+                else
+                {
+                    var (text, done, total) = describe();
+                    string how = ToolConsole.Stopping.IsCancellationRequested ? "interrupted" : "failed";
+                    stoppedAt = $"[red]{how}[/] at {Math.Min(done, total) * 100 / Math.Max(total, 1):0}%: {Markup.Escape(ToolText.Escape(text))}";
+                }
             });
+        if (stoppedAt is not null)
+        {
+            console.MarkupLine(stoppedAt);
+        }
+
         return await work;
     }
 

@@ -257,6 +257,13 @@ public sealed class GrpcCachingStoreTests : IAsyncLifetime
         Assert.Contains("cache must be none or an absolute path", e.Message);
         var unreachable = Assert.Throws<StoreUnavailableException>(() => CastoreStore.Open($"grpc+unix://{_temp.File("nobody.sock")}?wait-connect=1"));
         Assert.Contains("nobody.sock", unreachable.Message);
+
+        // Asked to connect at open (as the tool does), an unreachable store fails there, unless the address says offline=1.
+        var options = new StoreOptions($"grpc+unix://{_temp.File("nobody.sock")}") { ConnectAtOpen = true };
+        Assert.Throws<StoreUnavailableException>(() => CastoreStore.Open(options));
+        await using (CastoreStore.Open(options with { Store = options.Store + "?offline=1" }))
+        {
+        }
     }
 
     private async Task<B3Digest> PutOnServerAsync(byte[] data)

@@ -37,12 +37,18 @@ public sealed class GrpcStoreAddressTests
         Assert.Equal(DirectoryFetchMode.PerLevel, GrpcStoreAddress.Parse("grpc+http://h:1").DirectoryFetch);
         Assert.Equal("unix:/run/my store/castore.sock", parsed.Endpoint.Display);
 
+        Assert.True(GrpcStoreAddress.Parse("grpc+http://h:1?offline=1").Offline);
+        Assert.False(GrpcStoreAddress.Parse("grpc+http://h:1?offline=0").Offline);
+        Assert.False(GrpcStoreAddress.Parse("grpc+http://h:1").Offline);
         Assert.False(GrpcStoreAddress.Parse("grpc+http://h:1?wait-connect=0").WaitConnect);
         Assert.True(GrpcStoreAddress.Parse("grpc+http://h:1?wait-connect").WaitConnect);
         Assert.Equal("[::1]:8000", GrpcStoreAddress.Parse("grpc+http://[::1]:8000").Endpoint.Display);
     }
 
     [Theory]
+    [InlineData("grpc+http://h:1?offline=1&wait-connect=1", "contradict")]
+    [InlineData("grpc+http://h:1?offline=1&cache=none", "needs the local cache")]
+    [InlineData("grpc+http://h:1?offline=maybe", "offline must be 1 or 0")]
     [InlineData("grpc+http://localhost", "no port")]
     [InlineData("grpc+http://localhost:", "no port")]
     [InlineData("grpc+http://:8000", "no host")]

@@ -223,6 +223,49 @@ public sealed class ImportExportTests : IDisposable
     }
 
     [Fact]
+    public async Task PseudoFilesAreStoredWithTheBytesReadingGives()
+    {
+        // procfs says size 0, sysfs says 4096: neither is the length of what reading gives.
+        await using var store = NewStore();
+        foreach (string path in new[] { "/proc/version", "/proc/self/mounts", "/sys/kernel/mm/transparent_hugepage/enabled", "/sys/kernel/uevent_seqnum" })
+        {
+            Assert.True(File.Exists(path), $"{path} is missing on this host");
+            var node = (FileNode)await HostImporter.ImportAsync(path, store);
+            byte[] stored = await ReadBlobAsync(store, node.Digest);
+            Assert.NotEmpty(stored);
+            Assert.Equal((ulong)stored.Length, node.Size);
+            Assert.Equal(Blake3.Hash(stored), node.Digest);
+        }
+
+        // Files that do not change between reads are stored exactly as cat shows them.
+        var version = (FileNode)await HostImporter.ImportAsync("/proc/version", store);
+        Assert.Equal(File.ReadAllBytes("/proc/version"), await ReadBlobAsync(store, version.Digest));
+
+        // An empty regular file is still an empty file, and a directory of pseudo-files is read the same way.
+        string empty = _temp.Combine("empty");
+        File.WriteAllBytes(empty, []);
+        Assert.Equal(0UL, ((FileNode)await HostImporter.ImportAsync(empty, store)).Size);
+        var sys = (DirectoryNode)await HostImporter.ImportAsync("/sys/kernel/mm/transparent_hugepage", store);
+        var directory = await store.Directories.GetAsync(sys.Digest);
+        Assert.All(directory!.Files, f => Assert.NotEqual(4096UL, f.Size));
+    }
+
+    private static async Task<byte[]> ReadBlobAsync(CastoreStore store, B3Digest digest)
+    {
+        using var reader = await store.Blobs.OpenReadAsync(digest) ?? throw new InvalidOperationException($"blob {digest} is missing");
+        byte[] buffer = new byte[reader.Length];
+        int read = 0;
+        while (read < buffer.Length)
+        {
+            int n = await reader.ReadAtAsync(read, buffer.AsMemory(read));
+            Assert.True(n > 0);
+            read += n;
+        }
+
+        return buffer;
+    }
+
+    [Fact]
     public async Task MissingPathIsAClearError()
     {
         await using var store = NewStore();

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Google.Protobuf;
 using SnixBuild = Snix.Build.V1;
 using TvixBuild = Tvix.Build.V1;
@@ -86,6 +87,35 @@ public sealed class BuildCommandTests : IDisposable
     }
 
     [Fact]
+    public void OnATerminalBuildAndImportPrintWhatPeopleCanRead()
+    {
+        var busybox = ImportBusybox();
+        string request = Path.Combine(_temp, "request.json");
+        File.WriteAllText(request, Request(busybox, "mkdir $out; echo /nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-busybox > $out/ref").ToJsonString());
+
+        var build = ToolProcess.RunInTerminal(["build", request], _environment);
+        Assert.True(build.ExitCode == 0, build.Stdout);
+        Assert.Contains("built 1 output:\n", build.Stdout);
+        Assert.True(
+            Regex.IsMatch(build.Stdout, @"\n  /nix/store/fhaj6gmwns62s6ypkcldbaj2ybvkhx3p-foo: directory blake3-[A-Za-z0-9+/]{43}=, castore size 2; references bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-busybox\n"),
+            build.Stdout);
+        Assert.DoesNotContain("buildRequest", build.Stdout);
+
+        // Answered from the result cache, it says so; asked for JSON, it writes JSON even on a terminal.
+        var cached = ToolProcess.RunInTerminal(["build", request], _environment);
+        Assert.Contains("1 output, from the result cache", cached.Stdout);
+        var json = ToolProcess.RunInTerminal(["build", "--format", "json", request], _environment);
+        Assert.Contains("\"buildRequest\"", json.Stdout);
+
+        // import --json: the JSON, and the readable lines after it.
+        string file = Path.Combine(_temp, "hello.txt");
+        File.WriteAllText(file, "hello\n");
+        var import = ToolProcess.RunInTerminal(["import", "--json", file], _environment);
+        Assert.Contains("\"name\": \"aGVsbG8udHh0\"", import.Stdout);
+        Assert.True(Regex.IsMatch(import.Stdout, @"\nhello\.txt\tfile\tblake3-[A-Za-z0-9+/]{43}=\t6\n"), import.Stdout);
+    }
+
+    [Fact]
     public async Task BuildReadsBinaryFromStdinAndRepliesWithASnixBuildResponseInBinary()
     {
         var busybox = ImportBusybox();
@@ -115,7 +145,7 @@ public sealed class BuildCommandTests : IDisposable
         File.WriteAllText(request, Request(busybox, "echo line one; echo line two; exit 7").ToJsonString());
         var result = Tool(["build", "--quiet", request]);
         Assert.Equal(1, result.ExitCode);
-        Assert.Contains("tvix-fuse-build: build failed: the command exited with status 7", result.Stderr);
+        Assert.Contains("tvix-fuse-build: error: build failed: the command exited with status 7", result.Stderr);
         Assert.Contains("  line one\n  line two", result.Stderr);
         Assert.DoesNotContain("   at ", result.Stderr);
     }
@@ -211,7 +241,7 @@ public sealed class BuildCommandTests : IDisposable
         else
         {
             Assert.Equal(1, result.ExitCode);
-            Assert.StartsWith($"tvix-fuse-build: invalid request: {vector.GetProperty("message").GetString()}", result.Stderr);
+            Assert.StartsWith($"tvix-fuse-build: error: invalid request: {vector.GetProperty("message").GetString()}", result.Stderr);
         }
     }
 

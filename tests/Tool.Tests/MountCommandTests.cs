@@ -74,7 +74,7 @@ public sealed partial class MountCommandTests : IDisposable
 
         var badDigest = ToolProcess.Run(["--store", Store, "mount", Mountpoint, "--directory", "blake3-nonsense"]);
         Assert.Equal(2, badDigest.ExitCode);
-        Assert.StartsWith("tvix-fuse-build: --directory: invalid digest", badDigest.Stderr);
+        Assert.StartsWith("tvix-fuse-build: error: --directory: invalid digest", badDigest.Stderr);
 
         var badLine = ToolProcess.Run(["--store", Store, "mount", Mountpoint, "--nodes", Path.Combine(_temp, "nodes")]);
         Assert.Equal(2, badLine.ExitCode);
@@ -108,7 +108,7 @@ public sealed partial class MountCommandTests : IDisposable
         Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
         var exited = server.WaitForExitAsync();
         Assert.Same(exited, await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(15))));
-        Assert.Equal(0, server.ExitCode);
+        Assert.Equal(143, server.ExitCode);
         Assert.Empty(MountsUnder(_temp));
     }
 
@@ -220,7 +220,7 @@ public sealed partial class MountCommandTests : IDisposable
 
             Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
             await server.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(15));
-            Assert.Equal(0, server.ExitCode);
+            Assert.Equal(143, server.ExitCode);
             Assert.Empty(MountsUnder(_temp));
 
             // A user may not hand files to the kernel for passthrough: reads are then served by the process itself.
@@ -295,7 +295,7 @@ public sealed partial class MountCommandTests : IDisposable
     {
         Assert.Equal(0, ToolProcess.Signal(process.Id, 15));
         await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(15));
-        Assert.Equal(0, process.ExitCode);
+        Assert.Equal(143, process.ExitCode);
     }
 
     private static async Task WaitForReadyAsync(Process process)

@@ -115,11 +115,12 @@ public sealed class RefscanCommandTests : IDisposable
 
         result = ToolProcess.Run(["refscan", "--needles", P("needles"), "--engine", "nix", P("file")]);
         Assert.Equal(2, result.ExitCode);
-        Assert.StartsWith("tvix-fuse-build: --engine nix needs every needle", result.Stderr);
+        Assert.StartsWith("tvix-fuse-build: error: --engine nix needs every needle", result.Stderr);
 
         result = ToolProcess.Run(["refscan", "--needles", P("needles"), "-j", "0", P("file")]);
-        Assert.Equal((2, "tvix-fuse-build: --threads must be at least 1, not 0\n"), (result.ExitCode, result.Stderr));
-        Assert.Single(result.Stderr.TrimEnd('\n').Split('\n'));
+        Assert.Equal(
+            (2, "tvix-fuse-build: error: --threads must be at least 1, not 0\nRun 'tvix-fuse-build refscan --help' for usage.\n"),
+            (result.ExitCode, result.Stderr));
     }
 }
 

@@ -173,7 +173,7 @@ public sealed class ServeCommandTests : IDisposable
 
         var output = (FileNode)BuildResult.FromTvixBuild(reply).Outputs.Single().Node;
         Assert.Equal(Blake3.Hash("finished\n"u8), output.Digest);
-        Assert.True(exitCode == 0, stderr);
+        Assert.True(exitCode == 143, stderr); // 128 + SIGTERM, after the graceful stop
         Assert.Contains("SIGTERM: stopping; 1 build running", stderr, StringComparison.Ordinal);
         AssertNothingLeftBehind();
 
@@ -199,7 +199,7 @@ public sealed class ServeCommandTests : IDisposable
         var (exitCode, stderr) = await WaitForExitAsync(server);
 
         Assert.True(failure.Code is GrpcStatusCode.Unavailable, $"{failure.Code}: {failure.Message}");
-        Assert.True(exitCode == 0, stderr);
+        Assert.True(exitCode == 143, stderr); // 128 + SIGTERM, after the graceful stop
         AssertNothingLeftBehind();
     }
 
@@ -237,9 +237,9 @@ public sealed class ServeCommandTests : IDisposable
         var noDirectory = ToolProcess.Run(["--store", "local://" + ServingStore, "serve", "--listen", $"unix:{_temp}/missing/serve.sock"], _environment);
 
         Assert.Equal(2, relative.ExitCode);
-        Assert.StartsWith("tvix-fuse-build: --listen: ", relative.Stderr, StringComparison.Ordinal);
+        Assert.StartsWith("tvix-fuse-build: error: --listen: ", relative.Stderr, StringComparison.Ordinal);
         Assert.Equal(2, noPort.ExitCode);
-        Assert.StartsWith("tvix-fuse-build: --listen: ", noPort.Stderr, StringComparison.Ordinal);
+        Assert.StartsWith("tvix-fuse-build: error: --listen: ", noPort.Stderr, StringComparison.Ordinal);
         Assert.Equal(2, badBuilds.ExitCode);
         Assert.Contains("--max-builds must be between 1 and 1024", badBuilds.Stderr, StringComparison.Ordinal);
         Assert.Equal(1, noDirectory.ExitCode);

@@ -34,6 +34,19 @@ public sealed class StoreCommandTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData("tvix-fuse-build imp", "import")]
+    [InlineData("tvix-fuse-build import --", "--json")]
+    [InlineData("tvix-fuse-build build --protocol ", "snix\ntvix")]
+    [InlineData("tvix-fuse-build --store x ls -", "--recursive")]
+    public void CompletionAsTheReadmesBashFunctionAsksForIt(string line, string expected)
+    {
+        // What the README's bash function runs: the [suggest:POSITION] directive with the whole command line.
+        var result = ToolProcess.Run([$"[suggest:{line.Length}]", line]);
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Contains(expected, result.Stdout);
+    }
+
     [Fact]
     public void UsageErrorsExitTwoWithOneLine()
     {
@@ -56,10 +69,13 @@ public sealed class StoreCommandTests : IDisposable
         Assert.Equal(1, result.ExitCode);
         Assert.Equal($"tvix-fuse-build: error: cannot import {Path.Combine(_temp, "does-not-exist")}: no such file or directory", result.Stderr.Trim());
 
+        // A store address that cannot be parsed is bad usage; one that names something that is not a store is a failure.
         var badStore = ToolProcess.Run(["--store", "sled:///x", "import", "/etc/hostname"]);
-        Assert.Equal(1, badStore.ExitCode);
-        Assert.Contains("unknown scheme 'sled'", badStore.Stderr);
-        Assert.Single(badStore.Stderr.Trim().Split('\n'));
+        Assert.Equal(2, badStore.ExitCode);
+        Assert.StartsWith("tvix-fuse-build: error: invalid store address 'sled:///x': unknown scheme 'sled'", badStore.Stderr);
+
+        var notAStore = ToolProcess.Run(["--store", "local:///etc/passwd", "import", "/etc/hostname"]);
+        Assert.Equal((1, "tvix-fuse-build: error: cannot open the store local:///etc/passwd: /etc/passwd is a file, not a directory\n"), (notAStore.ExitCode, notAStore.Stderr));
     }
 
     [Fact]

@@ -70,6 +70,33 @@ internal static partial class ToolProcess
         return Process.Start(psi) ?? throw new InvalidOperationException("cannot start the tool");
     }
 
+    /// <summary>
+    /// Runs the tool with a terminal for its stdin, stdout and stderr (script(1) gives it one); returns what the
+    /// terminal showed (both streams, with LF line ends) as <see cref="Result.Stdout"/>.
+    /// </summary>
+    public static Result RunInTerminal(IEnumerable<string> arguments, IDictionary<string, string>? environment = null)
+    {
+        string command = string.Join(' ', new[] { Executable }.Concat(arguments).Select(a => "'" + a.Replace("'", "'\\''", StringComparison.Ordinal) + "'"));
+        var psi = new ProcessStartInfo("script", ["-qec", command, "/dev/null"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        psi.Environment.Remove("CI");
+        psi.Environment["TERM"] = "xterm";
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[key] = value;
+        }
+
+        using var process = Process.Start(psi) ?? throw new InvalidOperationException("cannot start script");
+        process.StandardInput.Close();
+        string output = process.StandardOutput.ReadToEnd();
+        Assert.True(process.WaitForExit(TimeSpan.FromMinutes(5)), $"tvix-fuse-build {string.Join(' ', arguments)} did not finish in time");
+        return new Result(process.ExitCode, output.Replace("\r\n", "\n", StringComparison.Ordinal), "");
+    }
+
     public static Result Run(
         IEnumerable<string> arguments, IDictionary<string, string>? environment = null, string? stdin = null, TimeSpan? timeout = null,
         string? workingDirectory = null)

@@ -37,14 +37,15 @@ public static class BuildMessages
     private static readonly JsonFormatter Formatter = new(JsonFormatter.Settings.Default.WithIndentation("  "));
 
     /// <summary>
-    /// JSON when the first byte that is not JSON whitespace is <c>{</c> and no byte is a control character other than
-    /// JSON whitespace (JSON text never holds one raw; binary protobuf always has a tag byte below 0x20 after the
-    /// first); binary otherwise.
+    /// JSON when the first byte that is not JSON whitespace can start a JSON text (<c>{ [ " - 0-9 t f n</c>: an
+    /// array or <c>null</c> is JSON that is not a request, not malformed binary) and no byte is a control character
+    /// other than JSON whitespace (JSON text never holds one raw; a request in binary protobuf always does: the tag of
+    /// its required <c>command_args</c> is 0x12); binary otherwise.
     /// </summary>
     public static MessageFormat DetectFormat(ReadOnlySpan<byte> data)
     {
         int first = data.IndexOfAnyExcept(" \t\r\n"u8);
-        if (first < 0 || data[first] != (byte)'{')
+        if (first < 0 || !"{[\"-0123456789tfn"u8.Contains(data[first]))
         {
             return MessageFormat.Binary;
         }

@@ -33,7 +33,7 @@ public sealed partial class GrpcBlobService : IBlobService
         var connection = new GrpcStoreConnection(GrpcStoreAddress.Parse(address), options);
         try
         {
-            if (connection.Address.WaitConnect)
+            if (connection.ConnectsAtOpen)
             {
                 await connection.ProbeAsync(cancellationToken).ConfigureAwait(false);
             }

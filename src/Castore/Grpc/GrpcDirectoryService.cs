@@ -29,7 +29,7 @@ public sealed class GrpcDirectoryService : IDirectoryService
         var connection = new GrpcStoreConnection(GrpcStoreAddress.Parse(address), options);
         try
         {
-            if (probe && connection.Address.WaitConnect)
+            if (probe && connection.ConnectsAtOpen)
             {
                 await connection.ProbeAsync(cancellationToken).ConfigureAwait(false);
             }

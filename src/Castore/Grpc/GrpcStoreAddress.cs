@@ -8,6 +8,8 @@ namespace TvixFuseBuild.Castore.Grpc;
 /// <c>grpc+unix:///ABSOLUTE/PATH</c> (no host), with optional query parameters:
 /// <list type="bullet">
 /// <item><c>wait-connect=1</c>: connect when the store is opened and fail at once if it is unreachable.</item>
+/// <item><c>offline=1</c>: never connect when the store is opened, even for a caller that asks for it
+/// (<see cref="GrpcStoreOptions.ConnectAtOpen"/>): what the cache holds is served, and only what it lacks needs the store.</item>
 /// <item><c>protocol=tvix</c> (default) or <c>protocol=snix</c>: call the <c>tvix.castore.v1</c> or <c>snix.castore.v1</c> services.</item>
 /// <item><c>timeout=SECONDS</c>: the deadline of each request (default 60; whole-blob downloads get none).</item>
 /// <item><c>cache=/ABSOLUTE/PATH</c>: the local store that caches what is fetched (default: the default local store);
@@ -26,10 +28,13 @@ public sealed record GrpcStoreAddress(
     DirectoryFetchMode DirectoryFetch)
 {
     public const string Usage =
-        "grpc+http://HOST:PORT, grpc+https://HOST:PORT or grpc+unix:///ABSOLUTE/PATH, optionally with ?wait-connect=1, " +
+        "grpc+http://HOST:PORT, grpc+https://HOST:PORT or grpc+unix:///ABSOLUTE/PATH, optionally with ?wait-connect=1, ?offline=1, " +
         "?protocol=tvix|snix, ?timeout=SECONDS, ?cache=none|/ABSOLUTE/PATH, ?fetch=level|closure";
 
     public static readonly TimeSpan DefaultCallTimeout = TimeSpan.FromSeconds(60);
+
+    /// <summary><c>offline=1</c>: the store is not reached when opened, whatever the caller prefers.</summary>
+    public bool Offline { get; init; }
 
     public static bool IsGrpcAddress(string address) =>
         address.StartsWith("grpc+", StringComparison.Ordinal);
@@ -63,6 +68,7 @@ public sealed record GrpcStoreAddress(
         };
 
         bool waitConnect = false;
+        bool offline = false;
         var protocol = CastoreProtocol.Tvix;
         var timeout = DefaultCallTimeout;
         var cache = GrpcCacheSetting.Default;
@@ -86,6 +92,14 @@ public sealed record GrpcStoreAddress(
                         null or "1" or "true" => true,
                         "0" or "false" => false,
                         _ => throw Invalid(address, $"wait-connect must be 1 or 0, got '{value}'"),
+                    };
+                    break;
+                case "offline":
+                    offline = value switch
+                    {
+                        null or "1" or "true" => true,
+                        "0" or "false" => false,
+                        _ => throw Invalid(address, $"offline must be 1 or 0, got '{value}'"),
                     };
                     break;
                 case "protocol":
@@ -122,11 +136,21 @@ public sealed record GrpcStoreAddress(
                     };
                     break;
                 default:
-                    throw Invalid(address, $"unknown parameter '{key}' (known: wait-connect, protocol, timeout, cache, fetch)");
+                    throw Invalid(address, $"unknown parameter '{key}' (known: wait-connect, offline, protocol, timeout, cache, fetch)");
             }
         }
 
-        return new GrpcStoreAddress(address, endpoint, waitConnect, protocol, timeout, cache, fetch);
+        if (offline && waitConnect)
+        {
+            throw Invalid(address, "offline=1 and wait-connect=1 contradict each other");
+        }
+
+        if (offline && !cache.Enabled)
+        {
+            throw Invalid(address, "offline=1 needs the local cache (not cache=none)");
+        }
+
+        return new GrpcStoreAddress(address, endpoint, waitConnect, protocol, timeout, cache, fetch) { Offline = offline };
     }
 
     private static GrpcEndpoint ParseUnix(string address, string location)

@@ -19,6 +19,9 @@ public sealed record GrpcStoreOptions
     public GrpcChannelOptions Channel { get; init; } = new();
 
     public GrpcRetryPolicy Retry { get; init; } = new();
+
+    /// <summary>Reach the store when it is opened and fail there if it cannot be reached, as <c>wait-connect=1</c> does, unless the address says <c>offline=1</c>.</summary>
+    public bool ConnectAtOpen { get; init; }
 }
 
 /// <summary>The channel, package and policies one castore client uses, and the mapping of statuses to castore errors.</summary>
@@ -39,6 +42,9 @@ internal sealed class GrpcStoreConnection : IDisposable
     public CastoreGrpcMethods Methods { get; }
 
     public GrpcChannel Channel { get; }
+
+    /// <summary>Whether opening a service on this connection reaches the store first (<see cref="ProbeAsync"/>).</summary>
+    public bool ConnectsAtOpen => Address.WaitConnect || (Options.ConnectAtOpen && !Address.Offline);
 
     /// <summary>Options for a bounded request (everything but whole-blob downloads and uploads).</summary>
     public GrpcCallOptions Call(CancellationToken cancellationToken) => new(Address.CallTimeout, cancellationToken);

@@ -123,6 +123,10 @@ internal static unsafe partial class Libc
     [LibraryImport(LibraryName, SetLastError = true)]
     public static partial int ftruncate(int fd, long length);
 
+    /// <summary>Fills <paramref name="buffer"/> (at least 120 bytes) with struct statfs; f_type is its first 8 bytes.</summary>
+    [LibraryImport(LibraryName, SetLastError = true)]
+    public static partial int fstatfs(int fd, byte* buffer);
+
     [LibraryImport(LibraryName)]
     public static partial nint strerror(int errnum);
 

@@ -8,6 +8,9 @@ public sealed record StoreOptions(string? Store = null, string? BlobServiceAddre
 {
     public const string BlobServiceAddressVariable = "BLOB_SERVICE_ADDR";
     public const string DirectoryServiceAddressVariable = "DIRECTORY_SERVICE_ADDR";
+
+    /// <summary>Reach remote stores when opening them and fail there if they cannot be reached (unless an address says <c>offline=1</c>).</summary>
+    public bool ConnectAtOpen { get; init; }
 }
 
 /// <summary>A blob service and a directory service used together, opened from store addresses.</summary>
@@ -56,11 +59,11 @@ public sealed class CastoreStore : IAsyncDisposable
             return Open(StoreAddress.DefaultLocal);
         }
 
-        return blobs == directories ? Open(blobs) : Open(blobs, directories);
+        return blobs == directories ? Open(blobs, options.ConnectAtOpen) : Open(blobs, directories, options.ConnectAtOpen);
     }
 
-    /// <summary>Opens one address serving both blobs and directories.</summary>
-    public static CastoreStore Open(string address)
+    /// <summary>Opens one address serving both blobs and directories; a remote one is reached first with <paramref name="connectAtOpen"/>.</summary>
+    public static CastoreStore Open(string address, bool connectAtOpen = false)
     {
         var parsed = StoreAddress.Parse(address);
         switch (parsed.Kind)
@@ -73,15 +76,25 @@ public sealed class CastoreStore : IAsyncDisposable
                 var local = LocalStore.Open(parsed.Path!);
                 return new CastoreStore(local.Blobs, local.Directories, parsed.Display) { Local = local };
             default:
-                return Grpc.GrpcCastore.Open(address);
+                return Grpc.GrpcCastore.Open(address, connectAtOpen ? new Grpc.GrpcStoreOptions { ConnectAtOpen = true } : null);
         }
     }
 
     /// <summary>Opens blobs from one address and directories from another.</summary>
-    public static CastoreStore Open(string blobAddress, string directoryAddress)
+    public static CastoreStore Open(string blobAddress, string directoryAddress, bool connectAtOpen = false)
     {
-        var blobStore = Open(blobAddress);
-        var directoryStore = Open(directoryAddress);
+        var blobStore = Open(blobAddress, connectAtOpen);
+        CastoreStore directoryStore;
+        try
+        {
+            directoryStore = Open(directoryAddress, connectAtOpen);
+        }
+        catch
+        {
+            blobStore.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            throw;
+        }
+
         return new CastoreStore(
             blobStore.Blobs, directoryStore.Directories, $"blobs {blobStore.Address}, directories {directoryStore.Address}", blobStore, directoryStore)
         {

@@ -28,11 +28,32 @@ public readonly record struct ImportProgress(long FilesDone, long FilesTotal, lo
 /// Turns a host path (file, directory tree or symlink) into a castore node: files hashed and stored in parallel
 /// (executable = the owner's execute bit), symlinks stored verbatim and never followed, directories stored leaves to
 /// root. Blobs the store already has are not written again. Sockets, fifos and devices are refused, naming the path.
+/// A file whose size says nothing about its contents (size 0, or on procfs, sysfs and the like) is read to its end
+/// once and stored as read: what <c>cat</c> shows, never an empty file.
 /// </summary>
 public static class HostImporter
 {
     // Files up to this size are read once into memory; larger ones are hashed first, then copied only when absent.
     private const int SmallFileLimit = 256 * 1024;
+
+    // A pseudo-file is read into memory whole; one that gives more than this is refused (/proc/kcore would never end).
+    private const int PseudoFileLimit = 16 << 20;
+
+    // statfs f_type of the kernel filesystems whose files are generated when read: st_size is 0 or a page, not the length.
+    private static readonly Dictionary<long, string> PseudoFileSystems = new()
+    {
+        [0x9fa0] = "procfs",
+        [0x62656572] = "sysfs",
+        [0x64626720] = "debugfs",
+        [0x74726163] = "tracefs",
+        [0x73636673] = "securityfs",
+        [0x62656570] = "configfs",
+        [0x27e0eb] = "cgroupfs",
+        [0x63677270] = "cgroup2fs",
+        [0xcafe4a11] = "bpffs",
+        [0xde5e81e4] = "efivarfs",
+        [0x6165676c] = "pstorefs",
+    };
 
     /// <summary>Imports <paramref name="path"/>; without <see cref="ImportOptions.TempRoots"/>, the objects are the store's temp roots until the import ends.</summary>
     public static async Task<Node> ImportAsync(
@@ -104,7 +125,8 @@ public static class HostImporter
 
         public string DisplayPath { get; } = displayPath;
 
-        public long Size { get; } = size;
+        /// <summary>st_size at the scan; for a pseudo-file, the number of bytes read once it is stored.</summary>
+        public long Size { get; set; } = size;
 
         public bool Executable { get; } = executable;
 
@@ -337,7 +359,11 @@ public static class HostImporter
     private static async ValueTask StoreFileAsync(ScannedFile file, ImportState state, CancellationToken cancellationToken)
     {
         using var handle = OpenFile(file);
-        if (file.Size <= SmallFileLimit)
+        if (file.Size == 0 || PseudoFileSystem(handle, file) is not null)
+        {
+            await StorePseudoFileAsync(handle, file, state, cancellationToken).ConfigureAwait(false);
+        }
+        else if (file.Size <= SmallFileLimit)
         {
             byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Max(file.Size, 1));
             try
@@ -374,6 +400,74 @@ public static class HostImporter
         }
 
         state.FileDone(file.Size);
+    }
+
+    /// <summary>Reads the file to its end (the bytes it gives now are its contents), stores them, and sets its size.</summary>
+    private static async ValueTask StorePseudoFileAsync(SafeFileHandle handle, ScannedFile file, ImportState state, CancellationToken cancellationToken)
+    {
+        if (file.Size > PseudoFileLimit)
+        {
+            throw new ImportException(
+                $"cannot import {file.DisplayPath}: it is a {PseudoFileSystem(handle, file)} file of {file.Size} bytes; " +
+                $"files of such filesystems are read whole, at most {PseudoFileLimit >> 20} MiB");
+        }
+
+        using var contents = new MemoryStream();
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
+        try
+        {
+            int n;
+            while ((n = ReadOnce(handle, buffer, contents.Length, file.DisplayPath)) > 0)
+            {
+                contents.Write(buffer, 0, n);
+                if (contents.Length > PseudoFileLimit)
+                {
+                    throw new ImportException(
+                        $"cannot import {file.DisplayPath}: reading it gives more than {PseudoFileLimit >> 20} MiB; a file whose size " +
+                        "does not say its length is read whole into memory, and this one does not end");
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+
+        var bytes = contents.GetBuffer().AsMemory(0, (int)contents.Length);
+        var digest = Hashing.Blake3.Hash(bytes.Span);
+        if (!await state.Blobs.HasAsync(digest, cancellationToken).ConfigureAwait(false))
+        {
+            await using var writer = state.Blobs.OpenWrite();
+            await writer.WriteAsync(bytes, cancellationToken).ConfigureAwait(false);
+            await writer.CompleteAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        file.Digest = digest;
+        file.Size = bytes.Length;
+    }
+
+    private static int ReadOnce(SafeFileHandle handle, byte[] buffer, long offset, string displayPath)
+    {
+        try
+        {
+            return RandomAccess.Read(handle, buffer, offset);
+        }
+        catch (IOException e)
+        {
+            throw new ImportException($"cannot import {displayPath}: reading it failed: {(e.HResult is > 0 and < 4096 ? Libc.ErrorText(e.HResult) : e.Message)}", e);
+        }
+    }
+
+    /// <summary>The name of the pseudo-filesystem the open file is on, or null for one that stores files.</summary>
+    private static unsafe string? PseudoFileSystem(SafeFileHandle handle, ScannedFile file)
+    {
+        byte* buffer = stackalloc byte[256];
+        if (Libc.fstatfs((int)handle.DangerousGetHandle(), buffer) != 0)
+        {
+            throw CannotImport(file.DisplayPath, Marshal.GetLastPInvokeError());
+        }
+
+        return PseudoFileSystems.GetValueOrDefault(*(long*)buffer);
     }
 
     private static unsafe SafeFileHandle OpenFile(ScannedFile file)

@@ -12,11 +12,10 @@ internal static class BuildCommand
 
     public static Command Create()
     {
-        var request = new Argument<string>("REQUEST")
+        var request = new Argument<string?>("REQUEST")
         {
-            Description = "The BuildRequest: a file, or '-' for stdin (the default). Protobuf JSON or binary, detected unless --format says.",
+            Description = "The BuildRequest: a file, or '-' for stdin; without it, stdin unless that is a terminal. Protobuf JSON or binary, detected unless --format says.",
             Arity = ArgumentArity.ZeroOrOne,
-            DefaultValueFactory = _ => "-",
         };
         var protocol = new Option<string>("--protocol")
         {
@@ -24,7 +23,11 @@ internal static class BuildCommand
             DefaultValueFactory = _ => "tvix",
         };
         protocol.AcceptOnlyFromAmong("tvix", "snix");
-        var format = new Option<string?>("--format") { Description = "json or binary: the request's format, and the reply's (default: detected from the request)." };
+        var format = new Option<string?>("--format")
+        {
+            Description = "json or binary: the request's format, and the reply's (default: detected from the request; on a terminal, " +
+                          "without --format or --out, a readable summary in place of the reply).",
+        };
         format.AcceptOnlyFromAmong("json", "binary");
         var output = new Option<string?>("--out", "-o")
         {
@@ -33,7 +36,7 @@ internal static class BuildCommand
             HelpName = "FILE",
         };
         var common = new BuildOptions();
-        var command = new Command("build", "Run a tvix/snix BuildRequest: inputs mounted lazily from the store, the command in a namespace sandbox, the outputs ingested and scanned for the needles. The build's log goes to stderr as it is written; the reply to stdout.")
+        var command = new Command("build", "Run a tvix/snix BuildRequest: inputs mounted lazily from the store, the command in a namespace sandbox, the outputs ingested and scanned for the needles. The build's log goes to stderr as it is written; the reply to stdout (on a terminal: each output's path, kind, digest, size and references).")
         {
             request,
             protocol,
@@ -51,10 +54,30 @@ internal static class BuildCommand
                 _ => null,
             };
 
-            var (spec, detected) = BuildMessages.ReadRequest(parse.GetValue(request)!, buildProtocol, requestFormat);
+            string? path = parse.GetValue(request);
+            if (path is null && !Console.IsInputRedirected)
+            {
+                throw new UsageException("no request: give a REQUEST file, or '-' to type one on the terminal", showHelp: true);
+            }
+
+            path ??= ToolInput.Stdin;
+            byte[] data = ToolInput.ReadAllBytes(path, "request");
+            var detected = requestFormat ?? BuildMessages.DetectFormat(data);
+            var spec = BuildMessages.ParseRequest(data, buildProtocol, detected, ToolInput.Display(path));
             await using var store = StoreSelection.Open(parse);
             var run = await common.RunAsync(parse, store, spec, buildProtocol, cancellationToken);
-            BuildMessages.WriteOutput(parse.GetValue(output), BuildMessages.FormatReply(spec, run.Result, buildProtocol, detected));
+            string? outFile = parse.GetValue(output);
+            bool terminal = !Console.IsOutputRedirected && outFile is null or BuildMessages.StdioName;
+            if (!terminal || requestFormat is not null)
+            {
+                BuildMessages.WriteOutput(outFile, BuildMessages.FormatReply(spec, run.Result, buildProtocol, detected));
+            }
+
+            if (!Console.IsOutputRedirected && (!terminal || requestFormat is null))
+            {
+                WriteSummary(Console.Out, spec, run);
+            }
+
             return ToolConsole.Ok;
         });
         return command;
@@ -87,7 +110,31 @@ internal static class BuildCommand
             command.Options.Add(_logLimit);
             command.Options.Add(_quiet);
             _limits.AddTo(command);
+            MustBePositive(_timeout);
+            MustBePositive(_silenceTimeout);
+            MustBePositive(_logLimit);
         }
+
+        /// <summary>A zero or negative value is refused by the parser, before anything is read or run.</summary>
+        private static void MustBePositive<T>(Option<T?> option)
+            where T : struct, IComparable<T> =>
+            option.Validators.Add(result =>
+            {
+                T? value;
+                try
+                {
+                    value = result.GetValueOrDefault<T?>();
+                }
+                catch (InvalidOperationException)
+                {
+                    return; // not a number at all: the parser says so
+                }
+
+                if (value is { } given && given.CompareTo(default) <= 0)
+                {
+                    result.AddError($"{option.Name} must be positive");
+                }
+            });
 
         public async Task<BuildRun> RunAsync(
             ParseResult parse, Castore.Stores.CastoreStore store, BuildSpec spec, BuildProtocol protocol, CancellationToken cancellationToken)
@@ -119,7 +166,7 @@ internal static class BuildCommand
             }
             catch (BuildFailedException failure)
             {
-                throw new ReportedFailureException(Describe(failure));
+                throw Describe(failure);
             }
         }
 
@@ -130,22 +177,45 @@ internal static class BuildCommand
             _ => TimeSpan.FromSeconds(value.Value),
         };
 
-        private static string Describe(BuildFailedException failure)
+        private static ReportedFailureException Describe(BuildFailedException failure)
         {
-            var lines = new List<string> { $"{ToolConsole.Name}: build failed: {failure.Message}" };
+            var details = new List<string>();
             var tail = failure.LastLogLines(FailureLogLines);
             if (tail.Count > 0)
             {
-                lines.Add($"{ToolConsole.Name}: last {tail.Count} lines of the log:");
-                lines.AddRange(tail.Select(l => "  " + l));
+                details.Add($"{ToolConsole.Name}: last {tail.Count} lines of the log:");
+                details.AddRange(tail.Select(l => "  " + l));
             }
 
             if (failure.KeptDirectory is { } kept)
             {
-                lines.Add($"{ToolConsole.Name}: the build directory is kept at {kept}");
+                details.Add($"{ToolConsole.Name}: the build directory is kept at {kept}");
             }
 
-            return string.Join('\n', lines);
+            return new ReportedFailureException($"build failed: {failure.Message}", details);
         }
     }
+
+    /// <summary>
+    /// For people: each output's path, kind, digest, size, and the needles found in it, each shown as the name of the
+    /// input or output it stands for when one starts with it (Nix's HASH-NAME), else as its text.
+    /// </summary>
+    internal static void WriteSummary(TextWriter writer, BuildSpec spec, BuildRun run)
+    {
+        string[] names = [.. spec.Outputs.Select(o => o.Split('/')[^1]), .. spec.Inputs.Select(i => i.Name.ToString())];
+        string[] needles = [.. spec.RefscanNeedles.Select(n => names.FirstOrDefault(name => name.StartsWith(n + "-", StringComparison.Ordinal)) ?? n)];
+        writer.WriteLine(run.Cached
+            ? $"{Plural(run.Result.Outputs.Length, "output")}, from the result cache (--rebuild runs it again):"
+            : $"built {Plural(run.Result.Outputs.Length, "output")}:");
+        for (int i = 0; i < run.Result.Outputs.Length; i++)
+        {
+            var output = run.Result.Outputs[i];
+            string references = output.Needles.Length == 0
+                ? "no references"
+                : "references " + string.Join(", ", output.Needles.Select(n => n < needles.Length ? ToolText.Elide(needles[n]) : $"#{n}"));
+            writer.WriteLine($"  /{ToolText.Elide(spec.Outputs[i])}: {NodeText.Summary(output.Node)}; {references}");
+        }
+    }
+
+    private static string Plural(int n, string noun) => n == 1 ? $"1 {noun}" : $"{n} {noun}s";
 }

@@ -49,8 +49,8 @@ internal static class ExportCommand
                     throw new UsageException($"with --nodes, DEST must be an existing directory: {dest}");
                 }
 
-                string text = ReadText(nodesFile);
-                foreach (var node in NodeText.ParseJson(text, nodesFile))
+                string text = ToolInput.ReadAllText(nodesFile, "nodes file");
+                foreach (var node in NodeText.ParseJson(text, ToolInput.Display(nodesFile)))
                 {
                     await HostExporter.ExportAsync(node, store, Path.Combine(dest, node.Name.ToString()), options, cancellationToken);
                 }
@@ -68,17 +68,5 @@ internal static class ExportCommand
             return ToolConsole.Ok;
         });
         return command;
-    }
-
-    internal static string ReadText(string path)
-    {
-        try
-        {
-            return path == "-" ? Console.In.ReadToEnd() : File.ReadAllText(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new UsageException($"cannot read {path}: {e.Message}");
-        }
     }
 }

@@ -13,13 +13,20 @@ internal static class ImportCommand
             Description = "Files, directories or symlinks to import (symlinks are stored, not followed).",
             Arity = ArgumentArity.OneOrMore,
         };
-        var json = new Option<bool>("--json") { Description = "Print the nodes as a JSON array of tvix.castore.v1.Node (protobuf JSON)." };
+        var json = new Option<bool>("--json")
+        {
+            Description = "Print the nodes as a JSON array of tvix.castore.v1.Node (protobuf JSON: names base64); on a terminal, the readable lines follow on stderr.",
+        };
         var root = new Option<string?>("--root")
         {
             Description = "Make the imported node garbage-collection root NAME (see 'root'; an existing NAME is replaced) before the import lets go of it; one PATH only.",
             HelpName = "NAME",
         };
-        var command = new Command("import", "Import host paths into the store and print their nodes: NAME KIND DIGEST SIZE.")
+        var command = new Command(
+            "import",
+            "Import host paths into the store and print their nodes: NAME KIND DIGEST SIZE (tab-separated; a directory's SIZE is the castore " +
+            "size tvix records for it; control characters in names escaped). Files are stored with the bytes reading them gives " +
+            "(/proc and /sys files too); devices, FIFOs and sockets are refused.")
         {
             paths,
             json,
@@ -69,6 +76,10 @@ internal static class ImportCommand
             if (parse.GetValue(json))
             {
                 Console.WriteLine(NodeText.JsonArray(nodes));
+                if (!Console.IsOutputRedirected)
+                {
+                    nodes.ForEach(node => Console.Error.WriteLine(NodeText.Line(node)));
+                }
             }
 
             return ToolConsole.Ok;

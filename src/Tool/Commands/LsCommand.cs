@@ -52,12 +52,13 @@ internal static class LsCommand
         }
     }
 
+    // Names and targets are escaped: a name may hold any byte but '/' and NUL, terminal escapes included.
     private static string Line(Node node, string name) => node switch
     {
-        DirectoryNode d => $"dr-xr-xr-x {d.Size,12} {d.Digest} {name}/",
-        FileNode { Executable: true } f => $"-r-xr-xr-x {f.Size,12} {f.Digest} {name}",
-        FileNode f => $"-r--r--r-- {f.Size,12} {f.Digest} {name}",
-        SymlinkNode s => $"lrwxrwxrwx {s.Target.Length,12} {name} -> {s.Target}",
+        DirectoryNode d => $"dr-xr-xr-x {d.Size,12} {d.Digest} {ToolText.Escape(name)}/",
+        FileNode { Executable: true } f => $"-r-xr-xr-x {f.Size,12} {f.Digest} {ToolText.Escape(name)}",
+        FileNode f => $"-r--r--r-- {f.Size,12} {f.Digest} {ToolText.Escape(name)}",
+        SymlinkNode s => $"lrwxrwxrwx {s.Target.Length,12} {ToolText.Escape(name)} -> {ToolText.Escape(s.Target.ToString())}",
         _ => throw new ArgumentOutOfRangeException(nameof(node)),
     };
 }

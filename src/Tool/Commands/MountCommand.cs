@@ -127,17 +127,8 @@ internal static class MountCommand
     /// <summary>Reads a nodes file: the JSON 'import --json' prints, or the lines 'import' prints.</summary>
     internal static IReadOnlyList<Node> ReadNodes(string file)
     {
-        string text;
-        try
-        {
-            text = file == "-" ? Console.In.ReadToEnd() : File.ReadAllText(file);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new UsageException($"--nodes {file}: {e.Message}");
-        }
-
-        string source = file == "-" ? "stdin" : file;
+        string text = ToolInput.ReadAllText(file, "nodes file");
+        string source = ToolInput.Display(file);
         string trimmed = text.TrimStart();
         if (trimmed.StartsWith('[') || trimmed.StartsWith('{'))
         {

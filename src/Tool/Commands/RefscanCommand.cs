@@ -84,7 +84,8 @@ internal static class RefscanCommand
             ImmutableArray<int> found;
             try
             {
-                found = scanner.ScanPath(path);
+                // On a thread of its own: a signal ends the command without waiting for a large tree's scan.
+                found = Task.Run(() => scanner.ScanPath(path)).WaitAsync(ToolConsole.Stopping).GetAwaiter().GetResult();
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -120,33 +121,7 @@ internal static class RefscanCommand
     /// <summary>One needle per line; a final line ending is optional; an empty line is an error (it would match everything).</summary>
     internal static byte[][] ReadNeedles(string file)
     {
-        byte[] data;
-        try
-        {
-            if (file == "-")
-            {
-                using var stdin = Console.OpenStandardInput();
-                using var buffer = new MemoryStream();
-                stdin.CopyTo(buffer);
-                data = buffer.ToArray();
-            }
-            else
-            {
-                data = File.ReadAllBytes(file);
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            string reason = e switch
-            {
-                FileNotFoundException or DirectoryNotFoundException => "no such file",
-                UnauthorizedAccessException when Directory.Exists(file) => "is a directory",
-                UnauthorizedAccessException => "permission denied",
-                _ => e.Message,
-            };
-            throw new IOException($"cannot read needles file {file}: {reason}", e);
-        }
-
+        byte[] data = ToolInput.ReadAllBytes(file, "needles file");
         if (data.Length == 0)
         {
             throw new IOException($"needles file {file} is empty");

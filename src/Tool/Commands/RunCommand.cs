@@ -38,7 +38,7 @@ internal static class RunCommand
         };
         var network = new Option<bool>("--network") { Description = "Give the build the host's network." };
         var binSh = new Option<bool>("--bin-sh") { Description = "Provide a shell at /bin/sh (Debian's static busybox)." };
-        var name = new Option<string>("--name") { Description = "The build's name, part of its output paths.", DefaultValueFactory = _ => "run" };
+        var name = new Option<string>("--name") { Description = "The build's name, part of its output paths.", HelpName = "NAME", DefaultValueFactory = _ => "run" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the BuildRequest (protobuf JSON) and stop." };
         var resultPrefix = new Option<string>("--result")
         {
@@ -112,21 +112,13 @@ internal static class RunCommand
                 string references = output.Needles.Length == 0
                     ? "no references"
                     : "references " + string.Join(", ", output.Needles.Select(n => plan.NeedleOwners[n]));
-                Console.WriteLine($"{plan.OutputNames[i]}\t{NixStorePaths.StoreDir}/{plan.OutputBaseNames[i]}\t{Path.GetRelativePath(Environment.CurrentDirectory, destination)}\t{NodeText.Line(output.Node).Split('\t')[1]} {Digest(output.Node)}\t{references}");
+                Console.WriteLine($"{plan.OutputNames[i]}\t{NixStorePaths.StoreDir}/{plan.OutputBaseNames[i]}\t{Path.GetRelativePath(Environment.CurrentDirectory, destination)}\t{NodeText.Summary(output.Node)}\t{references}");
             }
 
             return ToolConsole.Ok;
         });
         return run;
     }
-
-    private static string Digest(Node node) => node switch
-    {
-        DirectoryNode d => d.Digest.ToString(),
-        FileNode f => f.Digest.ToString(),
-        SymlinkNode s => "-> " + s.Target,
-        _ => "",
-    };
 
     private static (string Path, PathComponent Name) SplitInput(string input)
     {

@@ -84,7 +84,9 @@ internal static class ServeCommand
                 limits.Parse(parse));
             return ServeAsync(parse, settings).GetAwaiter().GetResult();
         });
-        return command;
+
+        // It stops on its own after a signal: running builds get the grace period.
+        return ToolConsole.SelfStopping(command);
     }
 
     private sealed record Settings(

@@ -1,4 +1,6 @@
 using System.CommandLine;
+using TvixFuseBuild.Castore;
+using TvixFuseBuild.Castore.Grpc;
 using TvixFuseBuild.Castore.Stores;
 
 namespace TvixFuseBuild.Tool.Commands;
@@ -28,8 +30,75 @@ internal static class StoreSelection
         HelpName = "URL",
     };
 
-    public static StoreOptions Options(ParseResult parse) =>
-        new(parse.GetValue(Store), parse.GetValue(BlobServiceAddress), parse.GetValue(DirectoryServiceAddress));
+    public static readonly Option<bool> Offline = new("--offline")
+    {
+        Description = "Work from the local cache of a remote store: do not fail when the store cannot be reached (only what the cache " +
+                      "lacks needs it). Without this (or ?offline=1 in the address), a remote store that cannot be reached is an error.",
+        Recursive = true,
+    };
 
-    public static CastoreStore Open(ParseResult parse) => CastoreStore.Open(Options(parse));
+    public static StoreOptions Options(ParseResult parse) =>
+        new(parse.GetValue(Store), parse.GetValue(BlobServiceAddress), parse.GetValue(DirectoryServiceAddress))
+        {
+            ConnectAtOpen = !parse.GetValue(Offline),
+        };
+
+    /// <summary>
+    /// Opens the selected store. A malformed address is a usage error; a remote store is reached first (so that an
+    /// unreachable one fails here, not later with a cache hiding it), and a signal interrupts that wait.
+    /// </summary>
+    public static CastoreStore Open(ParseResult parse)
+    {
+        var options = Options(parse);
+        // The addresses CastoreStore.Open will use, in its order of precedence.
+        Validate(options.BlobServiceAddress ?? options.Store ?? Environment.GetEnvironmentVariable(StoreOptions.BlobServiceAddressVariable));
+        Validate(options.DirectoryServiceAddress ?? options.Store ?? Environment.GetEnvironmentVariable(StoreOptions.DirectoryServiceAddressVariable));
+
+        var opening = Task.Run(() => CastoreStore.Open(options));
+        try
+        {
+            return opening.WaitAsync(ToolConsole.Stopping).GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException) when (!opening.IsCompleted)
+        {
+            // Closed when it opens after all; the command is over by then.
+            _ = opening.ContinueWith(t => t.Result.DisposeAsync(), TaskContinuationOptions.OnlyOnRanToCompletion);
+            throw;
+        }
+        catch (StoreUnavailableException e)
+        {
+            throw new StoreUnavailableException($"{e.Message} (--offline works from the local cache alone)", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            string address = Describe(options);
+            string reason = StoreAddress.Parse(address) is { Kind: StoreKind.Local, Path: { } path } && File.Exists(path)
+                ? $"{ToolText.Elide(path)} is a file, not a directory"
+                : ToolConsole.IOReason(e);
+            throw new StoreAddressException($"cannot open the store {ToolText.Elide(address)}: {reason}");
+        }
+    }
+
+    private static void Validate(string? address)
+    {
+        if (string.IsNullOrEmpty(address))
+        {
+            return;
+        }
+
+        try
+        {
+            if (StoreAddress.Parse(address).Kind is StoreKind.GrpcHttp or StoreKind.GrpcHttps or StoreKind.GrpcUnix)
+            {
+                GrpcStoreAddress.Parse(address);
+            }
+        }
+        catch (StoreAddressException e)
+        {
+            throw new UsageException(e.Message);
+        }
+    }
+
+    private static string Describe(StoreOptions options) =>
+        options.Store ?? options.BlobServiceAddress ?? options.DirectoryServiceAddress ?? StoreAddress.DefaultLocal;
 }

@@ -12,7 +12,10 @@ public sealed class MessageFormatTests
     [InlineData("{}", MessageFormat.Json)]
     [InlineData(" \r\n\t{\"commandArgs\": [\"sh\"]}\n", MessageFormat.Json)]
     [InlineData("", MessageFormat.Binary)]
-    [InlineData("[1]", MessageFormat.Binary)]
+    [InlineData("[1]", MessageFormat.Json)]
+    [InlineData("null", MessageFormat.Json)]
+    [InlineData("\"x\"", MessageFormat.Json)]
+    [InlineData("x", MessageFormat.Binary)]
     public void DetectsJsonByItsFirstByte(string text, MessageFormat expected) =>
         Assert.Equal(expected, BuildMessages.DetectFormat(Encoding.UTF8.GetBytes(text)));
 
