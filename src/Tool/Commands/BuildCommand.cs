@@ -60,6 +60,8 @@ internal static class BuildCommand
     {
         private readonly Option<bool> _keepFailed = new("--keep-failed", "-K") { Description = "Keep the build directory of a failed build and print its path." };
         private readonly Option<string?> _logFile = new("--log-file") { Description = "Also write the build's whole log to FILE.", HelpName = "FILE" };
+        public Option<bool> Rebuild => _rebuild;
+
         private readonly Option<bool> _rebuild = new("--rebuild") { Description = "Run even when an identical request's outputs are already recorded in the store." };
         private readonly Option<double?> _timeout = new("--timeout") { Description = "Kill the build after SECONDS.", HelpName = "SECONDS" };
         private readonly Option<double?> _silenceTimeout = new("--max-silent-time") { Description = "Kill the build when it prints nothing for SECONDS.", HelpName = "SECONDS" };
