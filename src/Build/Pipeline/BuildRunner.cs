@@ -183,7 +183,10 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
 
     private async Task<BuildResult> IngestOutputsAsync(BuildSpec spec, BuildDirectory directory, CancellationToken cancellationToken)
     {
-        var scanner = spec.RefscanNeedles.Length > 0 ? ReferenceScanner.ForNeedles(spec.RefscanNeedles) : null;
+        // Names too: Nix scans each output's NAR, which holds every entry's name, every symlink target and every file.
+        var scanner = spec.RefscanNeedles.Length > 0
+            ? ReferenceScanner.ForNeedles(spec.RefscanNeedles, new ReferenceScanOptions { IncludeNames = true })
+            : null;
         var outputs = ImmutableArray.CreateBuilder<BuildOutput>(spec.Outputs.Length);
         foreach (string path in spec.Outputs)
         {

@@ -80,7 +80,8 @@ internal static class BuildCommand
         }
 
         public async Task<BuildRun> RunAsync(
-            ParseResult parse, Castore.Stores.CastoreStore store, BuildSpec spec, BuildProtocol protocol, CancellationToken cancellationToken)
+            ParseResult parse, Castore.Stores.CastoreStore store, BuildSpec spec, BuildProtocol protocol, CancellationToken cancellationToken,
+            Action<BuildFailedException>? onFailure = null)
         {
             var runner = new BuildRunner(store, new BuildRunnerOptions
             {
@@ -108,6 +109,7 @@ internal static class BuildCommand
             }
             catch (BuildFailedException failure)
             {
+                onFailure?.Invoke(failure);
                 throw new ReportedFailureException(Describe(failure));
             }
         }

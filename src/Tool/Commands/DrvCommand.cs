@@ -17,6 +17,7 @@ internal static class DrvCommand
     /// <summary>nix-build's exit status for a failed build, and for a fixed-output hash mismatch.</summary>
     private const int BuildFailed = 100;
     private const int HashMismatch = 102;
+    private const int TimedOut = 101;
 
     public static Command Create()
     {
@@ -98,15 +99,15 @@ internal static class DrvCommand
                 else
                 {
                     Build.Pipeline.BuildRun run;
+                    Build.Pipeline.BuildFailedException? failed = null;
                     try
                     {
-                        run = await common.RunAsync(parse, store, request.Spec, BuildProtocol.Tvix, cancellationToken);
+                        run = await common.RunAsync(parse, store, request.Spec, BuildProtocol.Tvix, cancellationToken, f => failed = f);
                     }
                     catch (ReportedFailureException failure)
                     {
                         Console.Error.WriteLine(failure.Message);
-                        Console.Error.WriteLine($"error: builder for '{drvPath}' failed");
-                        return BuildFailed;
+                        return ReportFailure(failed, drvPath, request);
                     }
 
                     if (derivation.IsFixedOutput && await CheckFixedOutputAsync(derivation, drvPath, run.Result.Outputs[0].Node, store, cancellationToken) is { } mismatch)
@@ -168,6 +169,33 @@ internal static class DrvCommand
             return ToolConsole.Ok;
         });
         return command;
+    }
+
+    /// <summary>Nix's last line for a failed build, and nix-build's exit status for it.</summary>
+    private static int ReportFailure(Build.Pipeline.BuildFailedException? failure, string drvPath, DerivationRequest request)
+    {
+        var sandbox = failure?.Sandbox;
+        if (sandbox is { Succeeded: true })
+        {
+            // The builder succeeded but left an output out: Nix fails the build with status 1, not 100.
+            var missing = request.OutputPaths.Select((path, i) => (path, name: request.OutputNames[i]))
+                .FirstOrDefault(o => failure!.Message.EndsWith(o.path[1..], StringComparison.Ordinal));
+            Console.Error.WriteLine(missing.path is null
+                ? $"error: builder for '{drvPath}' failed to produce an output path"
+                : $"error: builder for '{drvPath}' failed to produce output path for output '{missing.name}' at '{missing.path}'");
+            return ToolConsole.Failed;
+        }
+
+        if (sandbox is { Outcome: Sandbox.SandboxOutcome.TimedOut or Sandbox.SandboxOutcome.SilenceTimedOut })
+        {
+            Console.Error.WriteLine($"error: builder for '{drvPath}' timed out");
+            return TimedOut;
+        }
+
+        Console.Error.WriteLine(sandbox is { Outcome: Sandbox.SandboxOutcome.Exited, ExitCode: { } code }
+            ? $"error: builder for '{drvPath}' failed with exit code {code}"
+            : $"error: builder for '{drvPath}' failed");
+        return BuildFailed;
     }
 
     private static (Derivation Derivation, string DrvPath) Read(string file)
@@ -267,6 +295,6 @@ internal static class DrvCommand
 
         return wanted.Matches(got)
             ? null
-            : $"error: hash mismatch in fixed-output derivation '{drvPath}':\n  specified: {wanted.ToSri()}\n  got:       {got.ToSri()}";
+            : $"error: hash mismatch in fixed-output derivation '{drvPath}':\n         specified: {wanted.ToSri()}\n            got:    {got.ToSri()}";
     }
 }
