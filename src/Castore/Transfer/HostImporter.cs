@@ -11,6 +11,35 @@ public sealed record ImportOptions
 {
     /// <summary>How many files are hashed and stored at once. Default: one per core.</summary>
     public int MaxParallelism { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Sees everything the import reads, as it reads it (e.g. to scan it for references in the same pass).</summary>
+    public IImportObserver? Observer { get; init; }
+}
+
+/// <summary>
+/// Sees what an import reads, once each: every entry name below the imported path (its own name is not part of its
+/// contents), every symlink target, and every regular file's bytes. Names and targets come from one thread; files
+/// are read in parallel.
+/// </summary>
+public interface IImportObserver
+{
+    void OnName(ReadOnlySpan<byte> name);
+
+    void OnSymlinkTarget(ReadOnlySpan<byte> target);
+
+    /// <summary>
+    /// A file of <paramref name="length"/> bytes is about to be read: the observer of its bytes, which may get pieces
+    /// from several threads at once and in any order, each byte once, and then <see cref="IFileObserver.Complete"/>.
+    /// </summary>
+    IFileObserver OnFile(long length);
+}
+
+/// <summary>Sees one file's bytes. <see cref="OnRead"/> is thread-safe; <see cref="Complete"/> comes after every read.</summary>
+public interface IFileObserver
+{
+    void OnRead(long offset, ReadOnlySpan<byte> data);
+
+    void Complete();
 }
 
 /// <summary>Where an import is. Totals are known once the tree has been scanned (<see cref="Scanning"/> false).</summary>
@@ -37,7 +66,7 @@ public static class HostImporter
         IProgress<ImportProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         options ??= new ImportOptions();
-        var state = new ImportState(blobs, progress);
+        var state = new ImportState(blobs, progress, options.Observer);
         var root = Scan(path, name, state, cancellationToken);
         state.ScanDone();
 
@@ -108,8 +137,10 @@ public static class HostImporter
         public override Node ToNode() => throw new UnreachableException();
     }
 
-    private sealed class ImportState(IBlobService blobs, IProgress<ImportProgress>? progress)
+    private sealed class ImportState(IBlobService blobs, IProgress<ImportProgress>? progress, IImportObserver? observer)
     {
+        public IImportObserver? Observer { get; } = observer;
+
         private readonly Stopwatch _sinceReport = Stopwatch.StartNew();
         private long _filesDone;
         private long _bytesDone;
@@ -238,6 +269,8 @@ public static class HostImporter
                     throw new ImportException($"cannot import {displayPath}: {nameError}");
                 }
 
+                state.Observer?.OnName(nameSpan);
+
                 FileStatus status;
                 fixed (byte* n = childNative)
                 {
@@ -306,6 +339,7 @@ public static class HostImporter
                 throw new ImportException($"cannot import {displayPath}: {error}");
             }
 
+            state.Observer?.OnSymlinkTarget(target.Span);
             return new ScannedSymlink(name, target);
         }
 
@@ -316,6 +350,7 @@ public static class HostImporter
     private static async ValueTask StoreFileAsync(ScannedFile file, ImportState state, CancellationToken cancellationToken)
     {
         using var handle = OpenFile(file);
+        var observer = state.Observer?.OnFile(file.Size);
         if (file.Size <= SmallFileLimit)
         {
             byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Max(file.Size, 1));
@@ -323,6 +358,7 @@ public static class HostImporter
             {
                 int length = ReadFully(handle, buffer.AsSpan(0, (int)file.Size), file.DisplayPath);
                 var contents = buffer.AsMemory(0, length);
+                observer?.OnRead(0, contents.Span);
                 var digest = Hashing.Blake3.Hash(contents.Span);
                 if (!await state.Blobs.HasAsync(digest, cancellationToken).ConfigureAwait(false))
                 {
@@ -340,7 +376,7 @@ public static class HostImporter
         }
         else
         {
-            var expected = Hashing.Blake3.HashFile(handle, file.Size);
+            var expected = Hashing.Blake3.HashFile(handle, file.Size, parallel: true, observer is null ? null : observer.OnRead);
             var stored = await state.Blobs.PutFileAsync(handle, file.Size, expected, cancellationToken).ConfigureAwait(false);
             if (stored != expected)
             {
@@ -350,6 +386,7 @@ public static class HostImporter
             file.Digest = stored;
         }
 
+        observer?.Complete();
         state.FileDone(file.Size);
     }
 
