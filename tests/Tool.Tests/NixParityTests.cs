@@ -419,6 +419,15 @@ public sealed partial class NixParityTests : IDisposable
         Assert.True(second.ExitCode == 0, second.Stderr);
         Assert.DoesNotContain("imported", second.Stderr);
 
+        // Outputs already valid are not built again, as with nix-build; --json still names their references.
+        var again = ToolProcess.Run(["drv", "--json", "--no-out-link", drv], _environment, workingDirectory: work);
+        Assert.True(again.ExitCode == 0, again.Stderr);
+        Assert.Empty(again.Stderr);
+        var outputs = JsonNode.Parse(again.Stdout)!.AsArray().Single()!["outputs"]!;
+        Assert.Equal(
+            Check(Run("nix-store", ["--query", "--references", output]), "references").Split('\n').Order(StringComparer.Ordinal),
+            outputs["out"]!["references"]!.AsArray().Select(r => r!.GetValue<string>()));
+
         File.Delete(Path.Combine(work, "result"));
         File.Delete(Path.Combine(work, "result-doc"));
         Collect(drv);

@@ -26,6 +26,10 @@ public sealed class LocalNixStore(string nixStore = "nix-store")
     public async Task<IReadOnlyList<string>> ClosureAsync(IReadOnlyCollection<string> paths, CancellationToken cancellationToken) =>
         paths.Count == 0 ? [] : Lines(await RunAsync(["--query", "--requisites", .. paths], null, cancellationToken).ConfigureAwait(false));
 
+    /// <summary>The store paths <paramref name="path"/> refers to, as registered in the Nix database.</summary>
+    public async Task<IReadOnlyList<string>> ReferencesAsync(string path, CancellationToken cancellationToken) =>
+        Lines(await RunAsync(["--query", "--references", path], null, cancellationToken).ConfigureAwait(false));
+
     /// <summary>The NAR hash of each path (<c>sha256:NIXBASE32</c>), in order.</summary>
     public async Task<IReadOnlyList<string>> NarHashesAsync(IReadOnlyList<string> paths, CancellationToken cancellationToken)
     {

@@ -93,7 +93,8 @@ internal static class DrvCommand
                     // As nix-build: outputs already valid are not built again.
                     for (int i = 0; i < request.OutputNames.Length; i++)
                     {
-                        outputs[request.OutputNames[i]] = (request.OutputPaths[i], []);
+                        var references = await nix.ReferencesAsync(request.OutputPaths[i], cancellationToken);
+                        outputs[request.OutputNames[i]] = (request.OutputPaths[i], [.. references.Order(StringComparer.Ordinal)]);
                     }
                 }
                 else
