@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using TvixFuseBuild.Build.Grpc;
 using TvixFuseBuild.Build.Pipeline;
+using TvixFuseBuild.Castore.Stores.Local;
 
 namespace TvixFuseBuild.Tool.Commands;
 
@@ -41,6 +42,7 @@ internal static class ServeCommand
         var rebuild = new Option<bool>("--rebuild") { Description = "Run every request, even one whose outputs are already recorded in the result cache." };
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Print a line to stderr when a build is accepted, waits, ends or is refused." };
         var buildLogs = new Option<bool>("--build-logs") { Description = "Copy every build's log to stderr, each line prefixed with [build N]." };
+        var limits = new LimitOptions();
         var command = new Command(
             "serve",
             "Serve the store (castore BlobService, DirectoryService) and run builds for remote clients (BuildService.DoBuild), " +
@@ -58,6 +60,7 @@ internal static class ServeCommand
             verbose,
             buildLogs,
         };
+        limits.AddTo(command);
 
         // Synchronous on purpose: System.CommandLine ends an async action two seconds after SIGTERM, which would cut the
         // grace period short and could leave builds behind. This command handles its signals itself.
@@ -77,7 +80,8 @@ internal static class ServeCommand
                 parse.GetValue(logLimit) is { } limit and <= 0 ? throw new UsageException("--max-log-size must be positive") : parse.GetValue(logLimit),
                 parse.GetValue(rebuild),
                 parse.GetValue(verbose),
-                parse.GetValue(buildLogs));
+                parse.GetValue(buildLogs),
+                limits.Parse(parse));
             return ServeAsync(parse, settings).GetAwaiter().GetResult();
         });
         return command;
@@ -92,13 +96,17 @@ internal static class ServeCommand
         long? LogLimit,
         bool Rebuild,
         bool Verbose,
-        bool BuildLogs);
+        bool BuildLogs,
+        Sandbox.SandboxLimits Limits);
 
     private static async Task<int> ServeAsync(ParseResult parse, Settings settings)
     {
         // Before anything listens: a signal right after the ready line must already mean a graceful stop.
         using var signals = new ShutdownSignals();
         await using var store = StoreSelection.Open(parse);
+
+        // A blob a client was told about (or sent) stays for an hour, even through 'gc --older-than 0s'.
+        using var inUse = new ExpiringTempRoots(store.CreateTempRoots, GcOptions.DefaultOlderThan);
         var runner = new BuildRunner(store, new BuildRunnerOptions
         {
             Rebuild = settings.Rebuild,
@@ -107,6 +115,7 @@ internal static class ServeCommand
             SilenceTimeout = settings.SilenceTimeout,
             LogLimit = settings.LogLimit,
             Log = settings.Verbose ? Note : null,
+            Limits = settings.Limits,
         });
         var builds = new BuildGrpcService(runner, new BuildGrpcServiceOptions
         {
@@ -117,7 +126,7 @@ internal static class ServeCommand
         });
         // Calls still open this long after the grace period (the builds are cancelled by then) are cut off.
         var server = new GrpcServer(new GrpcServerOptions { ShutdownTimeout = settings.Grace + TimeSpan.FromSeconds(10), ErrorLog = Note })
-            .AddService(new BlobGrpcService(store.Blobs))
+            .AddService(new BlobGrpcService(store.Blobs, inUse: inUse))
             .AddService(new DirectoryGrpcService(store.Directories))
             .AddService(builds);
         foreach (var address in settings.Listen)
