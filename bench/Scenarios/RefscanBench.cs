@@ -101,7 +101,7 @@ internal sealed partial class RefscanBench : IBenchScenario
         return Task.FromResult(rows);
     }
 
-    private static string RandomNixHash(Random random) =>
+    internal static string RandomNixHash(Random random) =>
         string.Create(NeedleSet.NixHashLength, random, static (chars, r) =>
         {
             for (int i = 0; i < chars.Length; i++)
@@ -111,7 +111,7 @@ internal sealed partial class RefscanBench : IBenchScenario
         });
 
     /// <summary>Copies regular files and directories (up to <paramref name="limit"/> bytes); returns the bytes copied.</summary>
-    private static long CopyTree(string source, string destination, long limit)
+    internal static long CopyTree(string source, string destination, long limit)
     {
         long total = 0;
         foreach (string file in Directory.EnumerateFiles(source, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint }).Order(StringComparer.Ordinal))
@@ -132,7 +132,7 @@ internal sealed partial class RefscanBench : IBenchScenario
     }
 
     /// <summary>Overwrites bytes in a few files of the copy with some of the needles (a few in the middle of big binaries, one across a 64 MiB line if a file is big enough).</summary>
-    private static HashSet<string> Plant(string tree, string[] needles, Random random)
+    internal static HashSet<string> Plant(string tree, string[] needles, Random random)
     {
         var files = Directory.EnumerateFiles(tree, "*", SearchOption.AllDirectories)
             .Select(f => (Path: f, Length: new FileInfo(f).Length))

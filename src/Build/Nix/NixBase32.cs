@@ -27,4 +27,40 @@ public static class NixBase32
 
         return new string(chars);
     }
+
+    /// <summary>Decodes <paramref name="text"/> into <paramref name="byteCount"/> bytes; false when it is not such an encoding.</summary>
+    public static bool TryDecode(string text, int byteCount, out byte[] bytes)
+    {
+        bytes = new byte[byteCount];
+        if (text.Length != EncodedLength(byteCount))
+        {
+            return false;
+        }
+
+        for (int k = 0; k < text.Length; k++)
+        {
+            int digit = Alphabet.IndexOf(text[k], StringComparison.Ordinal);
+            if (digit < 0)
+            {
+                return false;
+            }
+
+            int n = text.Length - 1 - k;
+            int bit = n * 5;
+            int i = bit / 8;
+            int j = bit % 8;
+            bytes[i] |= (byte)(digit << j);
+            int carry = digit >> (8 - j);
+            if (i + 1 < byteCount)
+            {
+                bytes[i + 1] |= (byte)carry;
+            }
+            else if (carry != 0)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
 }

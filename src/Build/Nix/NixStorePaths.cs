@@ -19,4 +19,26 @@ public static class NixStorePaths
 
     /// <summary><c>HASH-NAME</c> for <paramref name="fingerprint"/>.</summary>
     public static string BaseName(string fingerprint, string name) => $"{HashPart(fingerprint)}-{name}";
+
+    /// <summary>
+    /// The <c>HASH-NAME</c> of a path directly under <see cref="StoreDir"/>: a 32-character nixbase32 hash, a dash and a name.
+    /// </summary>
+    public static bool TryBaseName(string path, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? baseName)
+    {
+        baseName = null;
+        if (!path.StartsWith(StoreDir + "/", StringComparison.Ordinal))
+        {
+            return false;
+        }
+
+        string rest = path[(StoreDir.Length + 1)..];
+        if (rest.Length < HashLength + 2 || rest[HashLength] != '-' || rest.Contains('/') ||
+            rest[..HashLength].Any(c => !NixBase32.Alphabet.Contains(c)))
+        {
+            return false;
+        }
+
+        baseName = rest;
+        return true;
+    }
 }

@@ -210,14 +210,14 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             string host = directory.HostPath(path);
             var name = PathComponent.Create(path[(path.LastIndexOf('/') + 1)..]);
 
-            // Ingesting and scanning read the same files; side by side they share the page cache.
-            var scan = scanner is null
-                ? Task.FromResult(ImmutableArray<int>.Empty)
-                : Task.Run(() => scanner.ScanPath(host, cancellationToken), cancellationToken);
+            // One pass: the import hands every name, symlink target and file byte it reads to the scan, which so sees
+            // what Nix sees when it scans the output's NAR.
+            var scan = scanner is null ? null : new ImportReferenceScan(scanner);
             var node = await HostImporter.ImportAsync(
-                    host, name, store.Blobs, store.Directories, new ImportOptions { TempRoots = tempRoots }, cancellationToken: cancellationToken)
+                    host, name, store.Blobs, store.Directories, new ImportOptions { TempRoots = tempRoots, Observer = scan },
+                    cancellationToken: cancellationToken)
                 .ConfigureAwait(false);
-            outputs.Add(new BuildOutput(node, await scan.ConfigureAwait(false)));
+            outputs.Add(new BuildOutput(node, scan?.Found ?? []));
         }
 
         return new BuildResult(outputs.MoveToImmutable());

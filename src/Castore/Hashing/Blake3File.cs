@@ -3,6 +3,9 @@ using Microsoft.Win32.SafeHandles;
 
 namespace TvixFuseBuild.Castore.Hashing;
 
+/// <summary>Sees the bytes of a file as they are read: <paramref name="data"/> is the file's bytes at <paramref name="offset"/>.</summary>
+public delegate void FileReadObserver(long offset, ReadOnlySpan<byte> data);
+
 public static unsafe partial class Blake3
 {
     // Files are read in pieces of this size: a power-of-two subtree, and a buffer that stays in the core's L2 cache.
@@ -21,7 +24,13 @@ public static unsafe partial class Blake3
     /// <paramref name="parallel"/>, each thread reading and hashing its own whole subtrees.
     /// </summary>
     /// <exception cref="IOException">The file is shorter than <paramref name="length"/>, or cannot be read.</exception>
-    public static B3Digest HashFile(SafeFileHandle file, long length, bool parallel = true)
+    public static B3Digest HashFile(SafeFileHandle file, long length, bool parallel = true) => HashFile(file, length, parallel, null);
+
+    /// <summary>
+    /// As <see cref="HashFile(SafeFileHandle, long, bool)"/>, handing every piece read to <paramref name="observer"/>
+    /// (each byte once; from several threads at once, in no particular order, when hashed in parallel).
+    /// </summary>
+    public static B3Digest HashFile(SafeFileHandle file, long length, bool parallel, FileReadObserver? observer)
     {
         ArgumentNullException.ThrowIfNull(file);
         ArgumentOutOfRangeException.ThrowIfNegative(length);
@@ -31,7 +40,7 @@ public static unsafe partial class Blake3
         int parallelism = parallel ? Environment.ProcessorCount : 1;
         if (Blake3Parallel.IsWorthwhile(length, parallelism))
         {
-            offset = new Blake3Parallel.File(file, length, in IVWords, 0, Blake3Backend.Best, parallelism).HashPieces(ref state);
+            offset = new Blake3Parallel.File(file, length, in IVWords, 0, Blake3Backend.Best, parallelism, observer).HashPieces(ref state);
         }
 
         byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(length - offset, ReadLength));
@@ -42,6 +51,7 @@ public static unsafe partial class Blake3
                 while (offset < length)
                 {
                     int n = ReadFully(file, buffer.AsSpan(0, (int)Math.Min(buffer.Length, length - offset)), offset, length);
+                    observer?.Invoke(offset, buffer.AsSpan(0, n));
                     state.Update(bytes, (nuint)n);
                     offset += n;
                 }

@@ -111,7 +111,8 @@ internal abstract unsafe class Blake3Parallel
     }
 
     /// <summary>Pieces of a file, each read into a buffer by the thread that hashes it.</summary>
-    public sealed class File(SafeFileHandle file, long length, ref readonly CvWords key, uint flags, Blake3Level level, int parallelism)
+    public sealed class File(
+        SafeFileHandle file, long length, ref readonly CvWords key, uint flags, Blake3Level level, int parallelism, FileReadObserver? observer = null)
         : Blake3Parallel(length, in key, flags, level, parallelism)
     {
         protected override void HashPiece(long offset, byte* cv)
@@ -120,6 +121,7 @@ internal abstract unsafe class Blake3Parallel
             try
             {
                 Blake3.ReadFully(file, buffer.AsSpan(0, PieceLength), offset, Length);
+                observer?.Invoke(offset, buffer.AsSpan(0, PieceLength));
                 fixed (byte* bytes = buffer)
                 {
                     HashSubtree(bytes, offset, cv);

@@ -19,6 +19,35 @@ public sealed record ImportOptions
     /// disposes it once the imported node is rooted or no longer needed.
     /// </summary>
     public TempRoots? TempRoots { get; init; }
+
+    /// <summary>Sees everything the import reads, as it reads it (e.g. to scan it for references in the same pass).</summary>
+    public IImportObserver? Observer { get; init; }
+}
+
+/// <summary>
+/// Sees what an import reads, once each: every entry name below the imported path (its own name is not part of its
+/// contents), every symlink target, and every regular file's bytes. Names and targets come from one thread; files
+/// are read in parallel.
+/// </summary>
+public interface IImportObserver
+{
+    void OnName(ReadOnlySpan<byte> name);
+
+    void OnSymlinkTarget(ReadOnlySpan<byte> target);
+
+    /// <summary>
+    /// A file of <paramref name="length"/> bytes is about to be read: the observer of its bytes, which may get pieces
+    /// from several threads at once and in any order, each byte once, and then <see cref="IFileObserver.Complete"/>.
+    /// </summary>
+    IFileObserver OnFile(long length);
+}
+
+/// <summary>Sees one file's bytes. <see cref="OnRead"/> is thread-safe; <see cref="Complete"/> comes after every read.</summary>
+public interface IFileObserver
+{
+    void OnRead(long offset, ReadOnlySpan<byte> data);
+
+    void Complete();
 }
 
 /// <summary>Where an import is. Totals are known once the tree has been scanned (<see cref="Scanning"/> false).</summary>
@@ -77,7 +106,7 @@ public static class HostImporter
         IProgress<ImportProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         options ??= new ImportOptions();
-        var state = new ImportState(blobs, options.TempRoots ?? TempRoots.None, progress);
+        var state = new ImportState(blobs, options.TempRoots ?? TempRoots.None, progress, options.Observer);
         var root = Scan(path, name, state, cancellationToken);
         state.ScanDone();
 
@@ -149,9 +178,11 @@ public static class HostImporter
         public override Node ToNode() => throw new UnreachableException();
     }
 
-    private sealed class ImportState(IBlobService blobs, TempRoots tempRoots, IProgress<ImportProgress>? progress)
+    private sealed class ImportState(IBlobService blobs, TempRoots tempRoots, IProgress<ImportProgress>? progress, IImportObserver? observer)
     {
         public TempRoots TempRoots { get; } = tempRoots;
+
+        public IImportObserver? Observer { get; } = observer;
 
         private readonly Stopwatch _sinceReport = Stopwatch.StartNew();
         private long _filesDone;
@@ -281,6 +312,8 @@ public static class HostImporter
                     throw new ImportException($"cannot import {displayPath}: {nameError}");
                 }
 
+                state.Observer?.OnName(nameSpan);
+
                 FileStatus status;
                 fixed (byte* n = childNative)
                 {
@@ -349,6 +382,7 @@ public static class HostImporter
                 throw new ImportException($"cannot import {displayPath}: {error}");
             }
 
+            state.Observer?.OnSymlinkTarget(target.Span);
             return new ScannedSymlink(name, target);
         }
 
@@ -362,14 +396,19 @@ public static class HostImporter
         if (file.Size == 0 || PseudoFileSystem(handle, file) is not null)
         {
             await StorePseudoFileAsync(handle, file, state, cancellationToken).ConfigureAwait(false);
+            state.FileDone(file.Size);
+            return;
         }
-        else if (file.Size <= SmallFileLimit)
+
+        var observer = state.Observer?.OnFile(file.Size);
+        if (file.Size <= SmallFileLimit)
         {
             byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Max(file.Size, 1));
             try
             {
                 int length = ReadFully(handle, buffer.AsSpan(0, (int)file.Size), file.DisplayPath);
                 var contents = buffer.AsMemory(0, length);
+                observer?.OnRead(0, contents.Span);
                 var digest = Hashing.Blake3.Hash(contents.Span);
                 await state.TempRoots.AddAsync(digest, cancellationToken).ConfigureAwait(false);
                 if (!await state.Blobs.HasAsync(digest, cancellationToken).ConfigureAwait(false))
@@ -388,7 +427,7 @@ public static class HostImporter
         }
         else
         {
-            var expected = Hashing.Blake3.HashFile(handle, file.Size);
+            var expected = Hashing.Blake3.HashFile(handle, file.Size, parallel: true, observer is null ? null : observer.OnRead);
             await state.TempRoots.AddAsync(expected, cancellationToken).ConfigureAwait(false);
             var stored = await state.Blobs.PutFileAsync(handle, file.Size, expected, cancellationToken).ConfigureAwait(false);
             if (stored != expected)
@@ -399,6 +438,7 @@ public static class HostImporter
             file.Digest = stored;
         }
 
+        observer?.Complete();
         state.FileDone(file.Size);
     }
 
@@ -434,7 +474,14 @@ public static class HostImporter
         }
 
         var bytes = contents.GetBuffer().AsMemory(0, (int)contents.Length);
+        if (state.Observer?.OnFile(bytes.Length) is { } observer)
+        {
+            observer.OnRead(0, bytes.Span);
+            observer.Complete();
+        }
+
         var digest = Hashing.Blake3.Hash(bytes.Span);
+        await state.TempRoots.AddAsync(digest, cancellationToken).ConfigureAwait(false);
         if (!await state.Blobs.HasAsync(digest, cancellationToken).ConfigureAwait(false))
         {
             await using var writer = state.Blobs.OpenWrite();

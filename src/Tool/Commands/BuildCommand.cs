@@ -93,6 +93,9 @@ internal static class BuildCommand
                           "device or FIFO written through; a symlink (never followed), directory or other file there is refused.",
             HelpName = "FILE",
         };
+
+        public Option<bool> Rebuild => _rebuild;
+
         private readonly Option<bool> _rebuild = new("--rebuild") { Description = "Run even when an identical request's outputs are already recorded in the store." };
         private readonly Option<double?> _timeout = new("--timeout") { Description = "Kill the build after SECONDS.", HelpName = "SECONDS" };
         private readonly Option<double?> _silenceTimeout = new("--max-silent-time") { Description = "Kill the build when it prints nothing for SECONDS.", HelpName = "SECONDS" };
@@ -137,7 +140,8 @@ internal static class BuildCommand
             });
 
         public async Task<BuildRun> RunAsync(
-            ParseResult parse, Castore.Stores.CastoreStore store, BuildSpec spec, BuildProtocol protocol, CancellationToken cancellationToken)
+            ParseResult parse, Castore.Stores.CastoreStore store, BuildSpec spec, BuildProtocol protocol, CancellationToken cancellationToken,
+            Action<BuildFailedException>? onFailure = null)
         {
             var runner = new BuildRunner(store, new BuildRunnerOptions
             {
@@ -166,6 +170,7 @@ internal static class BuildCommand
             }
             catch (BuildFailedException failure)
             {
+                onFailure?.Invoke(failure);
                 throw Describe(failure);
             }
         }

@@ -9,6 +9,7 @@ internal static class CommandCatalog
     {
         yield return BuildCommand.Create();
         yield return RunCommand.Create();
+        yield return DrvCommand.Create();
         yield return ImportCommand.Create();
         yield return ExportCommand.Create();
         yield return LsCommand.Create();

@@ -1,0 +1,81 @@
+namespace TvixFuseBuild.Bench.Scenarios;
+
+/// <summary>
+/// Small Nix derivations built by Nix 2.8 (<c>nix-store --realise --check</c>: a real build in Nix's sandbox, its
+/// output hashed and compared) and by <c>tvix-fuse-build drv --rebuild</c> (a real build in our sandbox over the
+/// lazily mounted inputs, the output ingested and scanned), alternating, whole processes.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+internal sealed class NixBench : IBenchScenario
+{
+    private static readonly (string Case, string Attrs)[] Derivations =
+    [
+        ("trivial: one file", """name = "trivial"; args = [ "-c" "mkdir $out; echo hi > $out/f" ];"""),
+        ("tree: 2,000 files and 500 symlinks", """name = "tree"; args = [ "-c" "mkdir $out; cd $out; for i in $(seq 1 2000); do echo $i > f$i; done; for i in $(seq 1 500); do ln -s f$i l$i; done" ];"""),
+        ("three outputs referring to each other", """name = "multi"; outputs = [ "out" "dev" "lib" ]; args = [ "-c" "mkdir $out $dev $lib; echo $lib > $out/l; echo $out $lib > $dev/d; echo x > $lib/x" ];"""),
+        ("a 55 MB output", """name = "large"; args = [ "-c" "seq 1 7000000 > $out" ];"""),
+    ];
+
+    public string Name => "nix";
+
+    public string Description => "small derivations: tvix-fuse-build drv --rebuild vs Nix 2.8 nix-store --realise --check";
+
+    public Task<IReadOnlyList<BenchResult>> RunAsync(BenchContext context, CancellationToken cancellationToken)
+    {
+        string root = context.WorkDir;
+        File.SetUnixFileMode(root, (UnixFileMode)0x1ED);
+        string tree = Path.Combine(root, "busybox");
+        Directory.CreateDirectory(Path.Combine(tree, "bin"));
+        File.Copy("/bin/busybox", Path.Combine(tree, "bin", "busybox"));
+        File.CreateSymbolicLink(Path.Combine(tree, "bin", "sh"), "busybox");
+        string busybox = Output("nix-store", "--add", tree);
+        var environment = new Dictionary<string, string> { ["XDG_DATA_HOME"] = Path.Combine(root, "data"), ["CI"] = "true" };
+
+        var results = new List<BenchResult>();
+        int repetitions = context.Quick ? 3 : 7;
+        foreach (var (name, attrs) in Derivations)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            string file = Path.Combine(root, "derivation.nix");
+            File.WriteAllText(file, $$"""
+                let bb = builtins.storePath {{busybox}}; in
+                builtins.derivation { system = "x86_64-linux"; builder = "${bb}/bin/sh"; {{attrs}} }
+                """);
+            string drv = Output("nix-instantiate", file);
+            double Nix() => Measure.Process("nix-store", ["--realise", "--check", drv]);
+            double Ours() => Measure.Process("dotnet", [BenchData.Tool, "drv", "--rebuild", "--no-out-link", "--quiet", drv], environment: environment);
+
+            // Warm-up: Nix's first build makes the outputs valid (--check needs them), ours imports the inputs.
+            Measure.Process("nix-store", ["--realise", drv]);
+            Ours();
+            Nix();
+
+            var nix = new List<double>();
+            var ours = new List<double>();
+            for (int i = 0; i < repetitions; i++)
+            {
+                ours.Add(Ours());
+                nix.Add(Nix());
+            }
+
+            double o = BenchData.Median(ours), n = BenchData.Median(nix);
+            results.Add(new BenchResult(name, Measure.Time(o), Measure.Time(n), "nix-store -r --check", n / o, null, null));
+        }
+
+        return Task.FromResult<IReadOnlyList<BenchResult>>(results);
+    }
+
+    private static string Output(string program, params string[] arguments)
+    {
+        string file = Path.GetTempFileName();
+        try
+        {
+            Measure.Process(program, arguments, file);
+            return File.ReadAllText(file).Trim();
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+}
