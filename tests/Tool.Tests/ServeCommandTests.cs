@@ -39,7 +39,10 @@ public sealed class ServeCommandTests : IDisposable
 
     private string WorkRoot => Path.Combine(_temp, "tmp");
 
-    private bool ABuildIsRunning() => Directory.EnumerateDirectories(WorkRoot, "tvix-fuse-build-*").Any();
+    /// <summary>Where the server's build directories are (root's, mode 0700).</summary>
+    private string BuildDirectories => Path.Combine(WorkRoot, "tvix-fuse-builds-0");
+
+    private bool ABuildIsRunning() => Directory.Exists(BuildDirectories) && Directory.EnumerateDirectories(BuildDirectories).Any();
 
     private string Socket => Path.Combine(_temp, "serve.sock");
 

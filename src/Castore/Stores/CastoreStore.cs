@@ -30,6 +30,9 @@ public sealed class CastoreStore : IAsyncDisposable
     /// <summary>The address as given (or the default local store's), for messages.</summary>
     public string Address { get; }
 
+    /// <summary>The directory of a local store (blobs and directories from the same one); null for any other.</summary>
+    public string? LocalRoot { get; private init; }
+
     /// <summary>
     /// Opens a store. Precedence: explicit blob/directory addresses, then <see cref="StoreOptions.Store"/>, then the
     /// <c>BLOB_SERVICE_ADDR</c> / <c>DIRECTORY_SERVICE_ADDR</c> environment variables, then the default local store.
@@ -62,7 +65,7 @@ public sealed class CastoreStore : IAsyncDisposable
                 return new CastoreStore(memoryBlobs, memoryDirectories, address, memoryBlobs, memoryDirectories);
             case StoreKind.Local:
                 var local = LocalStore.Open(parsed.Path!);
-                return new CastoreStore(local.Blobs, local.Directories, parsed.Display);
+                return new CastoreStore(local.Blobs, local.Directories, parsed.Display) { LocalRoot = local.Root };
             default:
                 return Grpc.GrpcCastore.Open(address);
         }
