@@ -253,6 +253,38 @@ public sealed class BuildCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task TheNextBuildRemovesWhatABuildKilledWithSigkillLeft()
+    {
+        string tmp = Path.Combine(_temp, "tmp");
+        Directory.CreateDirectory(tmp);
+        var environment = new Dictionary<string, string>(_environment) { ["TMPDIR"] = tmp };
+        var busybox = ImportBusybox();
+        string slow = Path.Combine(_temp, "slow.json");
+        File.WriteAllText(slow, Request(busybox, "echo started >&2; sleep 1000").ToJsonString());
+        string fast = Path.Combine(_temp, "fast.json");
+        File.WriteAllText(fast, Request(busybox, "mkdir -p $out; echo fast > $out/x").ToJsonString());
+
+        using var killed = ToolProcess.Start(["build", slow], environment);
+        var stdout = killed.StandardOutput.ReadToEndAsync();
+        while (await killed.StandardError.ReadLineAsync().WaitAsync(TimeSpan.FromMinutes(1)) is { } line && line != "started")
+        {
+        }
+
+        Assert.Equal(0, ToolProcess.Signal(killed.Id, 9));
+        await killed.WaitForExitAsync();
+        await stdout;
+        string parent = Assert.Single(Directory.EnumerateDirectories(tmp, "tvix-fuse-builds-*"));
+        string leftover = Assert.Single(Directory.EnumerateDirectories(parent));
+        Assert.Contains(File.ReadAllLines("/proc/self/mountinfo"), l => l.Contains(leftover, StringComparison.Ordinal));
+
+        var next = ToolProcess.Run(["build", fast], environment);
+        Assert.True(next.ExitCode == 0, next.Stderr);
+        Assert.False(Directory.Exists(leftover), $"{leftover} is still there: {next.Stderr}");
+        Assert.Empty(Directory.EnumerateFileSystemEntries(parent));
+        Assert.DoesNotContain(File.ReadAllLines("/proc/self/mountinfo"), l => l.Contains(leftover, StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void RunImportsBuildsAndExportsResults()
     {
         string work = Path.Combine(_temp, "work");
