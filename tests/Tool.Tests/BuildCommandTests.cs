@@ -285,6 +285,80 @@ public sealed class BuildCommandTests : IDisposable
     }
 
     [Fact]
+    public void AnUnprivilegedUserBuildsInDirectoriesOfItsOwn()
+    {
+        const string User = "tfb-build-user";
+        bool created = false;
+        if (Exec(["id", "-u", User]).ExitCode != 0)
+        {
+            Assert.Equal(0, Exec(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", User]).ExitCode);
+            created = true;
+        }
+
+        try
+        {
+            string uid = Exec(["id", "-u", User]).Stdout.Trim();
+            string tree = Path.Combine(_temp, "tools");
+            Directory.CreateDirectory(Path.Combine(tree, "bin"));
+            File.Copy("/bin/busybox", Path.Combine(tree, "bin", "busybox"));
+            foreach (string applet in new[] { "sh", "mkdir", "stat", "id" })
+            {
+                File.CreateSymbolicLink(Path.Combine(tree, "bin", applet), "busybox");
+            }
+
+            string work = Path.Combine(_temp, "work");
+            string tmp = Path.Combine(_temp, "tmp");
+            Directory.CreateDirectory(work);
+            Directory.CreateDirectory(tmp);
+            Assert.Equal(0, Exec(["chown", "-R", $"{User}:", _temp]).ExitCode);
+            string[] asUser =
+            [
+                "setpriv", $"--reuid={User}", $"--regid={User}", "--init-groups", "--",
+                "env", "CI=true", $"HOME={_temp}", $"XDG_DATA_HOME={_temp}/data", $"TMPDIR={tmp}", ToolProcess.Executable,
+            ];
+
+            var ok = Exec([.. asUser, "run", "--input", tree + "=tools", "--", "sh", "-c", "mkdir $out; stat -c %a /build > $out/mode; id -u > $out/uid"], work);
+            Assert.True(ok.ExitCode == 0, ok.Stderr);
+            Assert.Equal("700\n", File.ReadAllText(Path.Combine(work, "result-out", "mode")));
+            Assert.Equal("1000\n", File.ReadAllText(Path.Combine(work, "result-out", "uid")));
+            string parent = Path.Combine(tmp, "tvix-fuse-builds-" + uid);
+            Assert.Equal($"{uid} 700", Exec(["stat", "-c", "%u %a", parent]).Stdout.Trim());
+            Assert.Empty(Directory.EnumerateFileSystemEntries(parent));
+
+            // A kept directory shows what the build had: the user's, mode 0700.
+            var failed = Exec([.. asUser, "run", "--keep-failed", "--input", tree + "=tools", "--", "sh", "-c", "exit 3"], work);
+            Assert.NotEqual(0, failed.ExitCode);
+            string kept = failed.Stderr.Split('\n').Single(l => l.Contains("the build directory is kept at ", StringComparison.Ordinal)).Split("kept at ")[1].Trim();
+            Assert.StartsWith(parent + "/", kept);
+            Assert.Equal($"{uid} 700", Exec(["stat", "-c", "%u %a", kept]).Stdout.Trim());
+            Assert.Equal($"{uid} 700", Exec(["stat", "-c", "%u %a", Path.Combine(kept, "scratch", "0")]).Stdout.Trim());
+        }
+        finally
+        {
+            Exec(["chown", "-R", "root:", _temp]);
+            if (created)
+            {
+                Exec(["userdel", User]);
+            }
+        }
+    }
+
+    private static (int ExitCode, string Stdout, string Stderr) Exec(string[] command, string? workingDirectory = null)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo(command[0], command[1..])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = workingDirectory ?? Environment.CurrentDirectory,
+        };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        string stderr = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout.Result, stderr);
+    }
+
+    [Fact]
     public void RunImportsBuildsAndExportsResults()
     {
         string work = Path.Combine(_temp, "work");
