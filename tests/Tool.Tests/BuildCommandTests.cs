@@ -359,6 +359,27 @@ public sealed class BuildCommandTests : IDisposable
     }
 
     [Fact]
+    public void BuildRefusesAReadOnlyPathThroughASymlinkNamingIt()
+    {
+        var busybox = ImportBusybox();
+        string link = Path.Combine(_temp, "etc-link");
+        File.CreateSymbolicLink(link, "/etc");
+        var request = Request(busybox, "cat /etc-link/hostname > $out");
+        request["constraints"] = new JsonObject
+        {
+            ["system"] = TvixFuseBuild.Sandbox.SandboxRunner.SupportedSystems[0],
+            ["availableRoPaths"] = new JsonArray(link),
+        };
+        string file = Path.Combine(_temp, "ro.json");
+        File.WriteAllText(file, request.ToJsonString());
+        var result = Tool(["build", file]);
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains(
+            $"read-only path {link}: {link} is a symbolic link; read-only paths are never resolved through symlinks, name the target", result.Stderr);
+        Assert.DoesNotContain("   at ", result.Stderr);
+    }
+
+    [Fact]
     public void RunImportsBuildsAndExportsResults()
     {
         string work = Path.Combine(_temp, "work");
