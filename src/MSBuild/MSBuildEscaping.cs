@@ -30,4 +30,31 @@ internal static class MSBuildEscaping
 
         return escaped.ToString();
     }
+
+    /// <summary>Decodes the <c>%XX</c> sequences, as MSBuild does for an item's Include.</summary>
+    public static string Unescape(string text)
+    {
+        int percent = text.IndexOf('%');
+        if (percent < 0)
+        {
+            return text;
+        }
+
+        var unescaped = new StringBuilder(text.Length);
+        unescaped.Append(text, 0, percent);
+        for (int i = percent; i < text.Length; i++)
+        {
+            if (text[i] == '%' && i + 2 < text.Length && Uri.IsHexDigit(text[i + 1]) && Uri.IsHexDigit(text[i + 2]))
+            {
+                unescaped.Append((char)Convert.ToInt32(text.Substring(i + 1, 2), 16));
+                i += 2;
+            }
+            else
+            {
+                unescaped.Append(text[i]);
+            }
+        }
+
+        return unescaped.ToString();
+    }
 }

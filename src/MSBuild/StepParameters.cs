@@ -31,6 +31,9 @@ internal sealed record StepParameters
 
     public bool Network { get; init; }
 
+    /// <summary>Bind Debian's static busybox at /bin/sh (the request's <c>constraints.provide_bin_sh</c>), with <c>/bin</c> on PATH.</summary>
+    public bool ProvideBinSh { get; init; }
+
     /// <summary>Byte strings to look for in the outputs besides the inputs' and outputs' own hash parts.</summary>
     public IReadOnlyList<string> ExtraNeedles { get; init; } = [];
 
@@ -43,6 +46,9 @@ internal sealed record StepParameters
     public TimeSpan? Timeout { get; init; }
 
     public bool Rebuild { get; init; }
+
+    /// <summary>Processes, memory and /tmp and /dev/shm sizes of the build (a local build; a remote builder has its own).</summary>
+    public TvixFuseBuild.Sandbox.SandboxLimits Limits { get; init; } = TvixFuseBuild.Sandbox.SandboxLimits.Default;
 
     /// <summary>Where build directories are created (resolved from TMPDIR before the task yields).</summary>
     public required string WorkRoot { get; init; }
@@ -61,7 +67,10 @@ internal sealed record StepParameters
         string? store,
         string? builder,
         int timeoutMilliseconds,
-        bool rebuild)
+        bool rebuild,
+        string? maxProcesses = null,
+        string? maxMemory = null,
+        string? tmpSize = null)
     {
         name = string.IsNullOrEmpty(name) ? DefaultName : name;
         CheckName(name, "Name");
@@ -163,6 +172,7 @@ internal sealed record StepParameters
             _ = RemoteBuilder.ToStoreAddress(builder);
         }
 
+        var limits = ParseLimits(maxProcesses, maxMemory, tmpSize);
         return new StepParameters
         {
             Name = name,
@@ -178,7 +188,51 @@ internal sealed record StepParameters
             Timeout = timeout,
             Rebuild = rebuild,
             WorkRoot = Path.GetTempPath(),
+            Limits = limits,
         };
+    }
+
+    /// <summary>Empty values keep the defaults; a size takes a K, M or G suffix; MaxMemory may be <c>none</c>.</summary>
+    private static TvixFuseBuild.Sandbox.SandboxLimits ParseLimits(string? maxProcesses, string? maxMemory, string? tmpSize)
+    {
+        var limits = TvixFuseBuild.Sandbox.SandboxLimits.Default;
+        try
+        {
+            if (!string.IsNullOrWhiteSpace(maxProcesses))
+            {
+                if (!int.TryParse(maxProcesses.Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int n))
+                {
+                    throw Invalid($"MaxProcesses (TvixBuildMaxProcesses) must be a positive number, not '{maxProcesses}'");
+                }
+
+                limits = limits with { MaxProcesses = n };
+            }
+
+            if (!string.IsNullOrWhiteSpace(maxMemory))
+            {
+                limits = limits with
+                {
+                    MaxMemory = maxMemory.Trim() == "none" ? null : TvixFuseBuild.Sandbox.SandboxLimits.ParseSize(maxMemory, "MaxMemory (TvixBuildMaxMemory)"),
+                };
+            }
+
+            if (!string.IsNullOrWhiteSpace(tmpSize))
+            {
+                limits = limits with { TmpSize = TvixFuseBuild.Sandbox.SandboxLimits.ParseSize(tmpSize, "TmpSize (TvixBuildTmpSize)") };
+            }
+
+            limits.Validate();
+        }
+        catch (FormatException e)
+        {
+            throw Invalid(e.Message);
+        }
+        catch (TvixFuseBuild.Sandbox.SandboxRefusedException e)
+        {
+            throw Invalid(e.Message);
+        }
+
+        return limits;
     }
 
     private static void CheckName(string name, string what)

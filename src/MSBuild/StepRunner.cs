@@ -47,7 +47,7 @@ internal static class StepRunner
         NixShapedRequest plan;
         try
         {
-            plan = NixShapedRequest.Create(step.Name, inputs, step.OutputNames, step.Command, step.Environment, step.Network, binSh: false);
+            plan = NixShapedRequest.Create(step.Name, inputs, step.OutputNames, step.Command, step.Environment, step.Network, step.ProvideBinSh);
         }
         catch (ArgumentException e)
         {
@@ -125,6 +125,8 @@ internal static class StepRunner
             Rebuild = step.Rebuild,
             Timeout = step.Timeout,
             Log = log.Detail,
+            Limits = step.Limits,
+            LimitNames = new LimitNames("TvixBuildMaxProcesses", "TvixBuildMaxMemory", "TvixBuildTmpSize"),
         });
         var lines = new OutputLines(log.Output);
         try
@@ -174,10 +176,11 @@ internal static class StepRunner
         try
         {
             Directory.CreateDirectory(Path.GetDirectoryName(destination)!);
-            HostTree.Remove(destination);
 
             // Writable: the outputs live in the build tree, which `dotnet clean` and `rm -rf obj` must be able to remove.
-            await HostExporter.ExportAsync(node, store, destination, new ExportOptions { Writable = true }, cancellationToken).ConfigureAwait(false);
+            // The earlier output is replaced once the new one is complete; a device or FIFO there is never replaced.
+            await HostExporter.ExportAsync(
+                node, store, destination, new ExportOptions { Writable = true, ReplaceExisting = true }, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e) when (e is CastoreException or IOException or UnauthorizedAccessException)
         {

@@ -1,8 +1,10 @@
+using System.Diagnostics;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
 using TvixFuseBuild.Build.Pipeline;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
+using TvixFuseBuild.Castore.Transfer;
 
 namespace TvixFuseBuild.MSBuild;
 
@@ -31,7 +33,10 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
     /// <summary>The names of the outputs the command must produce (default: <c>out</c>); each one's path is in the variable of that name.</summary>
     public string[] Outputs { get; set; } = [];
 
-    /// <summary>Where the outputs are materialized, each at <c>OutputDirectory/NAME</c> (replacing what was there).</summary>
+    /// <summary>
+    /// Where the outputs are materialized, each at <c>OutputDirectory/NAME</c>, replacing an earlier output there (a
+    /// directory, regular file or symlink — never what a symlink points to); a device, FIFO or socket there is never replaced.
+    /// </summary>
     [Required]
     public string OutputDirectory { get; set; } = string.Empty;
 
@@ -58,14 +63,49 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
     /// <summary>Milliseconds after which the command is killed (TVB0004); -1 (the default) for no limit.</summary>
     public int Timeout { get; set; } = System.Threading.Timeout.Infinite;
 
+    /// <summary>Processes and threads the build may have at once; empty for the default (4096). Property <c>TvixBuildMaxProcesses</c> in the targets.</summary>
+    public string? MaxProcesses { get; set; }
+
+    /// <summary>The build's memory (/tmp and /dev/shm included) with a K, M or G suffix, or <c>none</c>; empty for the default (half of the host's). Where it is enforced: the README.</summary>
+    public string? MaxMemory { get; set; }
+
+    /// <summary>The size of each of the build's /tmp and /dev/shm with a K, M or G suffix; empty for the default (an eighth of the host's memory).</summary>
+    public string? TmpSize { get; set; }
+
     /// <summary>The build's name, part of its output paths (<c>/nix/store/HASH-NAME</c>).</summary>
     public string Name { get; set; } = StepParameters.DefaultName;
 
     /// <summary>Run the command even when the result cache holds an identical build's outputs.</summary>
     public bool Rebuild { get; set; }
 
+    /// <summary>
+    /// Bind Debian's static busybox at <c>/bin/sh</c> (the request's <c>constraints.provide_bin_sh</c>) and put
+    /// <c>/bin</c> last on PATH: <c>sh</c> runs, and its scripts have every busybox applet (<c>mkdir</c>, <c>sed</c>,
+    /// <c>awk</c>, ...) without a toolchain input.
+    /// </summary>
+    public bool ProvideBinSh { get; set; }
+
+    /// <summary>
+    /// The project file that errors point at, with <see cref="ErrorLine"/> and <see cref="ErrorColumn"/> (default: where
+    /// the task is called). The <c>TvixBuildSteps</c> target passes the place of the <c>TvixBuildStep</c> item.
+    /// </summary>
+    public string? ErrorFile { get; set; }
+
+    /// <summary>The line of <see cref="ErrorFile"/> that errors point at (0: the file alone).</summary>
+    public int ErrorLine { get; set; }
+
+    /// <summary>The column of <see cref="ErrorLine"/> that errors point at.</summary>
+    public int ErrorColumn { get; set; }
+
     /// <summary>The importance of the command's output in the log: <c>high</c>, <c>normal</c> (the default) or <c>low</c>.</summary>
     public string OutputImportance { get; set; } = "normal";
+
+    /// <summary>
+    /// A file to write after a successful run, one line per output: <c>NAME KIND DIGEST STOREPATH</c>. Written as the
+    /// tool writes every file (<see cref="HostFile"/>): renamed over a regular file or into an empty place, never
+    /// through a symlink.
+    /// </summary>
+    public string ResultFile { get; set; } = string.Empty;
 
     /// <summary>
     /// The materialized outputs, in the order of <see cref="Outputs"/>. Metadata: <c>OutputName</c>, <c>Kind</c>
@@ -87,27 +127,36 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         using var termination = TerminationGuard.Enter(_cancel);
         try
         {
+            var clock = Stopwatch.StartNew();
             var importance = ParseImportance(OutputImportance);
             var step = StepParameters.Create(
                 Name, Command, Arguments, [.. Inputs.Select(i => (i.GetMetadata("FullPath"), (string?)i.GetMetadata("Name")))],
-                Outputs, OutputDirectory, Environment, NetworkAccess, RefscanNeedles, Store, Builder, Timeout, Rebuild);
+                Outputs, OutputDirectory, Environment, NetworkAccess, RefscanNeedles, Store, Builder, Timeout, Rebuild,
+                MaxProcesses, MaxMemory, TmpSize) with
+            {
+                ProvideBinSh = ProvideBinSh,
+            };
             var result = Run(step, importance);
             MaterializedOutputs = [.. result.Outputs.Select(ToItem)];
             Cached = result.Cached;
+            WriteResultFile();
+
+            // The one line a step leaves in the console log at its default, minimal verbosity (the targets add "up to date").
             Log.LogMessage(
-                MessageImportance.Normal, "{0}",
-                $"{step.Name}: {(result.Cached ? "reused the outputs of an identical earlier build" : "built")}: " +
-                string.Join(", ", result.Outputs.Select(o => o.Path)));
+                MessageImportance.High, "{0}",
+                result.Cached
+                    ? $"TvixBuild {step.Name}: from the cache (an identical build ran before; the command did not run)"
+                    : $"TvixBuild {step.Name}: ran in {clock.ElapsedMilliseconds} ms{(step.Builder is { } builder ? $" on {builder}" : "")}");
             return !Log.HasLoggedErrors;
         }
         catch (TvixBuildException e)
         {
-            Log.LogError(null, e.Code, null, null, 0, 0, 0, 0, "{0}", e.Message);
+            Log.LogTvixError(e.Code, e.Message, e.At ?? Location);
             return false;
         }
         catch (OperationCanceledException) when (termination.Terminated)
         {
-            Log.LogError(null, TvixBuildError.Terminated, null, null, 0, 0, 0, 0, "{0}", $"{Name}: terminated (SIGTERM); the sandbox and its mount are gone");
+            Log.LogTvixError(TvixBuildError.Terminated, $"{Name}: terminated (SIGTERM); the sandbox and its mount are gone", Location);
             return false;
         }
         catch (OperationCanceledException) when (_cancel.IsCancellationRequested)
@@ -117,6 +166,8 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
             return false;
         }
     }
+
+    private ErrorLocation? Location => string.IsNullOrEmpty(ErrorFile) ? null : new ErrorLocation(ErrorFile, ErrorLine, ErrorColumn);
 
     private StepResult Run(StepParameters step, MessageImportance importance)
     {
@@ -160,6 +211,25 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         "low" => MessageImportance.Low,
         _ => throw new TvixBuildException(TvixBuildError.InvalidRequest, $"OutputImportance must be high, normal or low, not '{text}'"),
     };
+
+    private void WriteResultFile()
+    {
+        if (string.IsNullOrEmpty(ResultFile))
+        {
+            return;
+        }
+
+        string lines = string.Concat(MaterializedOutputs.Select(
+            i => $"{i.GetMetadata("OutputName")} {i.GetMetadata("Kind")} {i.GetMetadata("Digest")} {i.GetMetadata("StorePath")}\n"));
+        try
+        {
+            HostFile.WriteAllBytes(ResultFile, System.Text.Encoding.UTF8.GetBytes(lines));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new TvixBuildException(TvixBuildError.MaterializeFailed, $"{Name}: cannot write the result file {ResultFile}: {e.Message}");
+        }
+    }
 
     private static TaskItem ToItem(MaterializedOutput output)
     {

@@ -34,8 +34,20 @@ internal static class TvixBuildError
     public const string Terminated = "TVB0010";
 }
 
-/// <summary>A failure already classified and worded for the MSBuild log.</summary>
-internal sealed class TvixBuildException(string code, string message) : Exception(message)
+/// <summary>A failure already classified and worded for the MSBuild log, and where in a project it points (null: the task's place).</summary>
+internal sealed class TvixBuildException(string code, string message, ErrorLocation? at = null) : Exception(message)
 {
     public string Code { get; } = code;
+
+    public ErrorLocation? At { get; } = at;
+}
+
+/// <summary>A place in a project file, which MSBuild prints as <c>FILE(LINE,COLUMN)</c>; line 0 for the file alone.</summary>
+internal readonly record struct ErrorLocation(string File, int Line, int Column);
+
+internal static class TvixBuildErrorLogging
+{
+    /// <summary>Logs the error at <paramref name="at"/>, or (null) at the task's own element, as MSBuild does for errors without a place.</summary>
+    public static void LogTvixError(this Microsoft.Build.Utilities.TaskLoggingHelper log, string code, string message, ErrorLocation? at) =>
+        log.LogError(null, code, null, at?.File, at?.Line ?? 0, at?.Column ?? 0, 0, 0, "{0}", message);
 }

@@ -2,6 +2,7 @@ using System.Text;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
 using TvixFuseBuild.Castore;
+using TvixFuseBuild.Castore.Transfer;
 
 namespace TvixFuseBuild.MSBuild;
 
@@ -15,11 +16,13 @@ namespace TvixFuseBuild.MSBuild;
 /// </summary>
 public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
 {
+    private const string StepFileHeader = "tvix-fuse-build step 2";
+
     /// <summary>The step metadata passed on to <c>TvixBuild</c> (and written to the step file).</summary>
     private static readonly string[] StepMetadata =
     [
         "Command", "Arguments", "Outputs", "Environment", "NetworkAccess", "RefscanNeedles", "Store", "Builder", "Timeout",
-        "Rebuild", "OutputImportance", "Compile",
+        "Rebuild", "OutputImportance", "Compile", "ProvideBinSh", "MaxProcesses", "MaxMemory", "TmpSize",
     ];
 
     /// <summary>The <c>TvixBuildStep</c> items; the item's identity is the step's name.</summary>
@@ -33,7 +36,11 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
     [Required]
     public string OutputRoot { get; set; } = string.Empty;
 
-    /// <summary>One per step: the step file, with metadata <c>Step</c>, <c>OutputDirectory</c> (absolute, with a trailing slash) and the step's own metadata.</summary>
+    /// <summary>
+    /// One per step: the step file, with metadata <c>Step</c>, <c>OutputDirectory</c> (absolute, with a trailing slash),
+    /// the step's own metadata, and where the step is declared: <c>DeclarationFile</c>, <c>DeclarationLine</c> and
+    /// <c>DeclarationColumn</c> (the line 0 when not found), for the errors of its build.
+    /// </summary>
     [Output]
     public ITaskItem[] StepFiles { get; private set; } = [];
 
@@ -66,7 +73,7 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
         }
         catch (TvixBuildException e)
         {
-            Log.LogError(null, e.Code, null, null, 0, 0, 0, 0, "{0}", e.Message);
+            Log.LogTvixError(e.Code, e.Message, e.At);
             return false;
         }
     }
@@ -74,6 +81,7 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
     private void Prepare()
     {
         string root = Path.GetFullPath(OutputRoot);
+        var locator = new ItemLocator();
         var steps = new Dictionary<string, ITaskItem>(StringComparer.Ordinal);
         foreach (var step in Steps)
         {
@@ -81,12 +89,12 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
             string? error = PathComponent.Validate(Encoding.UTF8.GetBytes(name)) ?? (name.Contains('=') ? "it contains '='" : null);
             if (error is not null)
             {
-                throw Invalid($"TvixBuildStep '{name}': a step's name must be a valid file name without '=' ({error})");
+                throw Invalid($"TvixBuildStep '{name}': a step's name must be a valid file name without '=' ({error})", locator.Find(step, "TvixBuildStep"));
             }
 
             if (!steps.TryAdd(name, step))
             {
-                throw Invalid($"TvixBuildStep '{name}' is declared twice");
+                throw Invalid($"TvixBuildStep '{name}' is declared twice", locator.Find(step, "TvixBuildStep", occurrence: 1));
             }
         }
 
@@ -96,12 +104,13 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
             string step = input.GetMetadata("Step");
             if (step.Length == 0)
             {
-                throw Invalid($"TvixBuildInput '{input.ItemSpec}' has no Step metadata naming the TvixBuildStep it belongs to");
+                throw Invalid($"TvixBuildInput '{input.ItemSpec}' has no Step metadata naming the TvixBuildStep it belongs to", locator.Find(input, "TvixBuildInput"));
             }
 
             if (!inputsByStep.TryGetValue(step, out var list))
             {
-                throw Invalid($"TvixBuildInput '{input.ItemSpec}' belongs to the step '{step}', but there is no TvixBuildStep of that name");
+                throw Invalid(
+                    $"TvixBuildInput '{input.ItemSpec}' belongs to the step '{step}', but there is no TvixBuildStep of that name", locator.Find(input, "TvixBuildInput"));
             }
 
             list.Add(input);
@@ -119,12 +128,27 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
                 : Path.Combine(root, name);
             outputDirectory = Path.TrimEndingDirectorySeparator(outputDirectory) + "/";
 
-            var description = new StringBuilder("tvix-fuse-build step 1\n");
+            string[] outputNames = step.GetMetadata("Outputs").Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (outputNames.Length == 0)
+            {
+                outputNames = ["out"];
+            }
+
+            // The first lines are what TvixBuildCleanSteps reads back (ReadStepFile).
+            var description = new StringBuilder(StepFileHeader).Append('\n');
             description.Append("name=").Append(name).Append('\n');
             description.Append("OutputDirectory=").Append(outputDirectory).Append('\n');
+            description.Append("outputs=").AppendJoin(';', outputNames).Append('\n');
             var stepFile = new TaskItem(MSBuildEscaping.Escape(Path.Combine(root, name + ".step")));
             stepFile.SetMetadata("Step", MSBuildEscaping.Escape(name));
             stepFile.SetMetadata("OutputDirectory", MSBuildEscaping.Escape(outputDirectory));
+            if (locator.Find(step, "TvixBuildStep") is { } declaration)
+            {
+                stepFile.SetMetadata("DeclarationFile", MSBuildEscaping.Escape(declaration.File));
+                stepFile.SetMetadata("DeclarationLine", declaration.Line.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                stepFile.SetMetadata("DeclarationColumn", declaration.Column.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            }
+
             foreach (string metadata in StepMetadata)
             {
                 // Escaped as given, so that an escaped ';' inside one argument stays inside it.
@@ -141,13 +165,24 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
                 rootItem.SetMetadata("Name", ((ITaskItem2)input).GetMetadataValueEscaped("Name"));
                 roots.Add(rootItem);
                 description.Append("input ").Append(input.GetMetadata("Name")).Append('=').Append(path).Append('\n');
-                Describe(path, name, description, files);
+                try
+                {
+                    Describe(path, name, description, files);
+                }
+                catch (TvixBuildException e) when (e.At is null)
+                {
+                    throw new TvixBuildException(e.Code, e.Message, locator.Find(input, "TvixBuildInput"));
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    throw new TvixBuildException(
+                        TvixBuildError.InputMissing, $"cannot read the input {path} of the step '{name}': {e.Message}", locator.Find(input, "TvixBuildInput"));
+                }
             }
 
             string compile = step.GetMetadata("Compile");
-            string[] outputNames = step.GetMetadata("Outputs").Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             bool outputsPresent = true;
-            foreach (string output in outputNames.Length == 0 ? ["out"] : outputNames)
+            foreach (string output in outputNames)
             {
                 string path = outputDirectory + output;
                 outputsPresent &= Path.Exists(path) || new FileInfo(path).LinkTarget is not null;
@@ -176,6 +211,33 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
         InputFiles = [.. files];
         OutputPaths = [.. outputs];
         ResultFiles = [.. results];
+    }
+
+    /// <summary>
+    /// The step's name, output directory and output names from a step file this task wrote, or null for a file that is
+    /// not one (another format, or not named after its step).
+    /// </summary>
+    internal static (string Name, string OutputDirectory, string[] Outputs)? ReadStepFile(string path)
+    {
+        string[] lines;
+        using (var reader = new StreamReader(path, Encoding.UTF8))
+        {
+            lines = [.. Enumerable.Range(0, 4).Select(_ => reader.ReadLine() ?? "")];
+        }
+
+        if (lines[0] != StepFileHeader || !lines[1].StartsWith("name=", StringComparison.Ordinal) ||
+            !lines[2].StartsWith("OutputDirectory=/", StringComparison.Ordinal) || !lines[3].StartsWith("outputs=", StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        string name = lines[1]["name=".Length..];
+        if (name != Path.GetFileNameWithoutExtension(path))
+        {
+            return null;
+        }
+
+        return (name, lines[2]["OutputDirectory=".Length..], lines[3]["outputs=".Length..].Split(';', StringSplitOptions.RemoveEmptyEntries));
     }
 
     /// <summary>Adds the tree at <paramref name="path"/> to the description, and its regular files to <paramref name="files"/>.</summary>
@@ -245,7 +307,7 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
             }
 
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            File.WriteAllBytes(path, bytes);
+            HostFile.WriteAllBytes(path, bytes);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -253,5 +315,5 @@ public sealed class TvixBuildPrepareSteps : Microsoft.Build.Utilities.Task
         }
     }
 
-    private static TvixBuildException Invalid(string message) => new(TvixBuildError.InvalidRequest, message);
+    private static TvixBuildException Invalid(string message, ErrorLocation? at) => new(TvixBuildError.InvalidRequest, message, at);
 }

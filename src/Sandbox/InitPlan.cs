@@ -46,6 +46,18 @@ internal sealed class InitPlan
     /// <summary>The host mounts as detached clones (file descriptors the init inherits); null until taken (<see cref="HostMounts"/>).</summary>
     public HostMounts? Mounts { get; set; }
 
+    /// <summary>The seccomp BPF program the command runs under (never empty: the init refuses to start without one).</summary>
+    public byte[] Seccomp { get; set; } = [];
+
+    /// <summary>RLIMIT_NPROC of the command, on top of the init's own threads.</summary>
+    public int MaxProcesses { get; set; } = SandboxLimits.DefaultMaxProcesses;
+
+    /// <summary>Bytes of each of /tmp and /dev/shm.</summary>
+    public long TmpSize { get; set; } = SandboxLimits.MinTmpSize;
+
+    /// <summary>The caller places the init in cgroups: the init reports <see cref="InitMessage.Placing"/> and waits for <see cref="InitMessage.Go"/>.</summary>
+    public bool WaitForCgroup { get; set; }
+
     public byte[] Encode()
     {
         var w = new Writer();
@@ -98,6 +110,10 @@ internal sealed class InitPlan
             }
         }
 
+        w.Bytes(Seccomp);
+        w.Int(MaxProcesses);
+        w.Long(TmpSize);
+        w.Bool(WaitForCgroup);
         return w.ToFrame();
     }
 
@@ -145,6 +161,10 @@ internal sealed class InitPlan
             plan.Mounts = m;
         }
 
+        plan.Seccomp = r.Bytes();
+        plan.MaxProcesses = r.Int();
+        plan.TmpSize = r.Long();
+        plan.WaitForCgroup = r.Bool();
         return plan;
     }
 
@@ -160,6 +180,13 @@ internal sealed class InitPlan
             Ensure(4);
             BinaryPrimitives.WriteInt32LittleEndian(_buffer.AsSpan(_length), value);
             _length += 4;
+        }
+
+        public void Long(long value)
+        {
+            Ensure(8);
+            BinaryPrimitives.WriteInt64LittleEndian(_buffer.AsSpan(_length), value);
+            _length += 8;
         }
 
         public void Str(string? value)
@@ -230,6 +257,13 @@ internal sealed class InitPlan
             return v;
         }
 
+        public long Long()
+        {
+            long v = BinaryPrimitives.ReadInt64LittleEndian(_data);
+            _data = _data[8..];
+            return v;
+        }
+
         public string? Str()
         {
             int n = Int();
@@ -284,8 +318,23 @@ internal static class InitMessage
     /// <summary>Setting up failed; the payload is the UTF-8 message. Nothing was started.</summary>
     public const byte Error = (byte)'E';
 
-    /// <summary>The command exited; the payload is its wait status (int32).</summary>
+    /// <summary>The command exited; the payload is its wait status (int32), then <see cref="FullTmpfs"/> flags (int32).</summary>
     public const byte Exited = (byte)'X';
+
+    /// <summary>The plan asks for cgroups: the payload is the init's pid as the host sees it (int32); it waits for <see cref="Go"/>.</summary>
+    public const byte Placing = (byte)'P';
+
+    /// <summary>Sent by the caller on the init's stdin once the init is in its cgroups.</summary>
+    public const byte Go = (byte)'G';
+
+    /// <summary>Flags of <see cref="Exited"/>: /tmp or /dev/shm had no free block left when the command ended.</summary>
+    [Flags]
+    public enum FullTmpfs
+    {
+        None = 0,
+        Tmp = 1,
+        DevShm = 2,
+    }
 
     /// <summary>Sent by the caller on the init's stdin: kill everything now. EOF means the same.</summary>
     public const byte Kill = (byte)'K';

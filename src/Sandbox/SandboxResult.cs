@@ -47,6 +47,18 @@ public sealed class SandboxResult
 
     public bool Succeeded => Outcome == SandboxOutcome.Exited && ExitCode == 0;
 
+    /// <summary>The limits the build ran under.</summary>
+    public SandboxLimits Limits { get; init; } = SandboxLimits.Default;
+
+    /// <summary>The limits the build reached, among <see cref="LimitsWatched"/>.</summary>
+    public IReadOnlyList<SandboxLimit> LimitsHit { get; init; } = [];
+
+    /// <summary>
+    /// The limits whose reaching this run could see: /tmp and /dev/shm always; processes and memory only where a
+    /// cgroup enforced them (without one, RLIMIT_NPROC still bounds the processes, silently, and memory is unbounded).
+    /// </summary>
+    public IReadOnlyList<SandboxLimit> LimitsWatched { get; init; } = [];
+
     public override string ToString() => Outcome switch
     {
         SandboxOutcome.Exited => $"exited with code {ExitCode}",

@@ -2,7 +2,9 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.ComponentModel;
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text;
+using Microsoft.Win32.SafeHandles;
 using TvixFuseBuild.Sandbox.Interop;
 
 namespace TvixFuseBuild.Sandbox;
@@ -21,6 +23,11 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     private long _lastOutput = Stopwatch.GetTimestamp();
     private long _started;
     private Exception? _sinkError;
+    private readonly SemaphoreSlim _controlLock = new(1, 1);
+    private BuildCgroup? _cgroup;
+    private Process? _process;
+    private Exception? _placeError;
+    private IReadOnlyList<SandboxLimit> _hits = [];
 
     /// <summary>Serializes the starts that hand descriptors to an init, so one build's never reach another's.</summary>
     private static readonly Lock s_startLock = new();
@@ -43,6 +50,9 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     {
         long start = Stopwatch.GetTimestamp();
         var groups = PrepareHost(user);
+        _cgroup = BuildCgroup.Create(spec.Limits);
+        plan.WaitForCgroup = _cgroup is not null;
+        using var cgroup = _cgroup;
         FileStream? log = spec.LogFile is null ? null : OpenLog(spec.LogFile);
         Process process;
         try
@@ -60,6 +70,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
             throw;
         }
 
+        _process = process;
         using (process)
         await using (log)
         {
@@ -130,16 +141,9 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     {
         var control = process.StandardInput.BaseStream;
         var outputTask = PumpOutputAsync(process.StandardError.BaseStream, log, cancellationToken);
-        var statusTask = ReadStatusAsync(process.StandardOutput.BaseStream);
-        try
-        {
-            await control.WriteAsync(plan.Encode(), CancellationToken.None).ConfigureAwait(false);
-            await control.FlushAsync(CancellationToken.None).ConfigureAwait(false);
-        }
-        catch (IOException)
-        {
-            // The init died before reading its plan; its status (or the lack of one) says why.
-        }
+        var statusTask = ReadStatusAsync(process.StandardOutput.BaseStream, control);
+        // False when the init died before reading its plan; its status (or the lack of one) says why.
+        _ = await WriteControlAsync(control, plan.Encode()).ConfigureAwait(false);
 
         SandboxOutcome? killed = null;
         using (cancellationToken.Register(static s => ((SandboxRun)s!)._kill.TrySetResult(SandboxOutcome.Cancelled), this))
@@ -153,7 +157,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         }
 
         var status = await statusTask.ConfigureAwait(false);
-        await control.DisposeAsync().ConfigureAwait(false);
+        await DisposeControlAsync(control).ConfigureAwait(false);
         await WaitForExitAsync(process).ConfigureAwait(false);
         await outputTask.ConfigureAwait(false);
         long end = Stopwatch.GetTimestamp();
@@ -162,6 +166,28 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         {
             throw _sinkError;
         }
+
+        if (_placeError is not null)
+        {
+            throw _placeError;
+        }
+
+        var hits = new List<SandboxLimit>(_cgroup?.Hits() ?? []);
+        if (status is (InitMessage.Exited, { Length: >= 8 } exited))
+        {
+            var full = (InitMessage.FullTmpfs)BinaryPrimitives.ReadInt32LittleEndian(exited.AsSpan(4));
+            if (full.HasFlag(InitMessage.FullTmpfs.Tmp))
+            {
+                hits.Add(SandboxLimit.Tmp);
+            }
+
+            if (full.HasFlag(InitMessage.FullTmpfs.DevShm))
+            {
+                hits.Add(SandboxLimit.DevShm);
+            }
+        }
+
+        _hits = hits;
 
         TimeSpan setup = _started == 0 ? Stopwatch.GetElapsedTime(start, end) : Stopwatch.GetElapsedTime(start, _started);
         TimeSpan run = _started == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(_started, end);
@@ -179,6 +205,9 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
                     : Result(SandboxOutcome.Signaled, null, wait & 0x7f, setup, run);
             case (InitMessage.Error, var payload):
                 throw new SandboxException($"cannot set up the sandbox: {Encoding.UTF8.GetString(payload)}");
+            case null when hits.Contains(SandboxLimit.Memory):
+                // The kernel's OOM killer chose the init itself: the whole build went with it.
+                return Result(SandboxOutcome.Signaled, null, 9, setup, run);
             default:
                 string tail = _tail.ToString().Trim();
                 throw new SandboxException(
@@ -234,18 +263,10 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     }
 
     /// <summary>Asks the init to end the namespace; kills the process tree if it does not within seconds.</summary>
-    private static async Task KillAsync(Process process, Stream control)
+    private async Task KillAsync(Process process, Stream control)
     {
-        try
-        {
-            await control.WriteAsync(new[] { InitMessage.Kill }, CancellationToken.None).ConfigureAwait(false);
-            await control.FlushAsync(CancellationToken.None).ConfigureAwait(false);
-        }
-        catch (IOException)
-        {
-        }
-
-        await control.DisposeAsync().ConfigureAwait(false);
+        await WriteControlAsync(control, [InitMessage.Kill]).ConfigureAwait(false);
+        await DisposeControlAsync(control).ConfigureAwait(false);
         using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(5));
         try
         {
@@ -284,7 +305,64 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         }
     }
 
-    private async Task<(byte Type, byte[] Payload)?> ReadStatusAsync(Stream status)
+    /// <summary>Writes to the init's stdin (the plan, the go-ahead and the kill request come from different tasks).</summary>
+    private async Task<bool> WriteControlAsync(Stream control, byte[] data)
+    {
+        await _controlLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            await control.WriteAsync(data, CancellationToken.None).ConfigureAwait(false);
+            await control.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+            return false;
+        }
+        finally
+        {
+            _controlLock.Release();
+        }
+    }
+
+    private async Task DisposeControlAsync(Stream control)
+    {
+        await _controlLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            await control.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (IOException)
+        {
+        }
+        finally
+        {
+            _controlLock.Release();
+        }
+    }
+
+    /// <summary>The init waits in its cgroups' parent: move it in, then let it go on (or kill it when that fails).</summary>
+    private async Task PlaceAsync(byte[] payload, Stream control)
+    {
+        try
+        {
+            if (_cgroup is null || payload.Length < 8)
+            {
+                throw new SandboxException("the sandbox init asked to be placed in cgroups that were not asked for");
+            }
+
+            _cgroup.Place(
+                BinaryPrimitives.ReadInt32LittleEndian(payload), _process!.Id, BinaryPrimitives.ReadInt32LittleEndian(payload.AsSpan(4)));
+            await WriteControlAsync(control, [InitMessage.Go]).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is SandboxException or IOException or UnauthorizedAccessException)
+        {
+            _placeError = e as SandboxException ?? new SandboxException($"cannot move the sandbox into the build's cgroup: {e.Message}");
+            await WriteControlAsync(control, [InitMessage.Kill]).ConfigureAwait(false);
+        }
+    }
+
+    private async Task<(byte Type, byte[] Payload)?> ReadStatusAsync(Stream status, Stream control)
     {
         var header = new byte[5];
         while (true)
@@ -298,6 +376,12 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
             if (!await ReadExactAsync(status, payload).ConfigureAwait(false))
             {
                 return null;
+            }
+
+            if (header[0] == InitMessage.Placing)
+            {
+                await PlaceAsync(payload, control).ConfigureAwait(false);
+                continue;
             }
 
             if (header[0] == InitMessage.Started)
@@ -392,18 +476,39 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         LogBytes = _logBytes,
         SetupTime = setup,
         RunTime = run,
+        Limits = spec.Limits,
+        LimitsHit = _hits,
+        LimitsWatched = [.. _cgroup?.Watched ?? [], SandboxLimit.Tmp, SandboxLimit.DevShm],
     };
 
+    /// <summary>
+    /// Never through a symlink (O_NOFOLLOW), and only a regular file (truncated), a character device or a FIFO. The
+    /// tool does not come here: it writes its --log-file with Castore's HostFile, which also never truncates in place.
+    /// </summary>
     private static FileStream OpenLog(string path)
     {
-        try
+        const int ELOOP = 40, S_IFIFO = 0x1000;
+        int fd = Libc.openat(Libc.AT_FDCWD, path, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0x1B6);
+        if (fd < 0)
         {
-            return new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.Read, 4096, useAsync: true);
+            int errno = Marshal.GetLastPInvokeError();
+            throw new SandboxException(
+                $"cannot open the log file {path}: {(errno == ELOOP ? "it is a symbolic link" : Marshal.GetPInvokeErrorMessage(errno))}");
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        int type = Libc.StatMode(fd, "", Libc.AT_EMPTY_PATH) & (int)Libc.S_IFMT;
+        if (type == (int)Libc.S_IFREG)
         {
-            throw new SandboxException($"cannot open the log file {path}: {e.Message}");
+            RandomAccess.SetLength(handle, 0);
         }
+        else if (type != (int)Libc.S_IFCHR && type != S_IFIFO)
+        {
+            handle.Dispose();
+            throw new SandboxException($"cannot open the log file {path}: it is not a regular file, character device or FIFO");
+        }
+
+        return new FileStream(handle, FileAccess.Write, 4096);
     }
 
     /// <summary>

@@ -19,6 +19,10 @@ public static class SandboxRunner
         ArgumentNullException.ThrowIfNull(spec);
         cancellationToken.ThrowIfCancellationRequested();
         var plan = SpecValidator.ToPlan(spec);
+        spec.Limits.Validate();
+        plan.Seccomp = Init.SeccompFilter.Program;
+        plan.MaxProcesses = spec.Limits.MaxProcesses;
+        plan.TmpSize = spec.Limits.TmpSize;
         HostChecks.CheckConstraints(spec);
         var launcher = InitLauncher.Get();
         var run = new SandboxRun(spec, plan, launcher, output);
@@ -26,7 +30,11 @@ public static class SandboxRunner
     }
 
     /// <summary>Throws a <see cref="SandboxException"/> naming what is missing when this host cannot sandbox builds.</summary>
-    public static void EnsureAvailable() => InitLauncher.Get();
+    public static void EnsureAvailable()
+    {
+        InitLauncher.Get();
+        _ = Init.SeccompFilter.Program;
+    }
 
     /// <summary>
     /// Refuses (with <see cref="SandboxRefusedException"/>) a system this host cannot run or more memory than it has

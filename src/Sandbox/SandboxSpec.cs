@@ -75,4 +75,7 @@ public sealed class SandboxSpec
 
     /// <summary>Bytes of memory the build needs; refused before anything starts when the host has less available.</summary>
     public long MinMemory { get; init; }
+
+    /// <summary>Processes, memory and the sizes of /tmp and /dev/shm the build may use.</summary>
+    public SandboxLimits Limits { get; init; } = SandboxLimits.Default;
 }

@@ -54,7 +54,8 @@ public sealed partial class BuilderTests(PackedFeed feed)
 
             var build = project.Build();
             Assert.True(build.ExitCode == 0, build.ToString());
-            Assert.Contains("codegen: built:", build.Output, StringComparison.Ordinal);
+            Assert.Contains($"TvixBuild codegen: ran in ", build.Output, StringComparison.Ordinal);
+            Assert.Contains($" ms on unix:{socket}", build.Output, StringComparison.Ordinal);
             var run = project.RunProgram();
             Assert.Equal("program says: built remotely", run.Output.Trim());
 
@@ -69,7 +70,7 @@ public sealed partial class BuilderTests(PackedFeed feed)
             project.DeleteBuildOutputs();
             var again = project.Build();
             Assert.True(again.ExitCode == 0, again.ToString());
-            Assert.Contains("codegen: reused the outputs of an identical earlier build", again.Output, StringComparison.Ordinal);
+            Assert.Contains("TvixBuild codegen: from the cache", again.Output, StringComparison.Ordinal);
 
             // A failing command on the builder fails the build with the command's error code, status and log lines.
             File.WriteAllText(project.PathOf("gen.sh"), "echo remote-failure; exit 4");

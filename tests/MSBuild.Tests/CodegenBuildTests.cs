@@ -42,7 +42,7 @@ public sealed class CodegenBuildTests(PackedFeed feed)
         var first = project.Build();
         Assert.True(first.ExitCode == 0, first.ToString());
         Assert.Contains("generator-ran", first.Output, StringComparison.Ordinal);
-        Assert.Contains("codegen: built:", first.Output, StringComparison.Ordinal);
+        Assert.Contains("TvixBuild codegen: ran in ", first.Output, StringComparison.Ordinal);
         Assert.Contains("other-ran", first.Output, StringComparison.Ordinal);
         Assert.Equal("a", File.ReadAllText(project.PathOf("obj/Debug/net10.0/tvix/other/out/a.txt")));
         Assert.Equal("program says: first message", Run(project));
@@ -52,6 +52,7 @@ public sealed class CodegenBuildTests(PackedFeed feed)
         var second = project.Build();
         Assert.True(second.ExitCode == 0, second.ToString());
         Assert.Contains("Skipping target \"TvixBuildSteps\" because all output files are up-to-date", second.Output, StringComparison.Ordinal);
+        Assert.Contains("TvixBuild codegen: up to date", second.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("generator-ran", second.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("other-ran", second.Output, StringComparison.Ordinal);
 
@@ -77,8 +78,8 @@ public sealed class CodegenBuildTests(PackedFeed feed)
         Assert.True(fourth.ExitCode == 0, fourth.ToString());
         Assert.DoesNotContain("generator-ran", fourth.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("other-ran", fourth.Output, StringComparison.Ordinal);
-        Assert.Contains("codegen: reused the outputs of an identical earlier build", fourth.Output, StringComparison.Ordinal);
-        Assert.Contains("other: reused the outputs of an identical earlier build", fourth.Output, StringComparison.Ordinal);
+        Assert.Contains("TvixBuild codegen: from the cache", fourth.Output, StringComparison.Ordinal);
+        Assert.Contains("TvixBuild other: from the cache", fourth.Output, StringComparison.Ordinal);
         Assert.Equal("program says: second message", Run(project));
         AssertNothingLeftBehind();
     }

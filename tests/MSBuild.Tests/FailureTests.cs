@@ -26,6 +26,8 @@ public sealed class FailureTests(PackedFeed feed)
                            OutputDirectory="$(IntermediateOutputPath)missing" />
                 <TvixBuild ContinueOnError="ErrorAndContinue" Name="badenv" Command="sh" Environment="NOEQUALS"
                            OutputDirectory="$(IntermediateOutputPath)badenv" />
+                <TvixBuild ContinueOnError="ErrorAndContinue" Name="badlimit" Command="sh" MaxMemory="lots"
+                           OutputDirectory="$(IntermediateOutputPath)badlimit" />
                 <TvixBuild ContinueOnError="ErrorAndContinue" Name="badbuilder" Command="sh" Builder="ftp://example.org/"
                            OutputDirectory="$(IntermediateOutputPath)badbuilder" />
                 <TvixBuild ContinueOnError="ErrorAndContinue" Name="nobuilder" Command="sh" Inputs="@(_Tools)"
@@ -40,6 +42,11 @@ public sealed class FailureTests(PackedFeed feed)
 
         string failing = ErrorLine(output, "TVB0003");
         Assert.Contains("failing: the command exited with status 3", failing, StringComparison.Ordinal);
+
+        // A step's error is at its item, a direct call's at its task element: both in the project, never in the package.
+        string csproj = project.PathOf("Failures.csproj");
+        Assert.Contains($"{csproj}({Place(csproj, "Include=\"failing\"")}): error TVB0003:", failing, StringComparison.Ordinal);
+        Assert.Contains($"{csproj}({Place(csproj, "Name=\"slow\"")}): error TVB0004:", ErrorLine(output, "TVB0004"), StringComparison.Ordinal);
         Assert.Contains("the last 2 lines of its log", failing, StringComparison.Ordinal);
         Assert.Contains("first-log-line", output, StringComparison.Ordinal);
         Assert.Contains("second-log-line", output, StringComparison.Ordinal);
@@ -48,6 +55,8 @@ public sealed class FailureTests(PackedFeed feed)
         Assert.Contains("did not produce the output", ErrorLine(output, "TVB0005"), StringComparison.Ordinal);
         Assert.Contains("no-such-input does not exist", ErrorLine(output, "TVB0002"), StringComparison.Ordinal);
         Assert.Contains("'NOEQUALS' is not KEY=VALUE", ErrorLine(output, "TVB0001", "NOEQUALS"), StringComparison.Ordinal);
+        Assert.Contains("MaxMemory (TvixBuildMaxMemory): 'lots' is not a size", ErrorLine(output, "TVB0001", "lots"), StringComparison.Ordinal);
+
         Assert.Contains("is not a builder address", ErrorLine(output, "TVB0001", "ftp://example.org/"), StringComparison.Ordinal);
         Assert.Contains("no-such-socket", ErrorLine(output, "TVB0009"), StringComparison.Ordinal);
 
@@ -55,6 +64,44 @@ public sealed class FailureTests(PackedFeed feed)
         Assert.False(File.Exists(project.PathOf("obj/Debug/net10.0/tvix/failing.result")));
         Assert.Empty(feed.LeftoverBuildDirectories());
         Assert.Empty(feed.LeftoverMounts());
+    }
+
+    /// <summary>LINE,COLUMN of the element on the line holding <paramref name="marker"/>, as MSBuild prints a place.</summary>
+    private static string Place(string file, string marker)
+    {
+        string[] lines = File.ReadAllLines(file);
+        int index = Array.FindIndex(lines, l => l.Contains(marker, StringComparison.Ordinal));
+        Assert.True(index >= 0, $"{marker} is not in {file}");
+        return $"{index + 1},{lines[index].IndexOf('<', StringComparison.Ordinal) + 1}";
+    }
+
+    [Fact]
+    public void TheLimitPropertiesReachTheStepsSandbox()
+    {
+        var project = feed.CreateProject(
+            "Limits",
+            $"""
+              <PropertyGroup>
+                <TvixBuildTmpSize>16M</TvixBuildTmpSize>
+                <TvixBuildMaxProcesses>20</TvixBuildMaxProcesses>
+              </PropertyGroup>
+              <ItemGroup>
+                <TvixBuildStep Include="tmpfull" Command="sh"
+                               Arguments="-c;busybox grep processes /proc/self/limits%3B busybox dd if=/dev/zero of=/tmp/fill bs=1M count=64%3B exit 1" />
+                <TvixBuildInput Include="{feed.Toolchain}" Step="tmpfull" Name="toolchain" />
+              </ItemGroup>
+            """,
+            ("Program.cs", "System.Console.WriteLine(1);"));
+
+        var build = project.Build();
+        Assert.NotEqual(0, build.ExitCode);
+        string error = ErrorLine(build.Output, "TVB0003");
+        Assert.Contains("tmpfull: the command exited with status 1: /tmp reached its size limit of 16 MiB (TvixBuildTmpSize)", error, StringComparison.Ordinal);
+        // 20, plus the sandbox's own few tasks (and, under a pids cgroup that enforces exactly 20, some room).
+        var limit = System.Text.RegularExpressions.Regex.Match(build.Output, @"Max processes +([0-9]+) +([0-9]+) +processes");
+        Assert.True(limit.Success, build.Output);
+        Assert.InRange(int.Parse(limit.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), 21, 60);
+        Assert.Empty(feed.LeftoverBuildDirectories());
     }
 
     private static string ErrorLine(string output, string code, string about = "") =>

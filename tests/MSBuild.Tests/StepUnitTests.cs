@@ -77,6 +77,24 @@ public sealed class StepParametersTests
         Assert.Equal(TimeSpan.FromSeconds(2), Create(timeout: 2000).Timeout);
     }
 
+    [Fact]
+    public void LimitsAreParsedAndCheckedWithTheirPropertyNames()
+    {
+        var step = StepParameters.Create(
+            null, "sh", [], [], [], "out-dir", [], network: false, [], store: null, builder: null, -1, rebuild: false,
+            maxProcesses: "64", maxMemory: "2G", tmpSize: "512M");
+        Assert.Equal(new Sandbox.SandboxLimits { MaxProcesses = 64, MaxMemory = 2L << 30, TmpSize = 512L << 20 }, step.Limits);
+        Assert.Equal(Sandbox.SandboxLimits.Default, Create().Limits);
+        Assert.Null(StepParameters.Create(null, "sh", [], [], [], "out", [], false, [], null, null, -1, false, maxMemory: "none").Limits.MaxMemory);
+
+        Assert.Contains("MaxProcesses (TvixBuildMaxProcesses) must be a positive number, not 'x'",
+            Invalid(() => StepParameters.Create(null, "sh", [], [], [], "out", [], false, [], null, null, -1, false, maxProcesses: "x")), StringComparison.Ordinal);
+        Assert.Contains("TmpSize (TvixBuildTmpSize): '1X' is not a size",
+            Invalid(() => StepParameters.Create(null, "sh", [], [], [], "out", [], false, [], null, null, -1, false, tmpSize: "1X")), StringComparison.Ordinal);
+        Assert.Contains("the memory limit must be at least 32 MiB",
+            Invalid(() => StepParameters.Create(null, "sh", [], [], [], "out", [], false, [], null, null, -1, false, maxMemory: "1M")), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("unix:/run/b.sock", "grpc+unix:///run/b.sock")]
     [InlineData("127.0.0.1:8000", "grpc+http://127.0.0.1:8000")]

@@ -27,6 +27,9 @@ internal static class Driver
             InputNames = Directory.EnumerateFileSystemEntries(inputs).Select(Path.GetFileName).ToList()!,
             ReadOnlyHostPaths = args[4].StartsWith("#ro ", StringComparison.Ordinal) ? [args[4].Split('\n')[0][4..]] : [],
             Timeout = TimeSpan.FromSeconds(120),
+            Limits = Environment.GetEnvironmentVariable("TVIX_TEST_MAX_PROCESSES") is { } max
+                ? new SandboxLimits { MaxProcesses = int.Parse(max, System.Globalization.CultureInfo.InvariantCulture) }
+                : SandboxLimits.Default,
         };
         try
         {
@@ -36,7 +39,7 @@ internal static class Driver
                 await stdout.WriteAsync(chunk, ct);
                 await stdout.FlushAsync(ct);
             }).GetAwaiter().GetResult();
-            Console.WriteLine($"RESULT: {result}");
+            Console.WriteLine($"RESULT: {result}" + (result.LimitsHit.Count > 0 ? $" (limits hit: {string.Join(", ", result.LimitsHit)})" : ""));
             return 0;
         }
         catch (SandboxException e)
@@ -47,7 +50,10 @@ internal static class Driver
     }
 
     /// <summary>Starts the driver, optionally through a prefix such as setpriv.</summary>
-    public static Process Start(SandboxTree tree, string script, params string[] prefix)
+    public static Process Start(SandboxTree tree, string script, params string[] prefix) => Start(tree, script, null, prefix);
+
+    /// <summary>Starts the driver with a process limit for the build.</summary>
+    public static Process Start(SandboxTree tree, string script, int? maxProcesses, params string[] prefix)
     {
         string dir = AppContext.BaseDirectory;
         string dll = Path.Combine(dir, "TvixFuseBuild.Sandbox.Tests.dll");
@@ -73,6 +79,11 @@ internal static class Driver
         psi.Environment["HOME"] = tree.Root;
         psi.Environment["DOTNET_EnableDiagnostics"] = "0"; // no IPC socket left in /tmp when it is SIGKILLed
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        if (maxProcesses is { } max)
+        {
+            psi.Environment["TVIX_TEST_MAX_PROCESSES"] = max.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+
         return Process.Start(psi)!;
     }
 }

@@ -54,6 +54,56 @@ public sealed class UnprivilegedTests
         }
     }
 
+    /// <summary>
+    /// Without cgroups, RLIMIT_NPROC alone bounds the build: in its own user namespace the count is the sandbox's own
+    /// tasks (Linux 5.14 and later), whatever else the caller's uid runs on the host.
+    /// </summary>
+    [Fact]
+    public async Task TheProcessLimitHoldsForAnUnprivilegedCaller()
+    {
+        using var tree = new SandboxTree();
+        string user = $"tvixsbx{Random.Shared.Next(100000):D5}";
+        Exec("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--user-group", user);
+        var others = new List<Process>();
+        try
+        {
+            Exec("chown", "-R", $"{user}:{user}", tree.Store, tree.Build);
+
+            // The caller's uid already runs 30 processes on the host: they do not count against the build's 20.
+            for (int i = 0; i < 30; i++)
+            {
+                others.Add(Process.Start(new ProcessStartInfo("setpriv", [$"--reuid={user}", $"--regid={user}", "--init-groups", "sleep", "120"]))!);
+            }
+
+            string script =
+                $"( while true; do {B} sleep 30 & echo $! >> /tmp/pids; done ) 2>/dev/null; " +
+                "n=0; while read p; do n=$((n+1)); kill $p; done < /tmp/pids; echo $n";
+            using var driver = Driver.Start(tree, script, 20, "setpriv", $"--reuid={user}", $"--regid={user}", "--init-groups", "--");
+            var stdout = driver.StandardOutput.ReadToEndAsync();
+            var stderr = driver.StandardError.ReadToEndAsync();
+            await driver.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(120));
+            string output = await stdout;
+            Assert.True(driver.ExitCode == 0, $"driver exited {driver.ExitCode}: {output}{await stderr}");
+
+            // 20 tasks: the shell, the subshell and 18 sleeps (give or take a thread the init's runtime starts or ends
+            // meanwhile); no cgroup watched it, so no limit is reported as hit.
+            var lines = output.Split('\n');
+            Assert.InRange(int.Parse(lines[0], System.Globalization.CultureInfo.InvariantCulture), 16, 19);
+            Assert.Equal("RESULT: exited with code 0", lines[1]);
+        }
+        finally
+        {
+            foreach (var p in others)
+            {
+                p.Kill();
+                p.WaitForExit();
+                p.Dispose();
+            }
+
+            Exec("userdel", user);
+        }
+    }
+
     private static string Exec(string file, params string[] args)
     {
         var psi = new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true };

@@ -250,6 +250,31 @@ public sealed class ServeCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task ItsLimitsApplyToEveryBuildAndAreNamedInTheFailure()
+    {
+        var input = await PrepareServingStoreAsync();
+        var server = await StartServerAsync("--tmp-size", "16M", "--max-processes", "50");
+        using var channel = Channel();
+
+        var failure = await Assert.ThrowsAsync<RpcStatusException>(() => channel.UnaryAsync(
+            BuildGrpcMethods.TvixDoBuild, Spec(input, "busybox dd if=/dev/zero of=/tmp/fill bs=1M count=64; exit 1").ToTvix(),
+            new GrpcCallOptions(TimeSpan.FromMinutes(2))));
+        Assert.True(failure.Code is GrpcStatusCode.Internal, $"{failure.Code}: {failure.Message}");
+        Assert.Contains("the command exited with status 1: /tmp reached its size limit of 16 MiB (--tmp-size)", failure.Message, StringComparison.Ordinal);
+
+        // The next build gets the same limits.
+        var again = await Assert.ThrowsAsync<RpcStatusException>(() => channel.UnaryAsync(
+            BuildGrpcMethods.TvixDoBuild, Spec(input, "( while true; do sleep 30 & done ) 2>/dev/null; exit 2").ToTvix(),
+            new GrpcCallOptions(TimeSpan.FromMinutes(2))));
+        Assert.Contains("the command exited with status 2: it reached the process limit of 50 (--max-processes)", again.Message, StringComparison.Ordinal);
+
+        Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
+        var (exitCode, stderr) = await WaitForExitAsync(server);
+        Assert.True(exitCode == 0, stderr);
+        AssertNothingLeftBehind();
+    }
+
+    [Fact]
     public async Task BadAddressesAreClearErrors()
     {
         var relative = ToolProcess.Run(["serve", "--listen", "unix:relative.sock"], _environment);

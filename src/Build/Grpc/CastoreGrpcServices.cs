@@ -3,6 +3,7 @@ using Google.Protobuf;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Grpc;
 using TvixFuseBuild.Castore.Stores;
+using TvixFuseBuild.Castore.Stores.Local;
 using Tvix.Castore.V1;
 
 namespace TvixFuseBuild.Build.Grpc;
@@ -12,7 +13,9 @@ namespace TvixFuseBuild.Build.Grpc;
 /// <c>snix.castore.v1</c>. Large blobs get a chunk list (from the store, or fixed-size chunks computed on demand by
 /// <see cref="BlobChunkIndex"/>), and each listed chunk can be read by its own digest.
 /// </summary>
-public sealed class BlobGrpcService(IBlobService blobs, BlobChunkIndex? chunkIndex = null) : IGrpcService
+/// <remarks>With <paramref name="inUse"/>, every blob a client asks about or uploads is a temp root of the store for a
+/// while, so that a garbage collection does not take a blob a client was just told is there.</remarks>
+public sealed class BlobGrpcService(IBlobService blobs, BlobChunkIndex? chunkIndex = null, ExpiringTempRoots? inUse = null) : IGrpcService
 {
     /// <summary>Bytes per Read response message.</summary>
     internal const int ReadMessageSize = 256 << 10;
@@ -34,6 +37,11 @@ public sealed class BlobGrpcService(IBlobService blobs, BlobChunkIndex? chunkInd
     {
         var digest = ParseDigest(request.Digest);
         var ct = context.CancellationToken;
+        if (inUse is not null)
+        {
+            await inUse.AddAsync(digest, ct).ConfigureAwait(false);
+        }
+
         var info = await blobs.StatAsync(digest, request.SendChunks, ct).ConfigureAwait(false);
         if (info is null)
         {
@@ -144,6 +152,11 @@ public sealed class BlobGrpcService(IBlobService blobs, BlobChunkIndex? chunkInd
         }
 
         var digest = await writer.CompleteAsync(ct).ConfigureAwait(false);
+        if (inUse is not null)
+        {
+            await inUse.AddAsync(digest, ct).ConfigureAwait(false);
+        }
+
         return new PutBlobResponse { Digest = digest.ToByteString() };
     }
 

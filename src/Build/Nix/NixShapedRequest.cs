@@ -9,7 +9,8 @@ namespace TvixFuseBuild.Build.Nix;
 
 /// <summary>
 /// A BuildRequest laid out and named the way Nix builds a derivation, from inputs already in the store: each input at
-/// <c>/nix/store/HASH-NAME</c> (its path in <c>$NAME</c>, its <c>bin/</c> on PATH), scratch <c>/build</c> (the working
+/// <c>/nix/store/HASH-NAME</c> (its path in <c>$NAME</c>, its <c>bin/</c> on PATH, and <c>/bin</c> after them with a
+/// /bin/sh), scratch <c>/build</c> (the working
 /// directory) and <c>/nix/store</c>, Nix's usual build environment, each output's path in the variable named after it,
 /// and the inputs' and outputs' hash parts as the needles. What <c>tvix-fuse-build run</c> and the MSBuild task build.
 /// </summary>
@@ -96,9 +97,7 @@ public sealed record NixShapedRequest(BuildSpec Spec, string[] OutputNames, stri
             ["NIX_BUILD_TOP"] = "/build",
             ["NIX_LOG_FD"] = "2",
             ["NIX_STORE"] = NixStorePaths.StoreDir,
-            ["PATH"] = storeInputs.Any(i => i.Node is DirectoryNode)
-                ? string.Join(':', storeInputs.Where(i => i.Node is DirectoryNode).Select(i => $"{NixStorePaths.StoreDir}/{i.BaseName}/bin"))
-                : "/path-not-set",
+            ["PATH"] = SearchPath(storeInputs.Where(i => i.Node is DirectoryNode).Select(i => $"{NixStorePaths.StoreDir}/{i.BaseName}/bin"), binSh),
             ["PWD"] = "/build",
             ["TEMP"] = "/build",
             ["TEMPDIR"] = "/build",
@@ -148,6 +147,18 @@ public sealed record NixShapedRequest(BuildSpec Spec, string[] OutputNames, stri
         };
         return new NixShapedRequest(
             spec, [.. order.Select(i => outputNames[i])], [.. order.Select(i => outputBaseNames[i])], [.. needles.Select(n => n.Owner)]);
+    }
+
+    /// <summary>The inputs' <c>bin/</c> directories, then <c>/bin</c> (holding only <c>sh</c>) when the build has a /bin/sh, or Nix's <c>/path-not-set</c>.</summary>
+    private static string SearchPath(IEnumerable<string> inputBins, bool binSh)
+    {
+        var path = inputBins.ToList();
+        if (binSh)
+        {
+            path.Add("/bin");
+        }
+
+        return path.Count == 0 ? "/path-not-set" : string.Join(':', path);
     }
 
     /// <summary>What an input is, independent of its name: its kind, digest and size (or a symlink's target).</summary>

@@ -5,6 +5,7 @@ using TvixFuseBuild.Build.Refscan;
 using TvixFuseBuild.Build.Requests;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
+using TvixFuseBuild.Castore.Stores.Local;
 using TvixFuseBuild.Castore.Transfer;
 using TvixFuseBuild.Fuse;
 using TvixFuseBuild.Sandbox;
@@ -56,6 +57,10 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             return new BuildRun(cached, Cached: true, Sandbox: null);
         }
 
+        // Inputs are in use for the whole build, outputs from their ingestion until the result cache names them: a
+        // garbage collection of the store meanwhile keeps both.
+        using var tempRoots = store.CreateTempRoots();
+        await tempRoots.AddAsync(spec.Inputs, cancellationToken).ConfigureAwait(false);
         await CheckInputsAsync(spec, cancellationToken).ConfigureAwait(false);
         SandboxRunner.EnsureAvailable();
         if (Interlocked.Exchange(ref _swept, 1) == 0)
@@ -78,7 +83,8 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             if (!sandbox.Succeeded)
             {
                 keep = _options.KeepFailed;
-                throw new BuildFailedException($"the command {Describe(sandbox)}", sandbox, keep ? directory.Root : null);
+                throw new BuildFailedException(
+                    $"the command {Describe(sandbox)}{LimitReport.For(sandbox, _options.LimitNames)}", sandbox, keep ? directory.Root : null);
             }
 
             foreach (string path in spec.Outputs)
@@ -87,11 +93,11 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
                 {
                     keep = _options.KeepFailed;
                     throw new BuildFailedException(
-                        $"the command succeeded but did not produce the output {path}", sandbox, keep ? directory.Root : null);
+                        $"the command succeeded but did not produce the output {path}{LimitReport.For(sandbox, _options.LimitNames)}", sandbox, keep ? directory.Root : null);
                 }
             }
 
-            var result = await IngestOutputsAsync(spec, directory, cancellationToken).ConfigureAwait(false);
+            var result = await IngestOutputsAsync(spec, directory, tempRoots, cancellationToken).ConfigureAwait(false);
             if (_options.ResultCache is { } resultCache)
             {
                 await resultCache.StoreAsync(requestDigest, spec, result, cancellationToken).ConfigureAwait(false);
@@ -149,6 +155,19 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
     private async Task<SandboxResult> RunCommandAsync(
         BuildSpec spec, BuildDirectory directory, BuildUser user, SandboxOutput? output, CancellationToken cancellationToken)
     {
+        // The log file is opened here, not by the sandbox, so that it is written the way every file the tool writes is
+        // (HostFile: never through a symlink, never replacing a device).
+        await using var log = _options.LogFile is { } logFile ? HostFile.CreateStream(logFile) : null;
+        SandboxOutput? sink = log is null
+            ? output
+            : async (chunk, ct) =>
+            {
+                await log.WriteAsync(chunk, CancellationToken.None).ConfigureAwait(false);
+                if (output is not null)
+                {
+                    await output(chunk, ct).ConfigureAwait(false);
+                }
+            };
         CastoreMount? mount = null;
         try
         {
@@ -172,7 +191,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
                     cancellationToken).ConfigureAwait(false);
             }
 
-            return await SandboxRunner.RunAsync(SandboxSpecFor(spec, directory, user), output, cancellationToken).ConfigureAwait(false);
+            return await SandboxRunner.RunAsync(SandboxSpecFor(spec, directory, user), sink, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -203,8 +222,8 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             InputNames = [.. spec.Inputs.Select(i => Utf8(i.Name.Span, $"the name of input {i.Name.ToQuotedString()}"))],
             AdditionalFiles = spec.AdditionalFiles.ToDictionary(f => "/" + f.Path, f => f.Contents, StringComparer.Ordinal),
             ReadOnlyHostPaths = constraints?.AvailableReadOnlyPaths ?? [],
-            ProtectedHostPaths = store.LocalRoot is { } local
-                ? [BuildDirectory.ParentOf(_options.WorkRoot), local]
+            ProtectedHostPaths = store.Local is { } local
+                ? [BuildDirectory.ParentOf(_options.WorkRoot), local.Root]
                 : [BuildDirectory.ParentOf(_options.WorkRoot)],
             User = user,
             BinSh = constraints?.ProvideBinSh == true ? SandboxSpec.BusyboxShell : null,
@@ -212,9 +231,9 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             Timeout = _options.Timeout,
             SilenceTimeout = _options.SilenceTimeout,
             LogLimit = _options.LogLimit,
-            LogFile = _options.LogFile,
             System = constraints?.System,
             MinMemory = (long)Math.Min(constraints?.MinMemory ?? 0, long.MaxValue),
+            Limits = _options.Limits ?? SandboxLimits.Default,
         };
     }
 
@@ -231,7 +250,8 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
         }
     }
 
-    private async Task<BuildResult> IngestOutputsAsync(BuildSpec spec, BuildDirectory directory, CancellationToken cancellationToken)
+    private async Task<BuildResult> IngestOutputsAsync(
+        BuildSpec spec, BuildDirectory directory, TempRoots tempRoots, CancellationToken cancellationToken)
     {
         var scanner = spec.RefscanNeedles.Length > 0 ? ReferenceScanner.ForNeedles(spec.RefscanNeedles) : null;
         var outputs = ImmutableArray.CreateBuilder<BuildOutput>(spec.Outputs.Length);
@@ -244,7 +264,8 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             var scan = scanner is null
                 ? Task.FromResult(ImmutableArray<int>.Empty)
                 : Task.Run(() => scanner.ScanPath(host, cancellationToken), cancellationToken);
-            var node = await HostImporter.ImportAsync(host, name, store.Blobs, store.Directories, cancellationToken: cancellationToken)
+            var node = await HostImporter.ImportAsync(
+                    host, name, store.Blobs, store.Directories, new ImportOptions { TempRoots = tempRoots }, cancellationToken: cancellationToken)
                 .ConfigureAwait(false);
             outputs.Add(new BuildOutput(node, await scan.ConfigureAwait(false)));
         }

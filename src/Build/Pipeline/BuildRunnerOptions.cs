@@ -9,7 +9,10 @@ public sealed record BuildRunnerOptions
     /// <summary>Keep the build directory of a failed build (its path is in the failure).</summary>
     public bool KeepFailed { get; init; }
 
-    /// <summary>A host file that receives the build's whole log as well.</summary>
+    /// <summary>
+    /// A host file that receives the build's whole log as well, written with <see cref="Castore.Transfer.HostFile"/>:
+    /// a new file in place of nothing or a regular file, a character device or FIFO written through, anything else refused.
+    /// </summary>
     public string? LogFile { get; init; }
 
     /// <summary>Run even when the result cache has this request's outputs.</summary>
@@ -32,6 +35,12 @@ public sealed record BuildRunnerOptions
     /// else is refused (<see cref="Sandbox.SandboxRefusedException"/>). Null: any path the sandbox accepts.
     /// </summary>
     public IReadOnlyList<string>? AllowedReadOnlyPaths { get; init; }
+
+    /// <summary>Processes, memory and /tmp and /dev/shm sizes of each build; null: <see cref="Sandbox.SandboxLimits.Default"/>.</summary>
+    public Sandbox.SandboxLimits? Limits { get; init; }
+
+    /// <summary>How failures name the limits (the front end's options or properties).</summary>
+    public LimitNames LimitNames { get; init; } = LimitNames.CommandLine;
 
     /// <summary>Receives one line per notable event that is not the build's own output (FUSE problems, cache hits).</summary>
     public Action<string>? Log { get; init; }

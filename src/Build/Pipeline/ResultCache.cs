@@ -3,6 +3,7 @@ using TvixFuseBuild.Build.Requests;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Castore.Stores.Local;
+using TvixFuseBuild.Castore.Transfer;
 using TvixBuild = Tvix.Build.V1;
 
 namespace TvixFuseBuild.Build.Pipeline;
@@ -55,13 +56,106 @@ public sealed class ResultCache(string directory)
         return result;
     }
 
-    public async Task StoreAsync(B3Digest request, BuildSpec spec, BuildResult result, CancellationToken cancellationToken)
+    public Task StoreAsync(B3Digest request, BuildSpec spec, BuildResult result, CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         System.IO.Directory.CreateDirectory(Directory);
-        string final = PathOf(request);
-        string temporary = $"{final}.{Environment.ProcessId}.{Random.Shared.Next():x8}";
-        await File.WriteAllBytesAsync(temporary, result.ToTvixBuild(spec).ToByteArray(), cancellationToken).ConfigureAwait(false);
-        File.Move(temporary, final, overwrite: true);
+        HostFile.WriteAllBytes(PathOf(request), result.ToTvixBuild(spec).ToByteArray());
+        return Task.CompletedTask;
+    }
+
+    /// <summary>How many entries the cache holds.</summary>
+    public int Count() => Entries().Count();
+
+    /// <summary>
+    /// The cache as garbage-collection roots of a local store: every entry's outputs are kept with their closures.
+    /// With <paramref name="removeStale"/>, entries whose outputs are no longer all in the store are removed after the
+    /// collection (only right for the store the cache belongs to: another store does not have them).
+    /// </summary>
+    public IExternalRoots AsGcRoots(bool removeStale) => new GcRoots(this, removeStale);
+
+    private IEnumerable<(string Path, BuildResult? Result)> Entries()
+    {
+        IEnumerable<string> files;
+        try
+        {
+            files = System.IO.Directory.EnumerateFiles(Directory).ToList();
+        }
+        catch (DirectoryNotFoundException)
+        {
+            yield break;
+        }
+
+        foreach (string file in files)
+        {
+            // Entries are named by the request's hex digest; anything else (a write in progress) is not an entry.
+            string name = System.IO.Path.GetFileName(file);
+            if (name.Length != 64 || !B3Digest.TryParse(name, out var digest) || digest.ToHex() != name)
+            {
+                continue;
+            }
+
+            BuildResult? result;
+            try
+            {
+                result = BuildResult.FromTvixBuild(TvixBuild.Build.Parser.ParseFrom(File.ReadAllBytes(file)));
+            }
+            catch (Exception e) when (e is InvalidProtocolBufferException or FormatException or CastoreException)
+            {
+                result = null;
+            }
+            catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+            {
+                continue;
+            }
+
+            yield return (file, result);
+        }
+    }
+
+    private static IEnumerable<B3Digest> Digests(BuildResult result) =>
+        result.Outputs.Select(o => o.Node).SelectMany(n => n switch
+        {
+            DirectoryNode d => [d.Digest],
+            FileNode f => [f.Digest],
+            _ => Array.Empty<B3Digest>(),
+        });
+
+    private sealed class GcRoots(ResultCache cache, bool removeStale) : IExternalRoots
+    {
+        public IEnumerable<B3Digest> Read() => cache.Entries().Where(e => e.Result is not null).SelectMany(e => Digests(e.Result!));
+
+        public int RemoveStale(Func<B3Digest, bool> isPresent, bool dryRun)
+        {
+            if (!removeStale)
+            {
+                return 0;
+            }
+
+            int removed = 0;
+            foreach (var (path, result) in cache.Entries())
+            {
+                if (result is not null && Digests(result).All(isPresent))
+                {
+                    continue;
+                }
+
+                removed++;
+                if (!dryRun)
+                {
+                    try
+                    {
+                        File.Delete(path);
+                    }
+                    catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                    {
+                        removed--;
+                    }
+                }
+            }
+
+            return removed;
+        }
     }
 
     private static async ValueTask<bool> ExistsAsync(Node node, CastoreStore store, CancellationToken cancellationToken) => node switch

@@ -1,6 +1,7 @@
 using System.Text;
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
+using TvixFuseBuild.Castore.Transfer;
 using SnixBuild = Snix.Build.V1;
 using TvixBuild = Tvix.Build.V1;
 
@@ -182,8 +183,9 @@ public static class BuildMessages
 
     /// <summary>
     /// Writes <paramref name="bytes"/> to stdout (<paramref name="path"/> null or <c>-</c>) or to the file
-    /// <paramref name="path"/>, atomically: a temporary file beside it is renamed over it, so a failure leaves nothing
-    /// half-written.
+    /// <paramref name="path"/> with <see cref="HostFile.WriteAllBytes"/>: a new file renamed into place of nothing or a
+    /// regular file (a failure leaves nothing half-written), a character device or FIFO written through, anything else
+    /// refused.
     /// </summary>
     public static void WriteOutput(string? path, ReadOnlySpan<byte> bytes)
     {
@@ -195,22 +197,6 @@ public static class BuildMessages
             return;
         }
 
-        string full = Path.GetFullPath(path);
-        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
-        try
-        {
-            using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write))
-            {
-                file.Write(bytes);
-                file.Flush(flushToDisk: true);
-            }
-
-            File.Move(temp, full, overwrite: true);
-        }
-        catch
-        {
-            File.Delete(temp);
-            throw;
-        }
+        HostFile.WriteAllBytes(path, bytes);
     }
 }

@@ -51,6 +51,12 @@ internal static unsafe partial class Libc
     public const int EINVAL = 22;
     public const int ENOSPC = 28;
     public const int ESRCH = 3;
+    public const int EAGAIN = 11;
+
+    public const int LOCK_SH = 1;
+    public const int LOCK_EX = 2;
+    public const int LOCK_NB = 4;
+    public const int LOCK_UN = 8;
     public const int ELOOP = 40;
     public const int ENOTEMPTY = 39;
 
@@ -88,6 +94,7 @@ internal static unsafe partial class Libc
     public static partial int renameat(int olddirfd, byte* oldpath, int newdirfd, byte* newpath);
 
     public const uint RENAME_NOREPLACE = 1;
+    public const uint RENAME_EXCHANGE = 2;
 
     [LibraryImport(LibraryName, SetLastError = true)]
     public static partial int renameat2(int olddirfd, byte* oldpath, int newdirfd, byte* newpath, uint flags);
@@ -109,6 +116,12 @@ internal static unsafe partial class Libc
 
     [LibraryImport(LibraryName, SetLastError = true)]
     public static partial int fsync(int fd);
+
+    [LibraryImport(LibraryName, SetLastError = true)]
+    public static partial int flock(int fd, int operation);
+
+    [LibraryImport(LibraryName, SetLastError = true)]
+    public static partial int ftruncate(int fd, long length);
 
     [LibraryImport(LibraryName)]
     public static partial nint strerror(int errnum);

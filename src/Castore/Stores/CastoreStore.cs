@@ -30,8 +30,14 @@ public sealed class CastoreStore : IAsyncDisposable
     /// <summary>The address as given (or the default local store's), for messages.</summary>
     public string Address { get; }
 
-    /// <summary>The directory of a local store (blobs and directories from the same one); null for any other.</summary>
-    public string? LocalRoot { get; private init; }
+    /// <summary>The local store behind both services, when there is one: it has garbage collection and temp roots.</summary>
+    public LocalStore? Local { get; init; }
+
+    /// <summary>
+    /// A new set of temp roots (see <see cref="Stores.Local.TempRoots"/>): what this process relies on until the set is disposed.
+    /// Stores without garbage collection (memory, gRPC) register nothing.
+    /// </summary>
+    public TempRoots CreateTempRoots() => Local?.CreateTempRoots() ?? TempRoots.None;
 
     /// <summary>
     /// Opens a store. Precedence: explicit blob/directory addresses, then <see cref="StoreOptions.Store"/>, then the
@@ -65,7 +71,7 @@ public sealed class CastoreStore : IAsyncDisposable
                 return new CastoreStore(memoryBlobs, memoryDirectories, address, memoryBlobs, memoryDirectories);
             case StoreKind.Local:
                 var local = LocalStore.Open(parsed.Path!);
-                return new CastoreStore(local.Blobs, local.Directories, parsed.Display) { LocalRoot = local.Root };
+                return new CastoreStore(local.Blobs, local.Directories, parsed.Display) { Local = local };
             default:
                 return Grpc.GrpcCastore.Open(address);
         }
@@ -77,7 +83,10 @@ public sealed class CastoreStore : IAsyncDisposable
         var blobStore = Open(blobAddress);
         var directoryStore = Open(directoryAddress);
         return new CastoreStore(
-            blobStore.Blobs, directoryStore.Directories, $"blobs {blobStore.Address}, directories {directoryStore.Address}", blobStore, directoryStore);
+            blobStore.Blobs, directoryStore.Directories, $"blobs {blobStore.Address}, directories {directoryStore.Address}", blobStore, directoryStore)
+        {
+            Local = blobStore.Local is { } local && directoryStore.Local?.Root == local.Root ? local : null,
+        };
     }
 
     private static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } value ? value : null;

@@ -13,12 +13,23 @@ public sealed record ExportOptions
 
     /// <summary>How many files are written at once. Default: one per core.</summary>
     public int MaxParallelism { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>
+    /// Replace what an earlier export left at the destination — a directory, a regular file or a symbolic link (the link
+    /// itself, never what it points to) — in one step once the new tree is complete. Without it anything at the
+    /// destination is an error. Either way a character device or FIFO receives a file's bytes and is never replaced,
+    /// and a socket or block device is refused.
+    /// </summary>
+    public bool ReplaceExisting { get; init; }
 }
 
 /// <summary>
 /// Materializes a node at a host path exactly: directories, files with their contents and executable bit (modes
 /// 0444/0555, or 0644/0755 when asked), symlinks as symlinks. The tree is built beside the destination and renamed into
 /// place at the end, so a failed export leaves nothing behind and a successful one appears at once.
+/// A file exported to a character device or FIFO is written through it (<c>export BLOB /dev/stdout</c>); a directory or
+/// symlink cannot be, and is refused. Nothing else at the destination is ever written into or replaced (see
+/// <see cref="ExportOptions.ReplaceExisting"/>).
 /// </summary>
 public static class HostExporter
 {
@@ -39,9 +50,30 @@ public static class HostExporter
             throw new ExportException($"cannot export to {destination}: {parent} does not exist");
         }
 
-        if (Path.Exists(destination) || new FileInfo(destination).LinkTarget is not null)
+        var existing = HostFile.Inspect(destination);
+        if (existing is { } device && HostFile.IsWriteThrough(device))
         {
-            throw new ExportException($"cannot export to {destination}: it already exists");
+            if (node is not FileNode file)
+            {
+                throw new UnsafeDestinationException(
+                    $"refusing to export a {node.KindDisplay} to {destination}: it is {HostFile.Describe(device)}, which only a file's bytes can be written to");
+            }
+
+            await WriteThroughAsync(file, blobs, destination, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        if (existing is { } present)
+        {
+            if (!options.ReplaceExisting)
+            {
+                throw new ExportException($"cannot export to {destination}: it already exists");
+            }
+
+            if (!IsReplaceable(present))
+            {
+                throw HostFile.Refuse(destination, present);
+            }
         }
 
         string staging = Path.Combine(parent, $".{Path.GetFileName(destination)}.export-{Environment.ProcessId}-{Random.Shared.Next():x8}");
@@ -60,12 +92,123 @@ public static class HostExporter
                 Chmod(job.Directories[i].Native, job.Directories[i].Display, options.Writable ? 0x1EDu : 0x16Du);
             }
 
-            RenameNoReplace(staging, destination);
+            if (existing is null)
+            {
+                RenameNoReplace(staging, destination);
+            }
+            else
+            {
+                Replace(staging, destination);
+            }
         }
-        catch
+        catch (Exception e)
+        {
+            if (e is not StagingNotOursException)
+            {
+                HostTree.Remove(staging);
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>What was at the destination now sits under the staging name and must not be removed with it.</summary>
+    private sealed class StagingNotOursException(string message) : IOException(message);
+
+    /// <summary>What an earlier export may have left, and so may be replaced: never a device, FIFO or socket.</summary>
+    private static bool IsReplaceable(in FileStatus status) => status.IsDirectory || status.IsRegularFile || status.IsSymlink;
+
+    /// <summary>
+    /// Swaps the complete new tree at <paramref name="staging"/> with what is at <paramref name="destination"/>
+    /// (RENAME_EXCHANGE), then removes the old one, now at the staging name — unless it is not something an export
+    /// leaves (it changed since it was looked at), which is swapped back untouched.
+    /// </summary>
+    private static unsafe void Replace(string staging, string destination)
+    {
+        byte[] a = NativePath.FromString(staging), b = NativePath.FromString(destination);
+        fixed (byte* pa = a)
+        fixed (byte* pb = b)
+        {
+            if (Libc.renameat2(Libc.AT_FDCWD, pa, Libc.AT_FDCWD, pb, Libc.RENAME_EXCHANGE) != 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno == Libc.ENOENT)
+                {
+                    RenameNoReplace(staging, destination); // It went away meanwhile.
+                    return;
+                }
+
+                if (errno != Libc.EINVAL)
+                {
+                    throw new PosixException("rename", destination, errno);
+                }
+
+                // A filesystem without RENAME_EXCHANGE: remove the old one after one more look, then rename. A device
+                // put there between that look and the removal would be removed; nothing atomic is left to prevent it.
+                if (HostFile.Inspect(destination) is { } now && !IsReplaceable(now))
+                {
+                    throw HostFile.Refuse(destination, now);
+                }
+
+                HostTree.Remove(destination);
+                RenameNoReplace(staging, destination);
+                return;
+            }
+
+            if (HostFile.Inspect(staging) is { } old && !IsReplaceable(old))
+            {
+                if (Libc.renameat2(Libc.AT_FDCWD, pa, Libc.AT_FDCWD, pb, Libc.RENAME_EXCHANGE) != 0)
+                {
+                    throw new StagingNotOursException($"{destination} changed during the export and cannot be put back: it is now at {staging}");
+                }
+
+                throw HostFile.Refuse(destination, old);
+            }
+        }
+
+        try
         {
             HostTree.Remove(staging);
-            throw;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ExportException($"exported to {destination}, but what was there before cannot be removed from {staging}: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Copies a file's bytes into the character device or FIFO at <paramref name="destination"/>; its mode stays as it is.</summary>
+    private static async Task WriteThroughAsync(FileNode file, IBlobService blobs, string destination, CancellationToken cancellationToken)
+    {
+        using var reader = await blobs.OpenReadAsync(file.Digest, cancellationToken).ConfigureAwait(false)
+            ?? throw new ObjectNotFoundException($"cannot export {destination}: blob {file.Digest} not found in the store");
+        if ((ulong)reader.Length != file.Size)
+        {
+            throw new CorruptObjectException(
+                $"cannot export {destination}: the node records {file.Size} bytes for blob {file.Digest}, which has {reader.Length}");
+        }
+
+        using var output = PendingHostFile.Open(destination, writeThroughOnly: true);
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
+        try
+        {
+            long offset = 0;
+            while (offset < reader.Length)
+            {
+                int n = await reader.ReadAtAsync(offset, buffer, cancellationToken).ConfigureAwait(false);
+                if (n == 0)
+                {
+                    throw new CorruptObjectException($"blob {reader.Digest} ended after {offset} of {reader.Length} bytes");
+                }
+
+                await output.Stream.WriteAsync(buffer.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
+                offset += n;
+            }
+
+            output.Commit(sync: false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 

@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 using TvixFuseBuild.Castore.Interop;
 using TvixFuseBuild.Castore.Stores;
+using TvixFuseBuild.Castore.Stores.Local;
 
 namespace TvixFuseBuild.Castore.Transfer;
 
@@ -11,6 +12,13 @@ public sealed record ImportOptions
 {
     /// <summary>How many files are hashed and stored at once. Default: one per core.</summary>
     public int MaxParallelism { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>
+    /// Where each object is registered before the import relies on it (before checking that the store has it, before
+    /// writing a directory that refers to it), so that a garbage collection running meanwhile keeps it. The caller
+    /// disposes it once the imported node is rooted or no longer needed.
+    /// </summary>
+    public TempRoots? TempRoots { get; init; }
 }
 
 /// <summary>Where an import is. Totals are known once the tree has been scanned (<see cref="Scanning"/> false).</summary>
@@ -26,10 +34,21 @@ public static class HostImporter
     // Files up to this size are read once into memory; larger ones are hashed first, then copied only when absent.
     private const int SmallFileLimit = 256 * 1024;
 
-    public static Task<Node> ImportAsync(
+    /// <summary>Imports <paramref name="path"/>; without <see cref="ImportOptions.TempRoots"/>, the objects are the store's temp roots until the import ends.</summary>
+    public static async Task<Node> ImportAsync(
         string path, CastoreStore store, ImportOptions? options = null, IProgress<ImportProgress>? progress = null,
-        CancellationToken cancellationToken = default) =>
-        ImportAsync(path, DefaultName(path), store.Blobs, store.Directories, options, progress, cancellationToken);
+        CancellationToken cancellationToken = default)
+    {
+        options ??= new ImportOptions();
+        if (options.TempRoots is not null)
+        {
+            return await ImportAsync(path, DefaultName(path), store.Blobs, store.Directories, options, progress, cancellationToken).ConfigureAwait(false);
+        }
+
+        using var tempRoots = store.CreateTempRoots();
+        return await ImportAsync(
+            path, DefaultName(path), store.Blobs, store.Directories, options with { TempRoots = tempRoots }, progress, cancellationToken).ConfigureAwait(false);
+    }
 
     /// <summary>Imports <paramref name="path"/> as a node called <paramref name="name"/>.</summary>
     public static async Task<Node> ImportAsync(
@@ -37,7 +56,7 @@ public static class HostImporter
         IProgress<ImportProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         options ??= new ImportOptions();
-        var state = new ImportState(blobs, progress);
+        var state = new ImportState(blobs, options.TempRoots ?? TempRoots.None, progress);
         var root = Scan(path, name, state, cancellationToken);
         state.ScanDone();
 
@@ -53,7 +72,7 @@ public static class HostImporter
         }
 
         await using var putter = directories.CreatePutter();
-        var node = await PutDirectoryAsync(rootDirectory, putter, cancellationToken).ConfigureAwait(false);
+        var node = await PutDirectoryAsync(rootDirectory, putter, state.TempRoots, cancellationToken).ConfigureAwait(false);
         await putter.CloseAsync(cancellationToken).ConfigureAwait(false);
         return node;
     }
@@ -108,8 +127,10 @@ public static class HostImporter
         public override Node ToNode() => throw new UnreachableException();
     }
 
-    private sealed class ImportState(IBlobService blobs, IProgress<ImportProgress>? progress)
+    private sealed class ImportState(IBlobService blobs, TempRoots tempRoots, IProgress<ImportProgress>? progress)
     {
+        public TempRoots TempRoots { get; } = tempRoots;
+
         private readonly Stopwatch _sinceReport = Stopwatch.StartNew();
         private long _filesDone;
         private long _bytesDone;
@@ -324,6 +345,7 @@ public static class HostImporter
                 int length = ReadFully(handle, buffer.AsSpan(0, (int)file.Size), file.DisplayPath);
                 var contents = buffer.AsMemory(0, length);
                 var digest = Hashing.Blake3.Hash(contents.Span);
+                await state.TempRoots.AddAsync(digest, cancellationToken).ConfigureAwait(false);
                 if (!await state.Blobs.HasAsync(digest, cancellationToken).ConfigureAwait(false))
                 {
                     await using var writer = state.Blobs.OpenWrite();
@@ -341,6 +363,7 @@ public static class HostImporter
         else
         {
             var expected = Hashing.Blake3.HashFile(handle, file.Size);
+            await state.TempRoots.AddAsync(expected, cancellationToken).ConfigureAwait(false);
             var stored = await state.Blobs.PutFileAsync(handle, file.Size, expected, cancellationToken).ConfigureAwait(false);
             if (stored != expected)
             {
@@ -395,17 +418,18 @@ public static class HostImporter
     }
 
     private static async ValueTask<Node> PutDirectoryAsync(
-        ScannedDirectory directory, IDirectoryPutter putter, CancellationToken cancellationToken)
+        ScannedDirectory directory, IDirectoryPutter putter, TempRoots tempRoots, CancellationToken cancellationToken)
     {
         var nodes = new List<Node>(directory.Children.Count);
         foreach (var child in directory.Children)
         {
             nodes.Add(child is ScannedDirectory sub
-                ? await PutDirectoryAsync(sub, putter, cancellationToken).ConfigureAwait(false)
+                ? await PutDirectoryAsync(sub, putter, tempRoots, cancellationToken).ConfigureAwait(false)
                 : child.ToNode());
         }
 
         var castoreDirectory = CastoreDirectory.FromNodes(nodes);
+        await tempRoots.AddAsync(castoreDirectory.Digest, cancellationToken).ConfigureAwait(false);
         await putter.PutAsync(castoreDirectory, cancellationToken).ConfigureAwait(false);
         return new DirectoryNode(directory.Name, castoreDirectory.Digest, castoreDirectory.Size);
     }

@@ -26,6 +26,19 @@ internal static unsafe class BuildLauncher
         limit.Cur = Math.Min(limit.Max, 1024);
         setrlimit(RLIMIT_NOFILE, &limit);
 
+        // The count is per user namespace and uid (Linux 5.14 and later): the sandbox's own tasks, which are unshare,
+        // this init's threads (the spawning thread included) and the build. The init needs no new thread from here on.
+        // Under a pids cgroup, which counts the same tasks but unshare, the cgroup must be the one that says no: it
+        // records that it did (pids.events), the rlimit does not.
+        limit.Cur = limit.Max = (ulong)plan.MaxProcesses + (ulong)ThreadCount() + 1 + (plan.WaitForCgroup ? 16UL : 0);
+        Errno.Check(setrlimit(RLIMIT_NPROC, &limit), "set RLIMIT_NPROC");
+
+        // The OOM killer (of the build's memory cgroup, or of the host) takes the build's processes first: otherwise it
+        // would pick the init, whose runtime is bigger than a shell filling /dev/shm, and the command's status would be
+        // lost. Anyone may raise the score; the init may lower its own back to where it was.
+        byte[] initOomScore = OomScore.Read();
+        OomScore.Write("1000"u8);
+
         int pid = 0;
         Exception? error = null;
         var thread = new Thread(() =>
@@ -41,6 +54,7 @@ internal static unsafe class BuildLauncher
         }, 256 * 1024);
         thread.Start();
         thread.Join();
+        OomScore.Write(initOomScore);
         return error is null ? pid : throw error;
     }
 
@@ -65,6 +79,12 @@ internal static unsafe class BuildLauncher
         uint* data = stackalloc uint[6];
         new Span<uint>(data, 6).Clear();
         Errno.Check(capset(header, data), "drop all capabilities");
+        if (plan.Seccomp.Length == 0)
+        {
+            throw new SandboxSetupException("the plan carries no seccomp filter; the command never runs without one");
+        }
+
+        SeccompFilter.Load(plan.Seccomp);
 
         // glibc's posix_spawn_file_actions_t is 80 bytes, posix_spawnattr_t 336, sigset_t 128: room to spare.
         byte* actions = stackalloc byte[512];
@@ -112,6 +132,48 @@ internal static unsafe class BuildLauncher
                 NativeMemory.Free((void*)p);
             }
         }
+    }
+
+    /// <summary>
+    /// The init's /proc/self/oom_score_adj, opened while the init is still dumpable (then its /proc files are owned by
+    /// root of the host, whom the user namespace cannot act for).
+    /// </summary>
+    internal static class OomScore
+    {
+        private static int s_fd = -1;
+
+        public static void Open() =>
+            s_fd = Errno.Check(openat(AT_FDCWD, "/proc/self/oom_score_adj", O_RDWR | O_CLOEXEC, 0), "open /proc/self/oom_score_adj");
+
+        public static byte[] Read()
+        {
+            byte* buf = stackalloc byte[16];
+            nint n = pread(s_fd, buf, 16, 0);
+            Errno.Check((int)n, "read oom_score_adj");
+            return new ReadOnlySpan<byte>(buf, (int)n).TrimEnd((byte)'\n').ToArray();
+        }
+
+        public static void Write(ReadOnlySpan<byte> value)
+        {
+            fixed (byte* p = value)
+            {
+                Errno.Check((int)write(s_fd, p, (nuint)value.Length), "set oom_score_adj");
+            }
+        }
+    }
+
+    /// <summary>This process's threads, from /proc/self/status.</summary>
+    public static int ThreadCount()
+    {
+        foreach (string line in File.ReadLines("/proc/self/status"))
+        {
+            if (line.StartsWith("Threads:", StringComparison.Ordinal))
+            {
+                return int.Parse(line.AsSpan(8).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+            }
+        }
+
+        throw new SandboxSetupException("cannot count the init's threads in /proc/self/status");
     }
 
     /// <summary>A command without a slash is looked up in the PATH of the build's environment, like execvp.</summary>

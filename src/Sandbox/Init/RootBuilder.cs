@@ -116,7 +116,7 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
                     break;
                 case EntryKind.Tmp:
                     MkdirAll("/tmp");
-                    Check(mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"), "mount /tmp");
+                    Check(mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, $"mode=1777,size={plan.TmpSize}"), "mount /tmp");
                     break;
             }
         }
@@ -231,7 +231,7 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
         close(dir);
     }
 
-    private static void BuildDev(int[] devices)
+    private void BuildDev(int[] devices)
     {
         MkdirAll("/dev");
         Check(mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755"), "mount /dev");
@@ -246,7 +246,7 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
         Check(mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"), "mount /dev/pts");
         Check(symlinkat("pts/ptmx", AT_FDCWD, "/dev/ptmx"), "symlink /dev/ptmx");
         Check(mkdirat(AT_FDCWD, "/dev/shm", Mode1777), "mkdir /dev/shm");
-        Check(mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"), "mount /dev/shm");
+        Check(mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, $"mode=1777,size={plan.TmpSize}"), "mount /dev/shm");
         Check(symlinkat("/proc/self/fd", AT_FDCWD, "/dev/fd"), "symlink /dev/fd");
         Check(symlinkat("/proc/self/fd/0", AT_FDCWD, "/dev/stdin"), "symlink /dev/stdin");
         Check(symlinkat("/proc/self/fd/1", AT_FDCWD, "/dev/stdout"), "symlink /dev/stdout");

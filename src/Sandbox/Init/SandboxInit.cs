@@ -38,6 +38,13 @@ internal static unsafe class SandboxInit
             }
 
             CloseInherited(plan);
+
+            if (plan.WaitForCgroup)
+            {
+                AwaitPlacement();
+            }
+
+            BuildLauncher.OomScore.Open();
             Libc.prctl(Libc.PR_SET_DUMPABLE, 0, 0, 0, 0);
             Libc.umask(0x12); // 022, whatever the caller had; the command inherits it
             var watchdog = new Thread(Watchdog) { IsBackground = true, Name = "sandbox-watchdog" };
@@ -49,8 +56,9 @@ internal static unsafe class SandboxInit
             Trace("command started");
             Send(InitMessage.Started, []);
             int status = ReapUntil(pid);
-            Span<byte> payload = stackalloc byte[4];
+            Span<byte> payload = stackalloc byte[8];
             BinaryPrimitives.WriteInt32LittleEndian(payload, status);
+            BinaryPrimitives.WriteInt32LittleEndian(payload[4..], (int)FullTmpfs(plan));
             Send(InitMessage.Exited, payload);
             Libc._exit(0);
         }
@@ -124,6 +132,48 @@ internal static unsafe class SandboxInit
                 Libc.close(fd);
             }
         }
+    }
+
+    /// <summary>
+    /// Reports this process's pid as the host sees it (the host's /proc is still mounted here) with its thread count,
+    /// and waits until the caller has moved it into the build's cgroups: nothing of the build exists before that.
+    /// </summary>
+    private static void AwaitPlacement()
+    {
+        byte* link = stackalloc byte[32];
+        nint n = Libc.readlinkat(Libc.AT_FDCWD, "/proc/self", link, 32);
+        if (n <= 0 || !int.TryParse(new ReadOnlySpan<byte>(link, (int)n), out int hostPid))
+        {
+            throw new SandboxSetupException("cannot tell the init's pid from /proc/self");
+        }
+
+        Span<byte> payload = stackalloc byte[8];
+        BinaryPrimitives.WriteInt32LittleEndian(payload, hostPid);
+        BinaryPrimitives.WriteInt32LittleEndian(payload[4..], BuildLauncher.ThreadCount());
+        Send(InitMessage.Placing, payload);
+        Span<byte> go = stackalloc byte[1];
+        if (!ReadExact(ControlFd, go) || go[0] != InitMessage.Go)
+        {
+            Libc._exit(137);
+        }
+    }
+
+    /// <summary>Which of the build's tmpfs mounts have no free block left.</summary>
+    private static InitMessage.FullTmpfs FullTmpfs(InitPlan plan)
+    {
+        var full = InitMessage.FullTmpfs.None;
+        Libc.StatFs fs;
+        if (plan.PrivateTmp && Libc.statfs("/tmp", &fs) == 0 && fs.BlocksAvailable == 0)
+        {
+            full |= InitMessage.FullTmpfs.Tmp;
+        }
+
+        if (Libc.statfs("/dev/shm", &fs) == 0 && fs.BlocksAvailable == 0)
+        {
+            full |= InitMessage.FullTmpfs.DevShm;
+        }
+
+        return full;
     }
 
     /// <summary>Blocks on the control pipe; EOF or a kill request ends the init and with it the namespace.</summary>

@@ -84,6 +84,7 @@ internal static unsafe partial class Libc
 
     public const int RLIMIT_CORE = 4;
     public const int RLIMIT_NOFILE = 7;
+    public const int RLIMIT_NPROC = 6;
 
     public const int SIGKILL = 9;
     public const int WALL = 0x40000000;
@@ -286,6 +287,39 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Lib)]
     public static partial void _exit(int status);
+
+    [LibraryImport(Lib, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int memfd_create(string name, uint flags);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial long lseek(int fd, long offset, int whence);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial nint pread(int fd, byte* buf, nuint count, long offset);
+
+    [LibraryImport(Lib, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int statfs(string path, StatFs* buf);
+
+    /// <summary>struct statfs on 64-bit Linux (120 bytes).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct StatFs
+    {
+        public long Type;
+        public long BlockSize;
+        public ulong Blocks;
+        public ulong BlocksFree;
+        public ulong BlocksAvailable;
+        public ulong Files;
+        public ulong FilesFree;
+        public ulong FsId;
+        public long NameLength;
+        public long FragmentSize;
+        public long Flags;
+        public long Spare0;
+        public long Spare1;
+        public long Spare2;
+        public long Spare3;
+    }
 
     [LibraryImport(Lib)]
     public static partial uint umask(uint mask);

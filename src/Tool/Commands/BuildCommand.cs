@@ -26,7 +26,12 @@ internal static class BuildCommand
         protocol.AcceptOnlyFromAmong("tvix", "snix");
         var format = new Option<string?>("--format") { Description = "json or binary: the request's format, and the reply's (default: detected from the request)." };
         format.AcceptOnlyFromAmong("json", "binary");
-        var output = new Option<string?>("--out", "-o") { Description = "Write the reply to FILE instead of stdout (atomically).", HelpName = "FILE" };
+        var output = new Option<string?>("--out", "-o")
+        {
+            Description = "Write the reply to FILE instead of stdout: a regular file there is replaced atomically, a character device or FIFO " +
+                          "written through; a symlink (never followed), directory or other file there is refused.",
+            HelpName = "FILE",
+        };
         var common = new BuildOptions();
         var command = new Command("build", "Run a tvix/snix BuildRequest: inputs mounted lazily from the store, the command in a namespace sandbox, the outputs ingested and scanned for the needles. The build's log goes to stderr as it is written; the reply to stdout.")
         {
@@ -59,12 +64,18 @@ internal static class BuildCommand
     internal sealed class BuildOptions
     {
         private readonly Option<bool> _keepFailed = new("--keep-failed", "-K") { Description = "Keep the build directory of a failed build and print its path." };
-        private readonly Option<string?> _logFile = new("--log-file") { Description = "Also write the build's whole log to FILE.", HelpName = "FILE" };
+        private readonly Option<string?> _logFile = new("--log-file")
+        {
+            Description = "Also write the build's whole log to FILE: a regular file there is replaced (by a new file, at once), a character " +
+                          "device or FIFO written through; a symlink (never followed), directory or other file there is refused.",
+            HelpName = "FILE",
+        };
         private readonly Option<bool> _rebuild = new("--rebuild") { Description = "Run even when an identical request's outputs are already recorded in the store." };
         private readonly Option<double?> _timeout = new("--timeout") { Description = "Kill the build after SECONDS.", HelpName = "SECONDS" };
         private readonly Option<double?> _silenceTimeout = new("--max-silent-time") { Description = "Kill the build when it prints nothing for SECONDS.", HelpName = "SECONDS" };
         private readonly Option<long?> _logLimit = new("--max-log-size") { Description = "Kill the build when its log exceeds BYTES.", HelpName = "BYTES" };
         private readonly Option<bool> _quiet = new("--quiet", "-q") { Description = "Do not copy the build's log to stderr (it is still shown when the build fails)." };
+        private readonly LimitOptions _limits = new();
 
         public void AddTo(Command command)
         {
@@ -75,6 +86,7 @@ internal static class BuildCommand
             command.Options.Add(_silenceTimeout);
             command.Options.Add(_logLimit);
             command.Options.Add(_quiet);
+            _limits.AddTo(command);
         }
 
         public async Task<BuildRun> RunAsync(
@@ -90,6 +102,7 @@ internal static class BuildCommand
                 SilenceTimeout = Seconds(parse.GetValue(_silenceTimeout), "--max-silent-time"),
                 LogLimit = parse.GetValue(_logLimit) is { } limit and <= 0 ? throw new UsageException("--max-log-size must be positive") : parse.GetValue(_logLimit),
                 Log = line => Console.Error.WriteLine($"{ToolConsole.Name}: {line}"),
+                Limits = _limits.Parse(parse),
             });
 
             using var stderr = Console.OpenStandardError();

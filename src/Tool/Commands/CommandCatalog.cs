@@ -16,5 +16,8 @@ internal static class CommandCatalog
         yield return MountCommand.Create();
         yield return RefscanCommand.Create();
         yield return ServeCommand.Create();
+        yield return GcCommand.Create();
+        yield return RootsCommand.Create();
+        yield return StoreInfoCommand.Create();
     }
 }

@@ -11,7 +11,7 @@ internal static class ExportCommand
         var operands = new Argument<string[]>("DIGEST[/PATH] DEST")
         {
             Description = "What to export (a directory or blob digest, blake3-... or hex, optionally with a path inside a directory) " +
-                          "and where to put it (must not exist yet). With --nodes, only DEST.",
+                          "and where to put it (must not exist yet, except a character device or FIFO, which receives a file's bytes). With --nodes, only DEST.",
             Arity = new ArgumentArity(1, 2),
         };
         var nodes = new Option<string?>("--nodes")

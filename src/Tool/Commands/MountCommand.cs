@@ -91,6 +91,10 @@ internal static class MountCommand
             };
 
             await using var store = StoreSelection.Open(parse);
+
+            // While mounted, the tree is in use: a garbage collection of the store keeps it.
+            using var tempRoots = store.CreateTempRoots();
+            await (root is { } rootDigest ? tempRoots.AddAsync(rootDigest, cancellationToken) : tempRoots.AddAsync(rootNodes!, cancellationToken));
             string path = Path.GetFullPath(parse.GetValue(mountpoint)!);
             await using var mount = root is { } digest
                 ? await CastoreMount.MountDirectoryAsync(path, digest, store.Blobs, store.Directories, options, cancellationToken)

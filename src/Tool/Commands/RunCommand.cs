@@ -42,7 +42,8 @@ internal static class RunCommand
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the BuildRequest (protobuf JSON) and stop." };
         var resultPrefix = new Option<string>("--result")
         {
-            Description = "Export output NAME to PREFIX-NAME (replacing what is there).",
+            Description = "Export output NAME to PREFIX-NAME, replacing an earlier result there (a directory, file or symlink; never a symlink's target). " +
+                          "A character device or FIFO there receives a file output's bytes; anything else there is an error.",
             HelpName = "PREFIX",
             DefaultValueFactory = _ => "result",
         };
@@ -107,8 +108,7 @@ internal static class RunCommand
             {
                 var output = result.Result.Outputs[i];
                 string destination = Path.GetFullPath($"{prefix}-{plan.OutputNames[i]}");
-                HostTree.Remove(destination);
-                await HostExporter.ExportAsync(output.Node, store, destination, cancellationToken: cancellationToken);
+                await HostExporter.ExportAsync(output.Node, store, destination, new ExportOptions { ReplaceExisting = true }, cancellationToken);
                 string references = output.Needles.Length == 0
                     ? "no references"
                     : "references " + string.Join(", ", output.Needles.Select(n => plan.NeedleOwners[n]));

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using TvixFuseBuild.Build.Grpc;
 using TvixFuseBuild.Build.Pipeline;
+using TvixFuseBuild.Castore.Stores.Local;
 
 namespace TvixFuseBuild.Tool.Commands;
 
@@ -48,6 +49,8 @@ internal static class ServeCommand
             HelpName = "PREFIX",
             Arity = ArgumentArity.ZeroOrMore,
         };
+
+        var limits = new LimitOptions();
         var command = new Command(
             "serve",
             "Serve the store (castore BlobService, DirectoryService) and run builds for remote clients (BuildService.DoBuild), " +
@@ -66,6 +69,7 @@ internal static class ServeCommand
             buildLogs,
             allowReadOnly,
         };
+        limits.AddTo(command);
 
         // Synchronous on purpose: System.CommandLine ends an async action two seconds after SIGTERM, which would cut the
         // grace period short and could leave builds behind. This command handles its signals itself.
@@ -86,7 +90,8 @@ internal static class ServeCommand
                 parse.GetValue(rebuild),
                 parse.GetValue(verbose),
                 parse.GetValue(buildLogs),
-                [.. (parse.GetValue(allowReadOnly) ?? []).Select(AllowedPrefix)]);
+                [.. (parse.GetValue(allowReadOnly) ?? []).Select(AllowedPrefix)],
+                limits.Parse(parse));
             return ServeAsync(parse, settings).GetAwaiter().GetResult();
         });
         return command;
@@ -102,13 +107,17 @@ internal static class ServeCommand
         bool Rebuild,
         bool Verbose,
         bool BuildLogs,
-        string[] AllowedReadOnlyPaths);
+        string[] AllowedReadOnlyPaths,
+        Sandbox.SandboxLimits Limits);
 
     private static async Task<int> ServeAsync(ParseResult parse, Settings settings)
     {
         // Before anything listens: a signal right after the ready line must already mean a graceful stop.
         using var signals = new ShutdownSignals();
         await using var store = StoreSelection.Open(parse);
+
+        // A blob a client was told about (or sent) stays for an hour, even through 'gc --older-than 0s'.
+        using var inUse = new ExpiringTempRoots(store.CreateTempRoots, GcOptions.DefaultOlderThan);
         var runner = new BuildRunner(store, new BuildRunnerOptions
         {
             Rebuild = settings.Rebuild,
@@ -118,6 +127,8 @@ internal static class ServeCommand
             LogLimit = settings.LogLimit,
             Log = settings.Verbose ? Note : null,
             AllowedReadOnlyPaths = settings.AllowedReadOnlyPaths,
+
+            Limits = settings.Limits,
         });
 
         // What builds of earlier servers (or CLI runs) killed mid-build left behind.
@@ -131,7 +142,7 @@ internal static class ServeCommand
         });
         // Calls still open this long after the grace period (the builds are cancelled by then) are cut off.
         var server = new GrpcServer(new GrpcServerOptions { ShutdownTimeout = settings.Grace + TimeSpan.FromSeconds(10), ErrorLog = Note })
-            .AddService(new BlobGrpcService(store.Blobs))
+            .AddService(new BlobGrpcService(store.Blobs, inUse: inUse))
             .AddService(new DirectoryGrpcService(store.Directories))
             .AddService(builds);
         foreach (var address in settings.Listen)

@@ -115,11 +115,22 @@ public sealed class PackedFeed : IDisposable
         ["DIRECTORY_SERVICE_ADDR"] = null,
     };
 
-    /// <summary>A new directory for a test project (its name must be unique in the run).</summary>
-    public TestProject CreateProject(string name, string projectBody, params (string Path, string Contents)[] files)
+    /// <summary>A new directory for a test project that references this run's package (its name must be unique in the run).</summary>
+    public TestProject CreateProject(string name, string projectBody, params (string Path, string Contents)[] files) =>
+        CreateProject(name, projectBody, referencePackage: true, files);
+
+    /// <summary>A new test project; without <paramref name="referencePackage"/>, <paramref name="projectBody"/> says where the package comes from.</summary>
+    public TestProject CreateProject(string name, string projectBody, bool referencePackage, params (string Path, string Contents)[] files)
     {
         string directory = Path.Combine(Root, name);
         Directory.CreateDirectory(directory);
+        string reference = referencePackage
+            ? $"""
+                <ItemGroup>
+                  <PackageReference Include="{PackageId}" Version="{Version}" PrivateAssets="all" />
+                </ItemGroup>
+              """
+            : "";
         File.WriteAllText(Path.Combine(directory, $"{name}.csproj"), $"""
             <Project Sdk="Microsoft.NET.Sdk">
               <PropertyGroup>
@@ -128,9 +139,7 @@ public sealed class PackedFeed : IDisposable
                 <Nullable>enable</Nullable>
                 <ImplicitUsings>enable</ImplicitUsings>
               </PropertyGroup>
-              <ItemGroup>
-                <PackageReference Include="{PackageId}" Version="{Version}" PrivateAssets="all" />
-              </ItemGroup>
+            {reference}
             {projectBody}
             </Project>
             """);
@@ -193,14 +202,18 @@ public sealed class TestProject(PackedFeed feed, string name, string directory)
     public DotnetResult Build(params string[] extra) => Build(null, extra);
 
     public DotnetResult Build(Action<string>? onLine, params string[] extra) =>
-        Dotnet.Run(Directory, feed.BuildEnvironment, BuildArguments(extra), TimeSpan.FromMinutes(3), onLine);
+        Support.Dotnet.Run(Directory, feed.BuildEnvironment, BuildArguments(extra), TimeSpan.FromMinutes(3), onLine);
 
     public string[] BuildArguments(params string[] extra) =>
         ["build", "-nodeReuse:false", "--disable-build-servers", "-tl:off", "-v:n", "-nologo", "-p:UseSharedCompilation=false", .. extra];
 
+    /// <summary>Any dotnet command in the project's directory, with the tests' environment.</summary>
+    public DotnetResult Dotnet(params string[] arguments) =>
+        Support.Dotnet.Run(Directory, feed.BuildEnvironment, arguments, TimeSpan.FromMinutes(3));
+
     /// <summary>Runs the built program.</summary>
     public DotnetResult RunProgram() =>
-        Dotnet.Run(Directory, feed.BuildEnvironment, [Path.Combine(Directory, "bin", "Debug", "net10.0", $"{Name}.dll")], TimeSpan.FromMinutes(1));
+        Support.Dotnet.Run(Directory, feed.BuildEnvironment, [Path.Combine(Directory, "bin", "Debug", "net10.0", $"{Name}.dll")], TimeSpan.FromMinutes(1));
 
     /// <summary>What <c>dotnet clean</c> and more: bin/ and obj/ gone, so only the result cache can spare the step.</summary>
     public void DeleteBuildOutputs()
@@ -228,9 +241,9 @@ public static class Dotnet
 
     public static DotnetResult Run(
         string workingDirectory, IReadOnlyDictionary<string, string?> environment, IReadOnlyList<string> arguments, TimeSpan timeout,
-        Action<string>? onLine = null, Action<System.Diagnostics.Process>? started = null)
+        Action<string>? onLine = null, Action<System.Diagnostics.Process>? started = null, string? program = null)
     {
-        using var process = Start(workingDirectory, environment, arguments);
+        using var process = Start(workingDirectory, environment, arguments, program);
         var output = new StringBuilder();
         void Line(string? line)
         {
@@ -266,10 +279,11 @@ public static class Dotnet
         }
     }
 
+    /// <param name="program">Another program to run the same way (a script that runs dotnet itself); default: dotnet.</param>
     public static System.Diagnostics.Process Start(
-        string workingDirectory, IReadOnlyDictionary<string, string?> environment, IReadOnlyList<string> arguments)
+        string workingDirectory, IReadOnlyDictionary<string, string?> environment, IReadOnlyList<string> arguments, string? program = null)
     {
-        var info = new System.Diagnostics.ProcessStartInfo(Host)
+        var info = new System.Diagnostics.ProcessStartInfo(program ?? Host)
         {
             WorkingDirectory = workingDirectory,
             RedirectStandardOutput = true,

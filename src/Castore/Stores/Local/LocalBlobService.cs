@@ -29,16 +29,8 @@ public sealed class LocalBlobService : IBlobService
     public ValueTask<IBlobReader?> OpenReadAsync(B3Digest digest, CancellationToken cancellationToken = default)
     {
         string path = _store.BlobPath(digest);
-        SafeFileHandle handle;
-        try
-        {
-            handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        }
-        catch (FileNotFoundException)
-        {
-            return ValueTask.FromResult<IBlobReader?>(null);
-        }
-        catch (DirectoryNotFoundException)
+        var handle = _store.OpenObject(path, $"blob {digest}");
+        if (handle is null)
         {
             return ValueTask.FromResult<IBlobReader?>(null);
         }

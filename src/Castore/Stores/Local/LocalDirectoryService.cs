@@ -14,17 +14,14 @@ public sealed class LocalDirectoryService : IDirectoryService
     {
         string path = _store.DirectoryPath(digest);
         byte[] bytes;
-        try
+        using (var handle = _store.OpenObject(path, $"directory {digest}"))
         {
-            bytes = File.ReadAllBytes(path);
-        }
-        catch (FileNotFoundException)
-        {
-            return ValueTask.FromResult<CastoreDirectory?>(null);
-        }
-        catch (DirectoryNotFoundException)
-        {
-            return ValueTask.FromResult<CastoreDirectory?>(null);
+            if (handle is null)
+            {
+                return ValueTask.FromResult<CastoreDirectory?>(null);
+            }
+
+            bytes = ReadAll(handle, path);
         }
 
         CastoreDirectory directory;
@@ -45,6 +42,24 @@ public sealed class LocalDirectoryService : IDirectoryService
         return ValueTask.FromResult<CastoreDirectory?>(directory);
     }
 
+    private static byte[] ReadAll(Microsoft.Win32.SafeHandles.SafeFileHandle handle, string path)
+    {
+        var bytes = new byte[RandomAccess.GetLength(handle)];
+        int done = 0;
+        while (done < bytes.Length)
+        {
+            int n = RandomAccess.Read(handle, bytes.AsSpan(done), done);
+            if (n == 0)
+            {
+                throw new IOException($"{path} ended after {done} of {bytes.Length} bytes while being read");
+            }
+
+            done += n;
+        }
+
+        return bytes;
+    }
+
     private CorruptObjectException Corrupt(B3Digest digest, string path, string reason)
     {
         string movedTo = _store.Quarantine(path);
@@ -58,6 +73,11 @@ public sealed class LocalDirectoryService : IDirectoryService
     {
         var digest = directory.Digest;
         string finalPath = _store.DirectoryPath(digest);
+        if (File.Exists(finalPath))
+        {
+            LocalStore.Touch(finalPath);
+        }
+
         if (!File.Exists(finalPath))
         {
             var (handle, temporaryPath) = _store.CreateTemporaryFile();
