@@ -125,7 +125,7 @@ public sealed class LocalStore
         }
 
         var store = new LocalStore(root);
-        foreach (string entry in StoreEntries)
+        foreach (string entry in StoreEntries.Where(e => e != "gc.lock"))
         {
             // Only looked at: a missing tmp/ or quarantine/ is made when needed, as before (the store may be read-only).
             EnsureDirectory(root, Path.Combine(root, entry), create: false);
