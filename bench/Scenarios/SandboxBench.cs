@@ -127,7 +127,8 @@ internal sealed class SandboxBench : IBenchScenario
     /// </summary>
     private static string Breakdown(int repetitions)
     {
-        var psi = InitLauncher.Get().CreateStartInfo(network: false, []);
+        using var user = BuildUser.Claim();
+        var psi = InitLauncher.Get().CreateStartInfo(network: false, [], user);
         var args = psi.ArgumentList.ToList();
         int program = args.LastIndexOf("--") + 1;
         var unshareOnly = args.Take(program).Append("/bin/true").ToList();

@@ -106,6 +106,13 @@ public sealed class CastoreMount : IAsyncDisposable
     /// </summary>
     public static int RemoveStaleMounts(Action<string>? log = null) => StaleMounts.RemoveDead(log ?? (static _ => { }));
 
+    /// <summary>
+    /// Detaches every mount at or below <paramref name="directory"/>, a directory whose owner is gone (a dead build's).
+    /// Returns false when one stays. As root any mount; otherwise the caller's FUSE mounts.
+    /// </summary>
+    public static bool DetachMountsUnder(string directory, Action<string>? log = null) =>
+        StaleMounts.DetachUnder(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory)), log ?? (static _ => { }));
+
     private static async Task<CastoreMount> MountListingAsync(
         string mountpoint,
         DirectoryListing root,

@@ -9,10 +9,6 @@ namespace TvixFuseBuild.Sandbox;
 /// </summary>
 internal sealed class InitLauncher
 {
-    /// <summary>Host uid and gid builds run as when the caller is root (the Nix convention: nixbld1, group nixbld).</summary>
-    public const int RootModeUid = 30001;
-    public const int RootModeGid = 30000;
-
     private static readonly Lazy<InitLauncher> s_instance = new(Locate);
 
     private InitLauncher(string unshare, string? setpriv, string dotnet, string initAssembly, string runtimeConfig)
@@ -96,7 +92,7 @@ internal sealed class InitLauncher
             if (!ReachableByOthers(dotnet))
             {
                 throw new SandboxException(
-                    $"cannot sandbox builds as root: {dotnet} is not readable by the unprivileged build user (uid {RootModeUid}); install .NET where all users can run it");
+                    $"cannot sandbox builds as root: {dotnet} is not readable by the unprivileged build users (uids from {BuildUser.FirstUid} on); install .NET where all users can run it");
             }
 
             if (!ReachableByOthers(initAssembly) || !ReachableByOthers(runtimeConfig))
@@ -178,7 +174,7 @@ internal sealed class InitLauncher
         return (stagedAssembly, stagedConfig);
     }
 
-    public ProcessStartInfo CreateStartInfo(bool network, IReadOnlyCollection<int> extraGroups)
+    public ProcessStartInfo CreateStartInfo(bool network, IReadOnlyCollection<int> extraGroups, BuildUser user)
     {
         var psi = new ProcessStartInfo(Setpriv ?? Unshare)
         {
@@ -190,8 +186,8 @@ internal sealed class InitLauncher
         var args = psi.ArgumentList;
         if (Setpriv is not null)
         {
-            args.Add($"--reuid={RootModeUid}");
-            args.Add($"--regid={RootModeGid}");
+            args.Add($"--reuid={user.Uid}");
+            args.Add($"--regid={user.Gid}");
             args.Add(extraGroups.Count == 0 ? "--clear-groups" : "--groups=" + string.Join(',', extraGroups));
             args.Add("--");
             args.Add(Unshare);

@@ -40,6 +40,12 @@ internal sealed class InitPlan
     /// <summary>A tmpfs at /tmp unless a scratch path provides it.</summary>
     public bool PrivateTmp { get; set; } = true;
 
+    /// <summary>Canonical host paths no read-only path may be, lie inside or contain (see <see cref="ReadOnlyPaths"/>).</summary>
+    public List<string> ProtectedPaths { get; } = [];
+
+    /// <summary>The host mounts as detached clones (file descriptors the init inherits); null until taken (<see cref="HostMounts"/>).</summary>
+    public HostMounts? Mounts { get; set; }
+
     /// <summary>The seccomp BPF program the command runs under (never empty: the init refuses to start without one).</summary>
     public byte[] Seccomp { get; set; } = [];
 
@@ -80,6 +86,30 @@ internal sealed class InitPlan
         w.Strs(Env);
         w.Str(WorkingDirectory);
         w.Bool(PrivateTmp);
+        w.Strs(ProtectedPaths);
+        w.Bool(Mounts is not null);
+        if (Mounts is { } m)
+        {
+            w.Int(m.Inputs);
+            w.Ints(m.Scratch);
+            w.Int(m.ReadOnly.Count);
+            foreach (var (path, fd, directory) in m.ReadOnly)
+            {
+                w.Str(path);
+                w.Int(fd);
+                w.Bool(directory);
+            }
+
+            w.Int(m.BinSh);
+            w.Ints(m.Devices);
+            w.Int(m.NetworkFiles.Count);
+            foreach (var (path, fd) in m.NetworkFiles)
+            {
+                w.Str(path);
+                w.Int(fd);
+            }
+        }
+
         w.Bytes(Seccomp);
         w.Int(MaxProcesses);
         w.Long(TmpSize);
@@ -111,6 +141,26 @@ internal sealed class InitPlan
         plan.Env = r.Strs();
         plan.WorkingDirectory = r.Str()!;
         plan.PrivateTmp = r.Bool();
+        plan.ProtectedPaths.AddRange(r.Strs());
+        if (r.Bool())
+        {
+            var m = new HostMounts { Inputs = r.Int() };
+            m.Scratch.AddRange(r.Ints());
+            for (int i = r.Int(); i > 0; i--)
+            {
+                m.ReadOnly.Add((r.Str()!, r.Int(), r.Bool()));
+            }
+
+            m.BinSh = r.Int();
+            m.Devices = r.Ints();
+            for (int i = r.Int(); i > 0; i--)
+            {
+                m.NetworkFiles.Add((r.Str()!, r.Int()));
+            }
+
+            plan.Mounts = m;
+        }
+
         plan.Seccomp = r.Bytes();
         plan.MaxProcesses = r.Int();
         plan.TmpSize = r.Long();
@@ -159,6 +209,15 @@ internal sealed class InitPlan
             foreach (var v in values)
             {
                 Str(v);
+            }
+        }
+
+        public void Ints(IReadOnlyCollection<int> values)
+        {
+            Int(values.Count);
+            foreach (var v in values)
+            {
+                Int(v);
             }
         }
 
@@ -224,6 +283,17 @@ internal sealed class InitPlan
             for (int i = 0; i < result.Length; i++)
             {
                 result[i] = Str()!;
+            }
+
+            return result;
+        }
+
+        public int[] Ints()
+        {
+            var result = new int[Int()];
+            for (int i = 0; i < result.Length; i++)
+            {
+                result[i] = Int();
             }
 
             return result;

@@ -29,10 +29,27 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     private Exception? _placeError;
     private IReadOnlyList<SandboxLimit> _hits = [];
 
+    /// <summary>Serializes the starts that hand descriptors to an init, so one build's never reach another's.</summary>
+    private static readonly Lock s_startLock = new();
+
     public async Task<SandboxResult> ExecuteAsync(CancellationToken cancellationToken)
     {
+        // Released only after the sandbox is gone: unshare exits after every process of the namespace.
+        BuildUser? claimed = spec.User is null ? BuildUser.Claim() : null;
+        try
+        {
+            return await ExecuteAsync(spec.User ?? claimed!, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            claimed?.Dispose();
+        }
+    }
+
+    private async Task<SandboxResult> ExecuteAsync(BuildUser user, CancellationToken cancellationToken)
+    {
         long start = Stopwatch.GetTimestamp();
-        var groups = PrepareHostForBuildUser();
+        var groups = PrepareHost(user);
         _cgroup = BuildCgroup.Create(spec.Limits);
         plan.WaitForCgroup = _cgroup is not null;
         using var cgroup = _cgroup;
@@ -40,13 +57,17 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         Process process;
         try
         {
-            process = Process.Start(launcher.CreateStartInfo(plan.Network, groups)) ??
-                throw new SandboxException($"cannot start {launcher.Unshare}");
+            process = Start(launcher.CreateStartInfo(plan.Network, groups, user));
         }
         catch (Win32Exception e)
         {
             log?.Dispose();
             throw new SandboxException($"cannot start {launcher.Unshare}: {e.Message}");
+        }
+        catch
+        {
+            log?.Dispose();
+            throw;
         }
 
         _process = process;
@@ -66,6 +87,53 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
                     await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// Starts setpriv/unshare → init. As root, the host mounts are taken here (see <see cref="HostMounts"/>) and reach
+    /// the init as inherited descriptors: close-on-exec is cleared only while the lock is held, so no other sandbox
+    /// start of this process inherits them. Another Process.Start of this process (a fusermount3, say) may still
+    /// inherit them for the moment it runs; it cannot use them, and the init closes whatever it inherited but does not
+    /// use. Here they are closed as soon as the init has them.
+    /// </summary>
+    private Process Start(ProcessStartInfo startInfo)
+    {
+        if (!InitLauncher.IsRoot)
+        {
+            return Process.Start(startInfo) ?? throw new SandboxException($"cannot start {launcher.Unshare}");
+        }
+
+        HostMounts mounts;
+        try
+        {
+            mounts = HostMounts.Take(plan, cloexec: true);
+        }
+        catch (SandboxSetupException e)
+        {
+            throw new SandboxException($"cannot set up the sandbox: {e.Message}");
+        }
+
+        try
+        {
+            plan.Mounts = mounts;
+            lock (s_startLock)
+            {
+                foreach (int fd in mounts.All)
+                {
+                    Errno.Check(Libc.fcntl(fd, Libc.F_SETFD, 0), "pass a mount to the sandbox");
+                }
+
+                return Process.Start(startInfo) ?? throw new SandboxException($"cannot start {launcher.Unshare}");
+            }
+        }
+        catch (SandboxSetupException e)
+        {
+            throw new SandboxException($"cannot set up the sandbox: {e.Message}");
+        }
+        finally
+        {
+            mounts.Close();
         }
     }
 
@@ -444,19 +512,29 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     }
 
     /// <summary>
-    /// As root, builds run as <see cref="InitLauncher.RootModeUid"/>: it must own the scratch directories, and it
-    /// keeps the groups that give access to the read-only host paths (such as kvm for /dev/kvm).
+    /// As root, the build's user must own the scratch directories, and it keeps the groups that give access to the
+    /// read-only host paths (such as kvm for /dev/kvm). Unprivileged, the read-only paths are checked here so that a
+    /// refusal is one (the init resolves them again in its namespace).
     /// </summary>
-    private IReadOnlyCollection<int> PrepareHostForBuildUser()
+    private IReadOnlyCollection<int> PrepareHost(BuildUser user)
     {
         if (!InitLauncher.IsRoot)
         {
+            foreach (var path in plan.ReadOnlyPaths)
+            {
+                Libc.close(ReadOnlyPaths.Open(path, plan.ProtectedPaths, out _));
+            }
+
             return [];
         }
 
         foreach (var (_, host) in plan.Scratch)
         {
-            ChownToBuildUser(host);
+            // The directory itself, not its contents: scratch directories are created empty by the caller.
+            if (Libc.lchown(host, user.Uid, user.Gid) < 0)
+            {
+                throw new SandboxException(Errno.Exception($"chown {host} to the build user {user.Uid}", Errno.Last).Message);
+            }
         }
 
         var groups = new SortedSet<int>();
@@ -470,15 +548,6 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         }
 
         return groups;
-    }
-
-    /// <summary>The directory itself, not its contents: scratch directories are created empty by the caller.</summary>
-    private static void ChownToBuildUser(string path)
-    {
-        if (Libc.lchown(path, InitLauncher.RootModeUid, InitLauncher.RootModeGid) < 0)
-        {
-            throw new SandboxException(Errno.Exception($"chown {path} to the build user {InitLauncher.RootModeUid}", Errno.Last).Message);
-        }
     }
 
     /// <summary>The last bytes of the output, kept in a ring.</summary>

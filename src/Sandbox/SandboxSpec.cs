@@ -38,8 +38,19 @@ public sealed class SandboxSpec
     /// <summary>Files written before the command starts: sandbox path to contents.</summary>
     public IReadOnlyDictionary<string, ReadOnlyMemory<byte>> AdditionalFiles { get; init; } = new Dictionary<string, ReadOnlyMemory<byte>>();
 
-    /// <summary>Host paths exposed read-only at the same path (e.g. <c>/dev/kvm</c>; device nodes stay usable).</summary>
+    /// <summary>
+    /// Host paths exposed read-only at the same path. Each is resolved without following any symlink and must not
+    /// contain '..'; a path that is, lies inside or contains /proc, /sys, a build directory or one of
+    /// <see cref="ProtectedHostPaths"/> is refused. A device node named here (e.g. <c>/dev/kvm</c>) stays usable;
+    /// device nodes inside a directory named here do not (nodev).
+    /// </summary>
     public IReadOnlyList<string> ReadOnlyHostPaths { get; init; } = [];
+
+    /// <summary>Host paths no read-only path may be, lie inside or contain: the build directories, the store.</summary>
+    public IReadOnlyList<string> ProtectedHostPaths { get; init; } = [];
+
+    /// <summary>The host identity the build runs as (<see cref="BuildUser.Claim"/>); null: one is claimed for this run.</summary>
+    public BuildUser? User { get; init; }
 
     /// <summary>A host file (a static shell, see <see cref="BusyboxShell"/>) bound read-only at /bin/sh; null for none.</summary>
     public string? BinSh { get; init; }

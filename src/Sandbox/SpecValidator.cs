@@ -80,23 +80,25 @@ internal static class SpecValidator
 
         foreach (var path in spec.ReadOnlyHostPaths)
         {
-            if (!Path.IsPathRooted(path))
-            {
-                Refuse($"read-only host path '{path}' is not absolute");
-            }
-
-            string p = SandboxPath(path, "read-only host path", allowDev: true);
+            string p = ReadOnlyPaths.Normalize(path);
             if (p == "/dev")
             {
                 Refuse("read-only host path /dev would replace the sandbox's /dev; name the devices instead");
             }
 
-            if (!File.Exists(p) && !Directory.Exists(p))
+            plan.ReadOnlyPaths.Add(p);
+        }
+
+        if (plan.ReadOnlyPaths.Count > 0)
+        {
+            // The build's own host directories are build directories too.
+            var places = spec.ProtectedHostPaths.Concat(plan.Scratch.Select(s => s.Host));
+            if (plan.InputsHost is not null)
             {
-                Refuse($"read-only host path {p} does not exist");
+                places = places.Append(plan.InputsHost);
             }
 
-            plan.ReadOnlyPaths.Add(p);
+            plan.ProtectedPaths.AddRange(places.Select(ReadOnlyPaths.Canonical).Distinct(StringComparer.Ordinal));
         }
 
         if (spec.BinSh is { } sh)
@@ -129,7 +131,7 @@ internal static class SpecValidator
     }
 
     /// <summary>Normalizes to an absolute sandbox path; refuses '.', '..' and paths the sandbox itself owns.</summary>
-    internal static string SandboxPath(string path, string what, bool allowRoot = false, bool allowDev = false)
+    internal static string SandboxPath(string path, string what, bool allowRoot = false)
     {
         if (path is null)
         {
@@ -152,7 +154,7 @@ internal static class SpecValidator
             Refuse($"{what} cannot be the sandbox root");
         }
 
-        if (IsSameOrUnder(normalized, "/proc") || (!allowDev && IsSameOrUnder(normalized, "/dev")))
+        if (IsSameOrUnder(normalized, "/proc") || IsSameOrUnder(normalized, "/dev"))
         {
             Refuse($"{what} '{path}' is inside /proc or /dev, which the sandbox provides");
         }

@@ -25,6 +25,7 @@ internal static class Driver
             ScratchPaths = new Dictionary<string, string> { ["nix/store"] = args[2], ["build"] = args[3] },
             InputsHostDirectory = inputs,
             InputNames = Directory.EnumerateFileSystemEntries(inputs).Select(Path.GetFileName).ToList()!,
+            ReadOnlyHostPaths = args[4].StartsWith("#ro ", StringComparison.Ordinal) ? [args[4].Split('\n')[0][4..]] : [],
             Timeout = TimeSpan.FromSeconds(120),
             Limits = Environment.GetEnvironmentVariable("TVIX_TEST_MAX_PROCESSES") is { } max
                 ? new SandboxLimits { MaxProcesses = int.Parse(max, System.Globalization.CultureInfo.InvariantCulture) }

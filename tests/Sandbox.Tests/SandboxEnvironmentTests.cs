@@ -228,20 +228,32 @@ public sealed class SandboxEnvironmentTests
     [Fact]
     public async Task ConcurrentRunsFromManyThreads()
     {
-        using var tree = new SandboxTree();
-        var runs = Enumerable.Range(0, 6).Select(i => Task.Run(() =>
-            Run.Ok(tree.Sh($"echo run-{i} > /build/run-{i}; {B} cat /build/run-{i}")))).ToArray();
-        var outputs = await Task.WhenAll(runs);
-        for (int i = 0; i < outputs.Length; i++)
+        // Each run has its own scratch directories: as root, each runs as a build user of its own, which owns them.
+        var trees = Enumerable.Range(0, 6).Select(_ => new SandboxTree()).ToArray();
+        try
         {
-            Assert.Equal($"run-{i}\n", outputs[i]);
+            var runs = Enumerable.Range(0, 6).Select(i => Task.Run(() =>
+                Run.Ok(trees[i].Sh($"echo run-{i} > /build/run-{i}; {B} cat /build/run-{i}")))).ToArray();
+            var outputs = await Task.WhenAll(runs);
+            for (int i = 0; i < outputs.Length; i++)
+            {
+                Assert.Equal($"run-{i}\n", outputs[i]);
+            }
+        }
+        finally
+        {
+            foreach (var tree in trees)
+            {
+                tree.Dispose();
+            }
         }
     }
 
     internal static SandboxSpec With(SandboxSpec spec, Func<SandboxSpec, SandboxSpec> change) => change(spec);
 
     internal static SandboxSpec Copy(SandboxSpec s, string? binSh = null, IReadOnlyList<string>? readOnly = null, string? logFile = null,
-        bool? network = null, TimeSpan? timeout = null, TimeSpan? silence = null, long? logLimit = null, string? system = null, long? minMemory = null) => new()
+        bool? network = null, TimeSpan? timeout = null, TimeSpan? silence = null, long? logLimit = null, string? system = null, long? minMemory = null,
+        IReadOnlyList<string>? protectedPaths = null, BuildUser? user = null) => new()
     {
         Command = s.Command,
         Environment = s.Environment,
@@ -260,5 +272,7 @@ public sealed class SandboxEnvironmentTests
         LogFile = logFile ?? s.LogFile,
         System = system ?? s.System,
         MinMemory = minMemory ?? s.MinMemory,
+        ProtectedHostPaths = protectedPaths ?? s.ProtectedHostPaths,
+        User = user ?? s.User,
     };
 }

@@ -38,6 +38,15 @@ public sealed class UnprivilegedTests
             var stat = new FileInfo(Path.Combine(tree.Store, "4444444444444444444444444444444o-out"));
             Assert.Equal(uid.ToString(), Exec("stat", "-c", "%u", stat.FullName).Trim());
             Assert.True(File.Exists(Path.Combine(tree.Inputs, "1111111111111111111111111111111d-data", "file")));
+
+            // Read-only paths are resolved without symlinks for an unprivileged caller too.
+            string link = Path.Combine(tree.Root, "link-to-etc");
+            File.CreateSymbolicLink(link, "/etc");
+            using var refused = Driver.Start(tree, $"#ro {link}\necho ran", "setpriv", $"--reuid={user}", $"--regid={user}", "--init-groups", "--");
+            string refusal = await refused.StandardOutput.ReadToEndAsync();
+            await refused.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(120));
+            Assert.Equal(
+                $"ERROR: read-only path {link}: {link} is a symbolic link; read-only paths are never resolved through symlinks, name the target\n", refusal);
         }
         finally
         {

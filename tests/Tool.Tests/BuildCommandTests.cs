@@ -283,6 +283,133 @@ public sealed class BuildCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task TheNextBuildRemovesWhatABuildKilledWithSigkillLeft()
+    {
+        string tmp = Path.Combine(_temp, "tmp");
+        Directory.CreateDirectory(tmp);
+        var environment = new Dictionary<string, string>(_environment) { ["TMPDIR"] = tmp };
+        var busybox = ImportBusybox();
+        string slow = Path.Combine(_temp, "slow.json");
+        File.WriteAllText(slow, Request(busybox, "echo started >&2; sleep 1000").ToJsonString());
+        string fast = Path.Combine(_temp, "fast.json");
+        File.WriteAllText(fast, Request(busybox, "mkdir -p $out; echo fast > $out/x").ToJsonString());
+
+        using var killed = ToolProcess.Start(["build", slow], environment);
+        var stdout = killed.StandardOutput.ReadToEndAsync();
+        while (await killed.StandardError.ReadLineAsync().WaitAsync(TimeSpan.FromMinutes(1)) is { } line && line != "started")
+        {
+        }
+
+        Assert.Equal(0, ToolProcess.Signal(killed.Id, 9));
+        await killed.WaitForExitAsync();
+        await stdout;
+        string parent = Assert.Single(Directory.EnumerateDirectories(tmp, "tvix-fuse-builds-*"));
+        string leftover = Assert.Single(Directory.EnumerateDirectories(parent));
+        Assert.Contains(File.ReadAllLines("/proc/self/mountinfo"), l => l.Contains(leftover, StringComparison.Ordinal));
+
+        var next = ToolProcess.Run(["build", fast], environment);
+        Assert.True(next.ExitCode == 0, next.Stderr);
+        Assert.False(Directory.Exists(leftover), $"{leftover} is still there: {next.Stderr}");
+        Assert.Empty(Directory.EnumerateFileSystemEntries(parent));
+        Assert.DoesNotContain(File.ReadAllLines("/proc/self/mountinfo"), l => l.Contains(leftover, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void AnUnprivilegedUserBuildsInDirectoriesOfItsOwn()
+    {
+        const string User = "tfb-build-user";
+        bool created = false;
+        if (Exec(["id", "-u", User]).ExitCode != 0)
+        {
+            Assert.Equal(0, Exec(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", User]).ExitCode);
+            created = true;
+        }
+
+        try
+        {
+            string uid = Exec(["id", "-u", User]).Stdout.Trim();
+            string tree = Path.Combine(_temp, "tools");
+            Directory.CreateDirectory(Path.Combine(tree, "bin"));
+            File.Copy("/bin/busybox", Path.Combine(tree, "bin", "busybox"));
+            foreach (string applet in new[] { "sh", "mkdir", "stat", "id" })
+            {
+                File.CreateSymbolicLink(Path.Combine(tree, "bin", applet), "busybox");
+            }
+
+            string work = Path.Combine(_temp, "work");
+            string tmp = Path.Combine(_temp, "tmp");
+            Directory.CreateDirectory(work);
+            Directory.CreateDirectory(tmp);
+            Assert.Equal(0, Exec(["chown", "-R", $"{User}:", _temp]).ExitCode);
+            string[] asUser =
+            [
+                "setpriv", $"--reuid={User}", $"--regid={User}", "--init-groups", "--",
+                "env", "CI=true", $"HOME={_temp}", $"XDG_DATA_HOME={_temp}/data", $"TMPDIR={tmp}", ToolProcess.Executable,
+            ];
+
+            var ok = Exec([.. asUser, "run", "--input", tree + "=tools", "--", "sh", "-c", "mkdir $out; stat -c %a /build > $out/mode; id -u > $out/uid"], work);
+            Assert.True(ok.ExitCode == 0, ok.Stderr);
+            Assert.Equal("700\n", File.ReadAllText(Path.Combine(work, "result-out", "mode")));
+            Assert.Equal("1000\n", File.ReadAllText(Path.Combine(work, "result-out", "uid")));
+            string parent = Path.Combine(tmp, "tvix-fuse-builds-" + uid);
+            Assert.Equal($"{uid} 700", Exec(["stat", "-c", "%u %a", parent]).Stdout.Trim());
+            Assert.Empty(Directory.EnumerateFileSystemEntries(parent));
+
+            // A kept directory shows what the build had: the user's, mode 0700.
+            var failed = Exec([.. asUser, "run", "--keep-failed", "--input", tree + "=tools", "--", "sh", "-c", "exit 3"], work);
+            Assert.NotEqual(0, failed.ExitCode);
+            string kept = failed.Stderr.Split('\n').Single(l => l.Contains("the build directory is kept at ", StringComparison.Ordinal)).Split("kept at ")[1].Trim();
+            Assert.StartsWith(parent + "/", kept);
+            Assert.Equal($"{uid} 700", Exec(["stat", "-c", "%u %a", kept]).Stdout.Trim());
+            Assert.Equal($"{uid} 700", Exec(["stat", "-c", "%u %a", Path.Combine(kept, "scratch", "0")]).Stdout.Trim());
+        }
+        finally
+        {
+            Exec(["chown", "-R", "root:", _temp]);
+            if (created)
+            {
+                Exec(["userdel", User]);
+            }
+        }
+    }
+
+    private static (int ExitCode, string Stdout, string Stderr) Exec(string[] command, string? workingDirectory = null)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo(command[0], command[1..])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = workingDirectory ?? Environment.CurrentDirectory,
+        };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        string stderr = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout.Result, stderr);
+    }
+
+    [Fact]
+    public void BuildRefusesAReadOnlyPathThroughASymlinkNamingIt()
+    {
+        var busybox = ImportBusybox();
+        string link = Path.Combine(_temp, "etc-link");
+        File.CreateSymbolicLink(link, "/etc");
+        var request = Request(busybox, "cat /etc-link/hostname > $out");
+        request["constraints"] = new JsonObject
+        {
+            ["system"] = TvixFuseBuild.Sandbox.SandboxRunner.SupportedSystems[0],
+            ["availableRoPaths"] = new JsonArray(link),
+        };
+        string file = Path.Combine(_temp, "ro.json");
+        File.WriteAllText(file, request.ToJsonString());
+        var result = Tool(["build", file]);
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains(
+            $"read-only path {link}: {link} is a symbolic link; read-only paths are never resolved through symlinks, name the target", result.Stderr);
+        Assert.DoesNotContain("   at ", result.Stderr);
+    }
+
+    [Fact]
     public void RunImportsBuildsAndExportsResults()
     {
         string work = Path.Combine(_temp, "work");

@@ -29,7 +29,6 @@ public sealed class ServeCommandTests : IDisposable
 
     public ServeCommandTests()
     {
-        // As root, builds run as an unprivileged host user who must reach the build directories under XDG_DATA_HOME.
         File.SetUnixFileMode(_temp, (UnixFileMode)0x1ED);
         // Build directories go to TMPDIR: a test sees its builds come and go there.
         Directory.CreateDirectory(WorkRoot);
@@ -39,7 +38,10 @@ public sealed class ServeCommandTests : IDisposable
 
     private string WorkRoot => Path.Combine(_temp, "tmp");
 
-    private bool ABuildIsRunning() => Directory.EnumerateDirectories(WorkRoot, "tvix-fuse-build-*").Any();
+    /// <summary>Where the server's build directories are (root's, mode 0700).</summary>
+    private string BuildDirectories => Path.Combine(WorkRoot, "tvix-fuse-builds-0");
+
+    private bool ABuildIsRunning() => Directory.Exists(BuildDirectories) && Directory.EnumerateDirectories(BuildDirectories).Any();
 
     private string Socket => Path.Combine(_temp, "serve.sock");
 
@@ -200,6 +202,50 @@ public sealed class ServeCommandTests : IDisposable
 
         Assert.True(failure.Code is GrpcStatusCode.Unavailable, $"{failure.Code}: {failure.Message}");
         Assert.True(exitCode == 143, stderr); // 128 + SIGTERM, after the graceful stop
+        AssertNothingLeftBehind();
+    }
+
+    [Fact]
+    public async Task ReadOnlyPathsAreRefusedUnlessAllowed()
+    {
+        var input = await PrepareServingStoreAsync();
+        string allowed = Path.Combine(_temp, "allowed");
+        Directory.CreateDirectory(allowed);
+        File.WriteAllText(Path.Combine(allowed, "f"), "from the host\n");
+        BuildSpec Reading(string path) => Spec(input, $"cat {path}/f > $out") with
+        {
+            Constraints = new BuildConstraints(Sandbox.SandboxRunner.SupportedSystems[0], AvailableReadOnlyPaths: [path]),
+        };
+
+        // By default no read-only path at all.
+        var server = await StartServerAsync();
+        using (var channel = Channel())
+        {
+            var refused = await Assert.ThrowsAsync<RpcStatusException>(() =>
+                channel.UnaryAsync(BuildGrpcMethods.TvixDoBuild, Reading(allowed).ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2))));
+            Assert.True(refused.Code is GrpcStatusCode.FailedPrecondition, $"{refused.Code}: {refused.Message}");
+            Assert.Contains($"read-only path {allowed} is not allowed: this server allows no read-only paths", refused.Message, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
+        await WaitForExitAsync(server);
+
+        // With --allow-ro-path: that path is taken, anything else is refused naming it.
+        server = await StartServerAsync("--allow-ro-path", allowed);
+        using (var channel = Channel())
+        {
+            var refused = await Assert.ThrowsAsync<RpcStatusException>(() =>
+                channel.UnaryAsync(BuildGrpcMethods.TvixDoBuild, Reading("/etc").ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2))));
+            Assert.True(refused.Code is GrpcStatusCode.FailedPrecondition, $"{refused.Code}: {refused.Message}");
+            Assert.Contains($"read-only path /etc is not allowed: this server allows only paths under {allowed}", refused.Message, StringComparison.Ordinal);
+
+            var reply = await channel.UnaryAsync(BuildGrpcMethods.TvixDoBuild, Reading(allowed).ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2)));
+            var output = (FileNode)BuildResult.FromTvixBuild(reply).Outputs.Single().Node;
+            Assert.Equal(Blake3.Hash("from the host\n"u8), output.Digest);
+        }
+
+        Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
+        await WaitForExitAsync(server);
         AssertNothingLeftBehind();
     }
 

@@ -15,7 +15,7 @@ namespace TvixFuseBuild.Build.Grpc;
 /// builds run at once; the others wait their turn. Statuses:
 /// <list type="table">
 /// <item><term>INVALID_ARGUMENT</term><description>the request fails validation (tvix's message, as tvix answers), or can never run anywhere (our runnability check's message).</description></item>
-/// <item><term>FAILED_PRECONDITION</term><description>a valid request this server cannot take as things are: an input is not in its store (upload it and retry), or the host does not meet the constraints (system, memory, read-only paths).</description></item>
+/// <item><term>FAILED_PRECONDITION</term><description>a valid request this server cannot take as things are: an input is not in its store (upload it and retry), or the host does not meet the constraints (system, memory), or a read-only path is not allowed (<c>--allow-ro-path</c>) or may never be exposed (a symlink, a build directory, the store, /proc, /sys).</description></item>
 /// <item><term>INTERNAL</term><description>the build ran and failed: the reason (exit status, signal, timeout, missing output) and the tail of its log; or the server could not run it (it cannot sandbox).</description></item>
 /// <item><term>DEADLINE_EXCEEDED</term><description>the client's deadline passed, waiting or building; the build was cancelled and torn down.</description></item>
 /// <item><term>UNAVAILABLE</term><description>the server is shutting down: the call was refused, or its build was cancelled at the end of the grace period.</description></item>
@@ -128,6 +128,7 @@ public sealed class BuildGrpcService : IGrpcService
                 SandboxRunner.CheckConstraints(constraints.System, (long)Math.Min(constraints.MinMemory, long.MaxValue));
             }
 
+            _runner.CheckReadOnlyPaths(spec);
             Event(id, $"accepted ({protocol.ToString().ToLowerInvariant()}, from {context.Peer}): {spec.Inputs.Length} inputs, " +
                       $"{spec.Outputs.Length} outputs, command {spec.CommandArgs.FirstOrDefault()}");
             return spec;

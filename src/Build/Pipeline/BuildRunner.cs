@@ -26,6 +26,7 @@ public sealed record BuildRun(BuildResult Result, bool Cached, SandboxResult? Sa
 public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options = null)
 {
     private readonly BuildRunnerOptions _options = options ?? new BuildRunnerOptions();
+    private int _swept;
 
     public CastoreStore Store => store;
 
@@ -47,6 +48,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             SandboxRunner.CheckConstraints(constraints.System, (long)Math.Min(constraints.MinMemory, long.MaxValue));
         }
 
+        CheckReadOnlyPaths(spec);
         var requestDigest = spec.ComputeDigest();
         if (!_options.Rebuild && _options.ResultCache is { } cache &&
             await cache.TryGetAsync(requestDigest, store, cancellationToken).ConfigureAwait(false) is { } cached)
@@ -61,12 +63,18 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
         await tempRoots.AddAsync(spec.Inputs, cancellationToken).ConfigureAwait(false);
         await CheckInputsAsync(spec, cancellationToken).ConfigureAwait(false);
         SandboxRunner.EnsureAvailable();
+        if (Interlocked.Exchange(ref _swept, 1) == 0)
+        {
+            RemoveStaleBuilds();
+        }
 
-        var directory = BuildDirectory.Create(_options.WorkRoot, spec);
+        // Released after the build directory is gone, and so after every process of the build.
+        using var user = BuildUser.Claim();
+        var directory = BuildDirectory.Create(_options.WorkRoot, spec, user);
         bool keep = false;
         try
         {
-            var sandbox = await RunCommandAsync(spec, directory, output, cancellationToken).ConfigureAwait(false);
+            var sandbox = await RunCommandAsync(spec, directory, user, output, cancellationToken).ConfigureAwait(false);
             if (sandbox.Outcome == SandboxOutcome.Cancelled)
             {
                 throw new OperationCanceledException("the build was cancelled", cancellationToken);
@@ -99,15 +107,53 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
         }
         finally
         {
-            if (!keep)
+            if (keep)
+            {
+                directory.Keep();
+            }
+            else
             {
                 directory.Remove(Log);
             }
         }
     }
 
+    /// <summary>
+    /// Removes the build directories (and their mounts) that processes now gone left in this runner's work root, as
+    /// after a SIGKILL. The first build of a runner does this by itself. Returns how many were removed.
+    /// </summary>
+    public int RemoveStaleBuilds() => BuildDirectory.RemoveStale(_options.WorkRoot, Log);
+
+    /// <summary>
+    /// Refuses (with <see cref="SandboxRefusedException"/>, naming it) a read-only path that
+    /// <see cref="BuildRunnerOptions.AllowedReadOnlyPaths"/> does not allow.
+    /// </summary>
+    public void CheckReadOnlyPaths(BuildSpec spec)
+    {
+        if (_options.AllowedReadOnlyPaths is not { } allowed || spec.Constraints?.AvailableReadOnlyPaths is not { Length: > 0 } paths)
+        {
+            return;
+        }
+
+        foreach (string path in paths)
+        {
+            var parts = path.Split('/', StringSplitOptions.RemoveEmptyEntries);
+            string normalized = "/" + string.Join('/', parts);
+            if (!path.StartsWith('/') || parts.Any(p => p is "." or "..") ||
+                !allowed.Any(prefix => IsSameOrUnder(normalized, Path.TrimEndingDirectorySeparator(prefix))))
+            {
+                throw new SandboxRefusedException(allowed.Count == 0
+                    ? $"read-only path {path} is not allowed: this server allows no read-only paths"
+                    : $"read-only path {path} is not allowed: this server allows only paths under {string.Join(", ", allowed)}");
+            }
+        }
+    }
+
+    private static bool IsSameOrUnder(string path, string dir) =>
+        path == dir || dir == "/" || (path.Length > dir.Length && path.StartsWith(dir, StringComparison.Ordinal) && path[dir.Length] == '/');
+
     private async Task<SandboxResult> RunCommandAsync(
-        BuildSpec spec, BuildDirectory directory, SandboxOutput? output, CancellationToken cancellationToken)
+        BuildSpec spec, BuildDirectory directory, BuildUser user, SandboxOutput? output, CancellationToken cancellationToken)
     {
         // The log file is opened here, not by the sandbox, so that it is written the way every file the tool writes is
         // (HostFile: never through a symlink, never replacing a device).
@@ -145,7 +191,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
                     cancellationToken).ConfigureAwait(false);
             }
 
-            return await SandboxRunner.RunAsync(SandboxSpecFor(spec, directory), sink, cancellationToken).ConfigureAwait(false);
+            return await SandboxRunner.RunAsync(SandboxSpecFor(spec, directory, user), sink, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -156,7 +202,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
         }
     }
 
-    private SandboxSpec SandboxSpecFor(BuildSpec spec, BuildDirectory directory)
+    private SandboxSpec SandboxSpecFor(BuildSpec spec, BuildDirectory directory, BuildUser user)
     {
         var environment = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var variable in spec.EnvironmentVars)
@@ -176,6 +222,10 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             InputNames = [.. spec.Inputs.Select(i => Utf8(i.Name.Span, $"the name of input {i.Name.ToQuotedString()}"))],
             AdditionalFiles = spec.AdditionalFiles.ToDictionary(f => "/" + f.Path, f => f.Contents, StringComparer.Ordinal),
             ReadOnlyHostPaths = constraints?.AvailableReadOnlyPaths ?? [],
+            ProtectedHostPaths = store.Local is { } local
+                ? [BuildDirectory.ParentOf(_options.WorkRoot), local.Root]
+                : [BuildDirectory.ParentOf(_options.WorkRoot)],
+            User = user,
             BinSh = constraints?.ProvideBinSh == true ? SandboxSpec.BusyboxShell : null,
             Network = constraints?.NetworkAccess == true,
             Timeout = _options.Timeout,
@@ -274,107 +324,4 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
     };
 
     private void Log(string line) => _options.Log?.Invoke(line);
-}
-
-/// <summary>
-/// A build's directory on the host: <c>inputs/</c> (the FUSE mountpoint) and one directory per scratch path under
-/// <c>scratch/</c>. Reachable by the unprivileged user a root-run sandbox builds as.
-/// </summary>
-internal sealed class BuildDirectory
-{
-    private BuildDirectory(string root, Dictionary<string, string> scratchPaths)
-    {
-        Root = root;
-        Inputs = Path.Combine(root, "inputs");
-        ScratchPaths = scratchPaths;
-    }
-
-    public string Root { get; }
-
-    public string Inputs { get; }
-
-    /// <summary>Scratch path (relative, as in the request) to its host directory.</summary>
-    public IReadOnlyDictionary<string, string> ScratchPaths { get; }
-
-    public static BuildDirectory Create(string? workRoot, BuildSpec spec)
-    {
-        const UnixFileMode Traversable = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute |
-                                         UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
-        string parent = Path.GetFullPath(workRoot ?? Path.GetTempPath());
-        Directory.CreateDirectory(parent);
-        if (Environment.IsPrivilegedProcess)
-        {
-            CheckReachableByOthers(parent);
-        }
-
-        string root;
-        do
-        {
-            root = Path.Combine(parent, $"tvix-fuse-build-{Random.Shared.NextInt64():x16}");
-        }
-        while (Path.Exists(root));
-
-        Directory.CreateDirectory(root, Traversable);
-        Directory.CreateDirectory(Path.Combine(root, "inputs"), Traversable);
-        Directory.CreateDirectory(Path.Combine(root, "scratch"), Traversable);
-        var scratch = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (string path in spec.ScratchPaths.Distinct())
-        {
-            string host = Path.Combine(root, "scratch", scratch.Count.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            Directory.CreateDirectory(host, Traversable);
-            scratch[path] = host;
-        }
-
-        return new BuildDirectory(root, scratch);
-    }
-
-    /// <summary>
-    /// As root, the sandbox builds as an unprivileged host user, who must be able to walk down to the build directory.
-    /// </summary>
-    private static void CheckReachableByOthers(string directory)
-    {
-        for (var dir = new DirectoryInfo(directory); dir is not null; dir = dir.Parent)
-        {
-            if ((dir.UnixFileMode & UnixFileMode.OtherExecute) == 0)
-            {
-                throw new IOException(
-                    $"cannot build under {directory}: {dir.FullName} is not searchable by other users (mode {Convert.ToString((int)dir.UnixFileMode, 8)}), " +
-                    "and the sandbox runs builds as an unprivileged user; choose another work directory (TMPDIR) or chmod o+x it");
-            }
-        }
-    }
-
-    /// <summary>Where a request path (under some scratch path) is on the host: below the longest scratch path holding it.</summary>
-    public string HostPath(string path)
-    {
-        string? best = null;
-        foreach (string scratch in ScratchPaths.Keys)
-        {
-            if ((path == scratch || scratch.Length == 0 || path.StartsWith(scratch + "/", StringComparison.Ordinal)) &&
-                (best is null || scratch.Length > best.Length))
-            {
-                best = scratch;
-            }
-        }
-
-        if (best is null)
-        {
-            throw new UnreachableException($"output {path} is under no scratch path; validation should have refused it");
-        }
-
-        string rest = path.Length == best.Length ? "" : path[(best.Length == 0 ? 0 : best.Length + 1)..];
-        return rest.Length == 0 ? ScratchPaths[best] : Path.Combine(ScratchPaths[best], rest);
-    }
-
-    public void Remove(Action<string> log)
-    {
-        try
-        {
-            HostTree.Remove(Root);
-        }
-        catch (IOException e)
-        {
-            log($"could not remove the build directory {Root}: {e.Message}");
-        }
-    }
 }

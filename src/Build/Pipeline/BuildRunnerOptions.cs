@@ -30,6 +30,12 @@ public sealed record BuildRunnerOptions
     /// <summary>Kill the command when its log grows beyond this many bytes; null for none.</summary>
     public long? LogLimit { get; init; }
 
+    /// <summary>
+    /// Prefixes every read-only host path of a request (<c>available_ro_paths</c>) must be or lie under; anything
+    /// else is refused (<see cref="Sandbox.SandboxRefusedException"/>). Null: any path the sandbox accepts.
+    /// </summary>
+    public IReadOnlyList<string>? AllowedReadOnlyPaths { get; init; }
+
     /// <summary>Processes, memory and /tmp and /dev/shm sizes of each build; null: <see cref="Sandbox.SandboxLimits.Default"/>.</summary>
     public Sandbox.SandboxLimits? Limits { get; init; }
 

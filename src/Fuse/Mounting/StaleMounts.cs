@@ -84,6 +84,61 @@ internal static class StaleMounts
         return removed;
     }
 
+    /// <summary>
+    /// Detaches every mount at or below <paramref name="directory"/> (deepest first): as root with umount2(MNT_DETACH),
+    /// otherwise FUSE mounts with <c>fusermount3 -u -z</c>. For the directory of a build whose owner is gone. Returns
+    /// false when a mount stays.
+    /// </summary>
+    public static bool DetachUnder(string directory, Action<string> log)
+    {
+        string[] lines;
+        try
+        {
+            lines = File.ReadAllLines("/proc/self/mountinfo");
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+
+        var mountpoints = new List<(string Path, bool Fuse)>();
+        foreach (string line in lines)
+        {
+            string[] fields = line.Split(' ');
+            int dash = Array.IndexOf(fields, "-");
+            if (dash < 5 || dash + 1 >= fields.Length)
+            {
+                continue;
+            }
+
+            string mountpoint = Unescape(fields[4]);
+            if (mountpoint == directory || mountpoint.StartsWith(directory + "/", StringComparison.Ordinal))
+            {
+                mountpoints.Add((mountpoint, fields[dash + 1].StartsWith("fuse", StringComparison.Ordinal)));
+            }
+        }
+
+        bool root = Libc.GetEuid() == 0;
+        bool all = true;
+        foreach (var (mountpoint, fuse) in mountpoints.OrderByDescending(m => m.Path.Length))
+        {
+            bool done = root
+                ? Libc.Umount2(mountpoint, Libc.MNT_DETACH) == 0 || (fuse && KernelMount.RunFusermountUnmount(mountpoint, log))
+                : fuse && KernelMount.RunFusermountUnmount(mountpoint, log);
+            if (done)
+            {
+                log($"removed the mount at {mountpoint} (its build's owner is gone)");
+            }
+            else
+            {
+                all = false;
+                log($"cannot remove the mount at {mountpoint} (its build's owner is gone)");
+            }
+        }
+
+        return all;
+    }
+
     internal static bool TryParseFsName(string fsName, out int pid, out ulong startTime)
     {
         pid = 0;

@@ -14,8 +14,10 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
     /// <summary>Where the new root tmpfs is attached before pivot_root; hidden from then on.</summary>
     private const string Staging = "/tmp";
 
-    private static readonly string[] DeviceNodes = ["null", "zero", "full", "random", "urandom", "tty"];
-    private static readonly string[] NetworkFiles = ["/etc/resolv.conf", "/etc/hosts", "/etc/services"];
+    /// <summary>Where the inputs clone waits while each input is cloned from it (removed before the command starts).</summary>
+    private const string InputsStaging = "/.inputs";
+
+    private static readonly string[] DeviceNodes = HostMounts.DeviceNodes;
 
     // C# has no octal literals.
     private const uint Mode0444 = 0x124;
@@ -25,17 +27,15 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
     private const uint Mode0755 = 0x1ED;
     private const uint Mode1777 = 0x3FF;
 
-    private const ulong Hardened = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-    private const ulong ReadOnly = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-
     public void Build()
     {
-        // 1. Everything taken from the host, while it is still visible.
-        int inputs = plan.InputsHost is null ? -1 : Clone(plan.InputsHost, ReadOnly, "the inputs directory");
+        // 1. Everything taken from the host, while it is still visible (as root, the caller took it already).
+        var mounts = plan.Mounts ?? HostMounts.Take(plan, cloexec: true);
+        int inputs = mounts.Inputs;
         var entries = new List<Entry>();
-        foreach (var (path, host) in plan.Scratch)
+        for (int i = 0; i < plan.Scratch.Count; i++)
         {
-            entries.Add(new Entry(path, EntryKind.Bind, Clone(host, Hardened, $"scratch path {path}"), true));
+            entries.Add(new Entry(plan.Scratch[i].Path, EntryKind.Bind, mounts.Scratch[i], true));
         }
 
         if (plan.InputsHost is not null)
@@ -43,43 +43,22 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
             entries.Add(new Entry(plan.InputsPath, EntryKind.Inputs, inputs, true));
         }
 
-        foreach (var path in plan.ReadOnlyPaths)
+        foreach (var (path, fd, directory) in mounts.ReadOnly)
         {
-            int mode = StatMode(AT_FDCWD, path, 0);
-            if (mode < 0)
-            {
-                throw Errno.Exception($"read-only path {path}", Errno.Last);
-            }
-
-            uint type = (uint)mode & S_IFMT;
-            bool device = type is S_IFCHR or S_IFBLK;
-            ulong attrs = device ? MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID : ReadOnly;
-            entries.Add(new Entry(path, EntryKind.Bind, Clone(path, attrs, $"read-only path {path}"), type == S_IFDIR));
+            entries.Add(new Entry(path, EntryKind.Bind, fd, directory));
         }
 
-        if (plan.BinSh is not null)
+        if (mounts.BinSh >= 0)
         {
-            entries.Add(new Entry("/bin/sh", EntryKind.Bind, Clone(plan.BinSh, ReadOnly, "the shell for /bin/sh"), false));
+            entries.Add(new Entry("/bin/sh", EntryKind.Bind, mounts.BinSh, false));
         }
 
-        var devices = new int[DeviceNodes.Length];
-        for (int i = 0; i < devices.Length; i++)
-        {
-            // Writes to a device node are not affected by a read-only mount; its mode and owner are.
-            devices[i] = Clone("/dev/" + DeviceNodes[i], MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, "/dev/" + DeviceNodes[i]);
-        }
-
+        var devices = mounts.Devices;
         bool hostsBound = false;
-        if (plan.Network)
+        foreach (var (file, fd) in mounts.NetworkFiles)
         {
-            foreach (var file in NetworkFiles)
-            {
-                if (StatMode(AT_FDCWD, file, 0) >= 0)
-                {
-                    entries.Add(new Entry(file, EntryKind.Bind, Clone(file, ReadOnly, file), false));
-                    hostsBound |= file == "/etc/hosts";
-                }
-            }
+            entries.Add(new Entry(file, EntryKind.Bind, fd, false));
+            hostsBound |= file == "/etc/hosts";
         }
 
         entries.Add(new Entry("/dev", EntryKind.Dev, -1, true));
@@ -142,11 +121,6 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
             }
         }
 
-        if (inputs >= 0)
-        {
-            close(inputs);
-        }
-
         // 4. The host is gone from here on.
         Check(umount2("/.old", MNT_DETACH), "detach the host root");
         Check(unlinkat(AT_FDCWD, "/.old", 0x200 /* AT_REMOVEDIR */), "rmdir /.old");
@@ -185,12 +159,34 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
         Check(MountSetAttr(AT_FDCWD, "/dev", 0, MOUNT_ATTR_RDONLY, 0), "make /dev read-only");
     }
 
-    /// <summary>One read-only bind per input, so the writable directory around them cannot rename or delete them.</summary>
-    private void AttachEachInput(int inputs, string path)
+    /// <summary>
+    /// One read-only bind per input, so the writable directory around them cannot rename or delete them. The inputs
+    /// clone is attached at a staging directory first: only a mount of this namespace may be cloned again (a clone the
+    /// caller made in its own namespace could not).
+    /// </summary>
+    private void AttachEachInput(int clone, string path)
+    {
+        Check(mkdirat(AT_FDCWD, InputsStaging, Mode0700), $"mkdir {InputsStaging}");
+        Attach(clone, InputsStaging);
+        int inputs = Check(openat(AT_FDCWD, InputsStaging, O_PATH | O_DIRECTORY | O_CLOEXEC, 0), $"open {InputsStaging}");
+        try
+        {
+            AttachEachInput(inputs, path, plan.InputNames);
+        }
+        finally
+        {
+            close(inputs);
+        }
+
+        Check(umount2(InputsStaging, MNT_DETACH), $"detach {InputsStaging}");
+        Check(unlinkat(AT_FDCWD, InputsStaging, 0x200 /* AT_REMOVEDIR */), $"rmdir {InputsStaging}");
+    }
+
+    private static void AttachEachInput(int inputs, string path, string[] names)
     {
         int dir = Check(openat(AT_FDCWD, path, O_PATH | O_DIRECTORY | O_CLOEXEC, 0), $"open {path}");
         byte* link = stackalloc byte[4096];
-        foreach (var name in plan.InputNames)
+        foreach (var name in names)
         {
             int mode = StatMode(inputs, name, AT_SYMLINK_NOFOLLOW);
             if (mode < 0)
@@ -274,18 +270,6 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
         {
             close(fd);
         }
-    }
-
-    private static int Clone(string hostPath, ulong attrs, string what)
-    {
-        int fd = OpenTree(AT_FDCWD, hostPath, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-        if (fd < 0)
-        {
-            throw Errno.Exception($"{what} ({hostPath})", Errno.Last);
-        }
-
-        Check(MountSetAttr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, attrs, 0), $"set the mount flags of {what}");
-        return fd;
     }
 
     private static void Attach(int fd, string path)

@@ -37,6 +37,8 @@ internal static unsafe class SandboxInit
                 return 1; // the caller went away before sending anything
             }
 
+            CloseInherited(plan);
+
             if (plan.WaitForCgroup)
             {
                 AwaitPlacement();
@@ -102,6 +104,34 @@ internal static unsafe class SandboxInit
 
         var payload = new byte[BinaryPrimitives.ReadInt32LittleEndian(header)];
         return ReadExact(ControlFd, payload) ? InitPlan.Decode(payload) : null;
+    }
+
+    /// <summary>
+    /// Closes every descriptor this process inherited but does not use. The caller's Process.Start passes every
+    /// descriptor not marked close-on-exec, so a concurrent build's could arrive here. The runtime opens its own with
+    /// O_CLOEXEC: whatever lacks the flag came through exec. The command never gets any (it starts with closefrom(3)).
+    /// </summary>
+    private static void CloseInherited(InitPlan plan)
+    {
+        var keep = new HashSet<int>(plan.Mounts?.All ?? []) { ControlFd, StatusFd, OutputFd };
+        var open = new List<int>();
+        foreach (string entry in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
+        {
+            if (int.TryParse(Path.GetFileName(entry), out int fd))
+            {
+                open.Add(fd);
+            }
+        }
+
+        foreach (int fd in open)
+        {
+            int flags = Libc.fcntl(fd, Libc.F_GETFD, 0);
+            if (flags >= 0 && (flags & Libc.FD_CLOEXEC) == 0 && !keep.Contains(fd))
+            {
+                Trace($"closing inherited descriptor {fd}");
+                Libc.close(fd);
+            }
+        }
     }
 
     /// <summary>

@@ -25,6 +25,10 @@ internal static unsafe partial class Libc
 
     public const int EINTR = 4;
     public const int ENOENT = 2;
+    public const int ESRCH = 3;
+    public const int EAGAIN = 11;
+    public const int ELOOP = 40;
+    public const int EXDEV = 18;
     public const int EEXIST = 17;
     public const int EINVAL = 22;
     public const int ECHILD = 10;
@@ -67,6 +71,17 @@ internal static unsafe partial class Libc
     public const int POSIX_SPAWN_SETSIGMASK = 0x08;
     public const int POSIX_SPAWN_SETSID = 0x80;
 
+    public const int F_GETFD = 1;
+    public const int F_SETFD = 2;
+    public const int FD_CLOEXEC = 1;
+
+    public const int LOCK_EX = 2;
+    public const int LOCK_NB = 4;
+
+    // openat2(2)
+    public const ulong RESOLVE_NO_MAGICLINKS = 0x02;
+    public const ulong RESOLVE_NO_SYMLINKS = 0x04;
+
     public const int RLIMIT_CORE = 4;
     public const int RLIMIT_NOFILE = 7;
     public const int RLIMIT_NPROC = 6;
@@ -90,6 +105,14 @@ internal static unsafe partial class Libc
         public ulong Max;
     }
 
+    [StructLayout(LayoutKind.Sequential)]
+    public struct OpenHow
+    {
+        public ulong Flags;
+        public ulong Mode;
+        public ulong Resolve;
+    }
+
     [LibraryImport(Lib, SetLastError = true)]
     private static partial nint syscall(nint number, nint a1, nint a2, nint a3, nint a4, nint a5);
 
@@ -101,6 +124,33 @@ internal static unsafe partial class Libc
         {
             return (int)syscall(428, dirFd, (nint)p, (nint)flags, 0, 0);
         }
+    }
+
+    /// <summary>openat2(2) for one path relative to <paramref name="dirFd"/>, O_PATH, with the given RESOLVE_ flags.</summary>
+    public static int OpenAt2Path(int dirFd, string path, ulong resolve)
+    {
+        var how = new OpenHow { Flags = (ulong)(O_PATH | O_CLOEXEC), Resolve = resolve };
+        fixed (byte* p = Utf8Z(path))
+        {
+            return (int)syscall(437, dirFd, (nint)p, (nint)(&how), sizeof(OpenHow), 0);
+        }
+    }
+
+    /// <summary>The owner, type and mode of an open file (statx with AT_EMPTY_PATH); false with errno set.</summary>
+    public static bool StatFd(int fd, out uint uid, out uint mode)
+    {
+        byte* buf = stackalloc byte[256];
+        int rc = statx(fd, "", AT_EMPTY_PATH, 0xB /* STATX_TYPE | STATX_MODE | STATX_UID */, buf);
+        uid = rc < 0 ? 0 : *(uint*)(buf + 20);
+        mode = rc < 0 ? 0u : *(ushort*)(buf + 28);
+        return rc == 0;
+    }
+
+    /// <summary>The filesystem type (f_type of fstatfs) of an open file, or -1.</summary>
+    public static long FsType(int fd)
+    {
+        byte* buf = stackalloc byte[128];
+        return fstatfs(fd, buf) < 0 ? -1 : *(long*)buf;
     }
 
     public static int MoveMount(int fromFd, string fromPath, int toFd, string toPath, uint flags)
@@ -156,6 +206,24 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Lib, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int statx(int dirFd, string path, int flags, uint mask, byte* buf);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    private static partial int fstatfs(int fd, byte* buf);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int flock(int fd, int operation);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int kill(int pid, int signal);
+
+    [LibraryImport(Lib)]
+    public static partial uint getuid();
+
+    [LibraryImport(Lib)]
+    public static partial uint getgid();
+
+    [LibraryImport(Lib, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial nint realpath(string path, byte* resolved);
 
     [LibraryImport(Lib, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int mount(string? source, string target, string? fstype, ulong flags, string? data);

@@ -42,6 +42,14 @@ internal static class ServeCommand
         var rebuild = new Option<bool>("--rebuild") { Description = "Run every request, even one whose outputs are already recorded in the result cache." };
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Print a line to stderr when a build is accepted, waits, ends or is refused." };
         var buildLogs = new Option<bool>("--build-logs") { Description = "Copy every build's log to stderr, each line prefixed with [build N]." };
+        var allowReadOnly = new Option<string[]>("--allow-ro-path")
+        {
+            Description = "Let requests name read-only host paths (available_ro_paths) at or under PREFIX, an absolute path; repeat for several. " +
+                          "None by default: a request naming any other is refused (FAILED_PRECONDITION). Symlinks, build directories, the store, /proc and /sys are refused even here.",
+            HelpName = "PREFIX",
+            Arity = ArgumentArity.ZeroOrMore,
+        };
+
         var limits = new LimitOptions();
         var command = new Command(
             "serve",
@@ -59,6 +67,7 @@ internal static class ServeCommand
             rebuild,
             verbose,
             buildLogs,
+            allowReadOnly,
         };
         limits.AddTo(command);
 
@@ -81,6 +90,7 @@ internal static class ServeCommand
                 parse.GetValue(rebuild),
                 parse.GetValue(verbose),
                 parse.GetValue(buildLogs),
+                [.. (parse.GetValue(allowReadOnly) ?? []).Select(AllowedPrefix)],
                 limits.Parse(parse));
             return ServeAsync(parse, settings).GetAwaiter().GetResult();
         });
@@ -99,6 +109,7 @@ internal static class ServeCommand
         bool Rebuild,
         bool Verbose,
         bool BuildLogs,
+        string[] AllowedReadOnlyPaths,
         Sandbox.SandboxLimits Limits);
 
     private static async Task<int> ServeAsync(ParseResult parse, Settings settings)
@@ -117,8 +128,13 @@ internal static class ServeCommand
             SilenceTimeout = settings.SilenceTimeout,
             LogLimit = settings.LogLimit,
             Log = settings.Verbose ? Note : null,
+            AllowedReadOnlyPaths = settings.AllowedReadOnlyPaths,
+
             Limits = settings.Limits,
         });
+
+        // What builds of earlier servers (or CLI runs) killed mid-build left behind.
+        runner.RemoveStaleBuilds();
         var builds = new BuildGrpcService(runner, new BuildGrpcServiceOptions
         {
             MaxConcurrentBuilds = settings.MaxBuilds,
@@ -170,6 +186,17 @@ internal static class ServeCommand
         }
 
         return ToolConsole.Ok;
+    }
+
+    private static string AllowedPrefix(string text)
+    {
+        var parts = text.Split('/', StringSplitOptions.RemoveEmptyEntries);
+        if (!text.StartsWith('/') || parts.Any(p => p is "." or ".."))
+        {
+            throw new UsageException($"--allow-ro-path {text}: expected an absolute path without '.' or '..'");
+        }
+
+        return "/" + string.Join('/', parts);
     }
 
     private static GrpcListenAddress ParseAddress(string text)

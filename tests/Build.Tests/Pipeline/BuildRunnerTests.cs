@@ -284,6 +284,135 @@ public sealed class BuildRunnerTests(PipelineFixture fixture)
         Assert.Empty(fixture.LeftoverBuildDirectories());
     }
 
+    [Fact]
+    public async Task BuildDirectoriesAreNobodyElsesToReach()
+    {
+        var spec = NixShaped("stat -c %a /build\necho ready\nsleep 1000\n");
+        using var cts = new CancellationTokenSource();
+        var log = new StringBuilder();
+        var ready = new TaskCompletionSource();
+        SandboxOutput output = (chunk, _) =>
+        {
+            lock (log)
+            {
+                log.Append(Encoding.UTF8.GetString(chunk.Span));
+                if (log.ToString().Contains("ready\n", StringComparison.Ordinal))
+                {
+                    ready.TrySetResult();
+                }
+            }
+
+            return ValueTask.CompletedTask;
+        };
+        var build = fixture.Runner().RunAsync(spec, BuildProtocol.Tvix, output, cts.Token);
+        try
+        {
+            await ready.Task.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.StartsWith("700\n", log.ToString());
+            Assert.Equal($"{Owner.Euid} 700", Owner.Describe(fixture.BuildDirectories));
+            string directory = Assert.Single(Directory.EnumerateDirectories(fixture.BuildDirectories));
+            Assert.True(File.Exists(directory + ".lock"));
+            var (uid, mode) = Owner.Of(directory);
+            Assert.Equal("700", mode);
+            Assert.Equal(Environment.IsPrivilegedProcess, BuildUser.IsBuildUid(uid));
+            Assert.True(Environment.IsPrivilegedProcess || uid == Owner.Euid);
+            foreach (string inside in Directory.EnumerateDirectories(Path.Combine(directory, "scratch")).Append(Path.Combine(directory, "scratch")))
+            {
+                Assert.Equal((uid, "700"), Owner.Of(inside));
+            }
+        }
+        finally
+        {
+            cts.Cancel();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => build);
+        }
+
+        Assert.Empty(fixture.LeftoverBuildDirectories());
+    }
+
+    [Fact]
+    public async Task ReadOnlyPathsIntoTheBuildDirectoriesOrTheStoreAreRefused()
+    {
+        string store = Path.Combine(fixture.Root, "store");
+        Directory.CreateDirectory(fixture.BuildDirectories);
+        foreach (var (path, expected) in new[]
+                 {
+                     (fixture.BuildDirectories, $"read-only path {fixture.BuildDirectories} lies inside {fixture.BuildDirectories}"),
+                     (store + "/blobs", $"read-only path {store}/blobs lies inside {store}"),
+                     (fixture.Root, $"read-only path {fixture.Root} contains "),
+                 })
+        {
+            var spec = NixShaped("mkdir -p $out $link $dev\n") with
+            {
+                Constraints = new BuildConstraints(SandboxRunner.SupportedSystems[0], AvailableReadOnlyPaths: [path]),
+            };
+            var refused = await Assert.ThrowsAsync<SandboxRefusedException>(() => fixture.Runner(rebuild: true).RunAsync(spec, BuildProtocol.Tvix));
+            Assert.StartsWith(expected, refused.Message);
+        }
+
+        Assert.Empty(fixture.LeftoverBuildDirectories());
+    }
+
+    [Fact]
+    public async Task OnlyAllowedReadOnlyPathsAreTaken()
+    {
+        string allowed = Path.Combine(fixture.Root, "allowed");
+        Directory.CreateDirectory(Path.Combine(allowed, "sub"));
+        File.WriteAllText(Path.Combine(allowed, "sub", "f"), "allowed\n");
+        var runner = new BuildRunner(fixture.Store, new BuildRunnerOptions { WorkRoot = Path.Combine(fixture.Root, "work"), AllowedReadOnlyPaths = [allowed] });
+        BuildSpec WithReadOnly(string path) => NixShaped($"mkdir -p $out\ncat {path}/f > $out/f\necho \"$out\" > $dev\nln -s x $link\n") with
+        {
+            Constraints = new BuildConstraints(SandboxRunner.SupportedSystems[0], AvailableReadOnlyPaths: [path]),
+        };
+
+        var refused = await Assert.ThrowsAsync<SandboxRefusedException>(() => runner.RunAsync(WithReadOnly("/etc"), BuildProtocol.Tvix));
+        Assert.Equal($"read-only path /etc is not allowed: this server allows only paths under {allowed}", refused.Message);
+        refused = await Assert.ThrowsAsync<SandboxRefusedException>(() => runner.RunAsync(WithReadOnly(allowed + "-other"), BuildProtocol.Tvix));
+        Assert.Equal($"read-only path {allowed}-other is not allowed: this server allows only paths under {allowed}", refused.Message);
+
+        var run = await runner.RunAsync(WithReadOnly(Path.Combine(allowed, "sub")), BuildProtocol.Tvix);
+        var outDir = await fixture.Store.Directories.GetAsync(((DirectoryNode)run.Result.Outputs[1].Node).Digest);
+        Assert.Equal("allowed\n", await ReadFileAsync(outDir!, "f"));
+    }
+
+    [Fact]
+    public void TheDirectoryOfABuildWhoseOwnerIsGoneIsRemovedWithItsMounts()
+    {
+        // What a build killed with SIGKILL leaves: its lock file (nobody holds it), its directory, a mount in it.
+        string parent = fixture.BuildDirectories;
+        Directory.CreateDirectory(parent);
+        File.SetUnixFileMode(parent, (UnixFileMode)0x1C0);
+        string dead = Path.Combine(parent, "00000000deadbeef");
+        Directory.CreateDirectory(Path.Combine(dead, "inputs"));
+        Directory.CreateDirectory(Path.Combine(dead, "scratch", "0", "sub"));
+        File.WriteAllText(Path.Combine(dead, "scratch", "0", "sub", "f"), "left");
+        File.WriteAllText(dead + ".lock", "");
+        bool mounted = Environment.IsPrivilegedProcess;
+        if (mounted)
+        {
+            var mount = System.Diagnostics.Process.Start("mount", ["-t", "tmpfs", "none", Path.Combine(dead, "inputs")])!;
+            mount.WaitForExit();
+            Assert.Equal(0, mount.ExitCode);
+        }
+
+        // A live build: its lock is held.
+        string live = Path.Combine(parent, "00000000000a11fe");
+        Directory.CreateDirectory(live);
+        using (var held = new FileStream(live + ".lock", FileMode.Create, FileAccess.ReadWrite, FileShare.None))
+        {
+            var log = new List<string>();
+            Assert.Equal(1, fixture.Runner(log: log).RemoveStaleBuilds());
+            Assert.False(Directory.Exists(dead));
+            Assert.False(File.Exists(dead + ".lock"));
+            Assert.DoesNotContain(File.ReadAllLines("/proc/self/mountinfo"), l => l.Contains(dead, StringComparison.Ordinal));
+            Assert.Contains($"removed the build directory {dead}: the process that ran its build is gone", log);
+            Assert.True(Directory.Exists(live));
+        }
+
+        Directory.Delete(live);
+        File.Delete(live + ".lock");
+    }
+
     private async Task<string> ReadFileAsync(CastoreDirectory directory, string name) =>
         await ReadBlobAsync(Assert.IsType<FileNode>(directory.Find(name)));
 
@@ -305,4 +434,27 @@ public sealed class BuildRunnerTests(PipelineFixture fixture)
 
         return ValueTask.CompletedTask;
     };
+}
+
+/// <summary>Owners and modes of host files, as stat(1) reports them.</summary>
+internal static partial class Owner
+{
+    public static uint Euid => geteuid();
+
+    public static string Describe(string path)
+    {
+        var (uid, mode) = Of(path);
+        return $"{uid} {mode}";
+    }
+
+    public static (uint Uid, string Mode) Of(string path)
+    {
+        var stat = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%u %a", path]) { RedirectStandardOutput = true })!;
+        string[] fields = stat.StandardOutput.ReadToEnd().Trim().Split(' ');
+        stat.WaitForExit();
+        return (uint.Parse(fields[0]), fields[1]);
+    }
+
+    [System.Runtime.InteropServices.LibraryImport("libc")]
+    private static partial uint geteuid();
 }

@@ -26,8 +26,6 @@ public sealed class PipelineFixture : IAsyncLifetime
     {
         Assert.True(File.Exists("/bin/busybox"), "the static busybox is missing: run scripts/setup (busybox-static)");
         Assert.True(File.Exists("/dev/fuse"), "/dev/fuse is missing: these tests mount real FUSE filesystems");
-        // As root the sandbox builds as an unprivileged host user, who must be able to reach the build directory.
-        File.SetUnixFileMode(Root, (UnixFileMode)0x1ED);
         Store = CastoreStore.Open("local://" + Path.Combine(Root, "store"));
         string tree = Path.Combine(Root, "busybox-tree");
         Directory.CreateDirectory(Path.Combine(tree, "bin"));
@@ -53,9 +51,16 @@ public sealed class PipelineFixture : IAsyncLifetime
 
     public ResultCache NewResultCache() => new(Path.Combine(Root, "results-" + Guid.NewGuid().ToString("N")));
 
+    /// <summary>The directory (root's or the user's, mode 0700) that holds the build directories.</summary>
+    public string BuildDirectories => BuildDirectory.ParentOf(Path.Combine(Root, "work"));
+
     /// <summary>What is left in the work root: builds must leave nothing unless told to keep it.</summary>
-    public IEnumerable<string> LeftoverBuildDirectories() =>
-        Directory.Exists(Path.Combine(Root, "work")) ? Directory.EnumerateFileSystemEntries(Path.Combine(Root, "work")) : [];
+    public IEnumerable<string> LeftoverBuildDirectories()
+    {
+        string work = Path.Combine(Root, "work");
+        var left = Directory.Exists(work) ? Directory.EnumerateFileSystemEntries(work).Where(e => e != BuildDirectories).ToList() : [];
+        return Directory.Exists(BuildDirectories) ? [.. left, .. Directory.EnumerateFileSystemEntries(BuildDirectories)] : left;
+    }
 
     public async Task DisposeAsync()
     {

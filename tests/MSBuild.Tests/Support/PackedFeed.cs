@@ -155,7 +155,8 @@ public sealed class PackedFeed : IDisposable
 
     /// <summary>Build directories of the task still in TMPDIR (there must be none once a build has ended).</summary>
     public string[] LeftoverBuildDirectories() =>
-        [.. Directory.EnumerateFileSystemEntries(TempDir, "tvix-fuse-build-*")];
+        [.. Directory.EnumerateFileSystemEntries(TempDir, "tvix-fuse-build-*"),
+         .. Directory.EnumerateDirectories(TempDir, "tvix-fuse-builds-*").SelectMany(Directory.EnumerateFileSystemEntries)];
 
     /// <summary>Mounts below this run's root (there must be none once a build has ended).</summary>
     public string[] LeftoverMounts() =>

@@ -1,0 +1,317 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using TvixFuseBuild.Build.Requests;
+using TvixFuseBuild.Castore.Transfer;
+using TvixFuseBuild.Fuse;
+using TvixFuseBuild.Sandbox;
+
+namespace TvixFuseBuild.Build.Pipeline;
+
+/// <summary>
+/// A build's directory on the host, nobody else's to reach:
+/// <code>
+/// WORKROOT/tvix-fuse-builds-UID/           the caller's (UID), mode 0700
+/// WORKROOT/tvix-fuse-builds-UID/NAME.lock  held (flock) by the process that owns the build
+/// WORKROOT/tvix-fuse-builds-UID/NAME/      the build user's, mode 0700, as are:
+///     inputs/                              the FUSE mountpoint
+///     scratch/N/                           one per scratch path
+/// </code>
+/// A directory whose lock can be taken belongs to a process that is gone: <see cref="RemoveStale"/> detaches its mounts
+/// and removes it. A kept directory (<c>--keep-failed</c>) loses its lock file, so it is never swept.
+/// </summary>
+internal sealed partial class BuildDirectory
+{
+    private const string ParentPrefix = "tvix-fuse-builds-";
+    private const uint Mode0700 = 0x1C0;
+
+    private readonly string _lockPath;
+    private int _lockFd;
+
+    private BuildDirectory(string root, string lockPath, int lockFd, Dictionary<string, string> scratchPaths)
+    {
+        Root = root;
+        Inputs = Path.Combine(root, "inputs");
+        ScratchPaths = scratchPaths;
+        _lockPath = lockPath;
+        _lockFd = lockFd;
+    }
+
+    public string Root { get; }
+
+    public string Inputs { get; }
+
+    /// <summary>Scratch path (relative, as in the request) to its host directory.</summary>
+    public IReadOnlyDictionary<string, string> ScratchPaths { get; }
+
+    /// <summary>The directory holding this user's build directories under <paramref name="workRoot"/> (null: the temp directory).</summary>
+    public static string ParentOf(string? workRoot) =>
+        Path.Combine(Path.GetFullPath(workRoot ?? Path.GetTempPath()), ParentPrefix + Native.geteuid().ToString(CultureInfo.InvariantCulture));
+
+    public static BuildDirectory Create(string? workRoot, BuildSpec spec, BuildUser user)
+    {
+        string parent = EnsureParent(workRoot);
+        while (true)
+        {
+            string name = Random.Shared.NextInt64().ToString("x16", CultureInfo.InvariantCulture);
+            string lockPath = Path.Combine(parent, name + ".lock");
+            int fd = Native.open(lockPath, Native.O_RDWR | Native.O_CREAT | Native.O_EXCL | Native.O_NOFOLLOW | Native.O_CLOEXEC, 0x180);
+            if (fd < 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno == Native.EEXIST)
+                {
+                    continue;
+                }
+
+                throw new IOException($"cannot create {lockPath}: {Marshal.GetPInvokeErrorMessage(errno)}");
+            }
+
+            // A sweep may have opened the new file before it was locked, found no directory and unlinked it: the lock is
+            // only ours while the name still leads to this file.
+            if (Native.flock(fd, Native.LOCK_EX) < 0 || Native.Inode(fd, null) != Native.Inode(Native.AT_FDCWD, lockPath))
+            {
+                Native.close(fd);
+                continue;
+            }
+
+            string root = Path.Combine(parent, name);
+            try
+            {
+                MakeDirectory(root, user);
+                MakeDirectory(Path.Combine(root, "inputs"), user);
+                MakeDirectory(Path.Combine(root, "scratch"), user);
+                var scratch = new Dictionary<string, string>(StringComparer.Ordinal);
+                foreach (string path in spec.ScratchPaths.Distinct())
+                {
+                    string host = Path.Combine(root, "scratch", scratch.Count.ToString(CultureInfo.InvariantCulture));
+                    MakeDirectory(host, user);
+                    scratch[path] = host;
+                }
+
+                return new BuildDirectory(root, lockPath, fd, scratch);
+            }
+            catch
+            {
+                new BuildDirectory(root, lockPath, fd, []).Remove(static _ => { });
+                throw;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Removes the build directories under <paramref name="workRoot"/> whose owner is gone (its lock is free),
+    /// detaching their mounts first. Directories of the old layout (<c>tvix-fuse-build-HEX</c> directly in the work
+    /// root) have no lock to tell whether their owner lives, and are left alone. Returns how many were removed.
+    /// </summary>
+    public static int RemoveStale(string? workRoot, Action<string> log)
+    {
+        string parent = ParentOf(workRoot);
+        if (!Directory.Exists(parent) || CheckParent(parent) is not null)
+        {
+            return 0;
+        }
+
+        int removed = 0;
+        foreach (string lockPath in Directory.EnumerateFiles(parent, "*.lock"))
+        {
+            int fd = Native.open(lockPath, Native.O_RDWR | Native.O_NOFOLLOW | Native.O_CLOEXEC, 0);
+            if (fd < 0)
+            {
+                continue;
+            }
+
+            if (Native.flock(fd, Native.LOCK_EX | Native.LOCK_NB) < 0 || Native.Inode(fd, null) != Native.Inode(Native.AT_FDCWD, lockPath))
+            {
+                Native.close(fd); // its owner runs (or another sweep got there first)
+                continue;
+            }
+
+            string root = lockPath[..^".lock".Length];
+            var stale = new BuildDirectory(root, lockPath, fd, []);
+            if (Path.Exists(root))
+            {
+                if (!CastoreMount.DetachMountsUnder(root, log))
+                {
+                    stale.Release(unlink: false);
+                    continue;
+                }
+
+                if (!stale.Remove(log))
+                {
+                    continue;
+                }
+
+                removed++;
+                log($"removed the build directory {root}: the process that ran its build is gone");
+            }
+            else
+            {
+                stale.Release(unlink: true);
+            }
+        }
+
+        return removed;
+    }
+
+    /// <summary>Where a request path (under some scratch path) is on the host: below the longest scratch path holding it.</summary>
+    public string HostPath(string path)
+    {
+        string? best = null;
+        foreach (string scratch in ScratchPaths.Keys)
+        {
+            if ((path == scratch || scratch.Length == 0 || path.StartsWith(scratch + "/", StringComparison.Ordinal)) &&
+                (best is null || scratch.Length > best.Length))
+            {
+                best = scratch;
+            }
+        }
+
+        if (best is null)
+        {
+            throw new UnreachableException($"output {path} is under no scratch path; validation should have refused it");
+        }
+
+        string rest = path.Length == best.Length ? "" : path[(best.Length == 0 ? 0 : best.Length + 1)..];
+        return rest.Length == 0 ? ScratchPaths[best] : Path.Combine(ScratchPaths[best], rest);
+    }
+
+    /// <summary>Removes the directory, then its lock; false (the lock file kept, for a later sweep) when it cannot.</summary>
+    public bool Remove(Action<string> log)
+    {
+        try
+        {
+            HostTree.Remove(Root);
+        }
+        catch (IOException e)
+        {
+            log($"could not remove the build directory {Root}: {e.Message}");
+            Release(unlink: false);
+            return false;
+        }
+
+        Release(unlink: true);
+        return true;
+    }
+
+    /// <summary>Keeps the directory for good: without its lock file, no sweep ever removes it.</summary>
+    public void Keep() => Release(unlink: true);
+
+    private void Release(bool unlink)
+    {
+        int fd = Interlocked.Exchange(ref _lockFd, -1);
+        if (fd < 0)
+        {
+            return;
+        }
+
+        if (unlink)
+        {
+            File.Delete(_lockPath);
+        }
+
+        Native.close(fd);
+    }
+
+    /// <summary>Creates (mode 0700) and validates the caller's directory of build directories.</summary>
+    private static string EnsureParent(string? workRoot)
+    {
+        string parent = ParentOf(workRoot);
+        Directory.CreateDirectory(Path.GetDirectoryName(parent)!);
+        if (Native.mkdir(parent, Mode0700) < 0 && Marshal.GetLastPInvokeError() is var errno && errno != Native.EEXIST)
+        {
+            throw new IOException($"cannot create {parent}: {Marshal.GetPInvokeErrorMessage(errno)}");
+        }
+
+        if (CheckParent(parent) is { } problem)
+        {
+            throw new IOException($"cannot build under {parent}: {problem}; remove it or choose another work directory (TMPDIR)");
+        }
+
+        return parent;
+    }
+
+    /// <summary>Why <paramref name="parent"/> is not ours to use (not a real directory of ours with mode 0700), or null.</summary>
+    private static string? CheckParent(string parent)
+    {
+        if (!Native.Stat(parent, out uint owner, out uint mode))
+        {
+            return "it cannot be examined";
+        }
+
+        if ((mode & 0xF000) != 0x4000)
+        {
+            return "it is not a directory (a symlink, perhaps)";
+        }
+
+        uint euid = Native.geteuid();
+        return owner != euid || (mode & 0xFFF) != Mode0700
+            ? $"it must be a directory of uid {euid} with mode 0700 (it is uid {owner}'s, mode {Convert.ToString(mode & 0xFFF, 8)})"
+            : null;
+    }
+
+    private static void MakeDirectory(string path, BuildUser user)
+    {
+        if (Native.mkdir(path, Mode0700) < 0)
+        {
+            throw new IOException($"cannot create {path}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        }
+
+        if (!user.IsCallersOwn && Native.lchown(path, user.Uid, user.Gid) < 0)
+        {
+            throw new IOException($"cannot give {path} to the build user {user.Uid}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        }
+    }
+
+    private static unsafe partial class Native
+    {
+        public const int AT_FDCWD = -100;
+        public const int O_RDWR = 2;
+        public const int O_CREAT = 0x40;
+        public const int O_EXCL = 0x80;
+        public const int O_NOFOLLOW = 0x20000;
+        public const int O_CLOEXEC = 0x80000;
+        public const int EEXIST = 17;
+        public const int LOCK_EX = 2;
+        public const int LOCK_NB = 4;
+
+        [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        public static partial int open(string path, int flags, uint mode);
+
+        [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        public static partial int mkdir(string path, uint mode);
+
+        [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        public static partial int lchown(string path, int uid, int gid);
+
+        [LibraryImport("libc", SetLastError = true)]
+        public static partial int flock(int fd, int operation);
+
+        [LibraryImport("libc", SetLastError = true)]
+        public static partial int close(int fd);
+
+        [LibraryImport("libc")]
+        public static partial uint geteuid();
+
+        [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        private static partial int statx(int dirFd, string path, int flags, uint mask, byte* buffer);
+
+        /// <summary>The inode of <paramref name="path"/> (not followed), or of <paramref name="fd"/> when the path is null; 0 when gone.</summary>
+        public static ulong Inode(int fd, string? path)
+        {
+            byte* buffer = stackalloc byte[256];
+            int rc = statx(fd, path ?? "", path is null ? 0x1000 /* AT_EMPTY_PATH */ : 0x100 /* AT_SYMLINK_NOFOLLOW */, 0x100 /* STATX_INO */, buffer);
+            return rc < 0 ? 0 : *(ulong*)(buffer + 32);
+        }
+
+        /// <summary>Owner and st_mode of <paramref name="path"/>, not following a symlink.</summary>
+        public static bool Stat(string path, out uint owner, out uint mode)
+        {
+            byte* buffer = stackalloc byte[256];
+            int rc = statx(AT_FDCWD, path, 0x100, 0xB /* STATX_TYPE | STATX_MODE | STATX_UID */, buffer);
+            owner = rc < 0 ? 0 : *(uint*)(buffer + 20);
+            mode = rc < 0 ? 0u : *(ushort*)(buffer + 28);
+            return rc == 0;
+        }
+    }
+}
