@@ -308,7 +308,7 @@ public sealed class GcCommandTests : IDisposable
         // Once serve is gone, nothing keeps it.
         Assert.Equal(0, ToolProcess.Signal(serve.Id, 15));
         await serve.WaitForExitAsync();
-        Assert.Equal(0, serve.ExitCode);
+        Assert.Equal(143, serve.ExitCode); // 128 + SIGTERM, after the graceful stop
         Assert.Equal(1, Json(Ok("gc", "--older-than", "0s", "--json"))["blobsRemoved"]!.GetValue<int>());
         Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(StoreRoot, "temproots")));
     }
@@ -421,7 +421,7 @@ public sealed class GcCommandTests : IDisposable
         // Once the mount is gone, what only it kept goes too.
         Assert.Equal(0, ToolProcess.Signal(mount.Id, 15));
         await mount.WaitForExitAsync();
-        Assert.Equal(0, mount.ExitCode);
+        Assert.Equal(143, mount.ExitCode); // 128 + SIGTERM, after unmounting
         Ok("gc", "--older-than", "0s");
         Assert.False(File.Exists(ObjectPath("directories", mountedRoot)));
         var info = Json(Ok("store", "info", "--json"));

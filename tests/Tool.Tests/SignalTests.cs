@@ -113,7 +113,7 @@ public sealed partial class SignalTests : IDisposable
 
         AssertStops(process, stderr, signal, interrupted: true);
         AssertNoProcess("sleep 618");
-        Assert.Empty(Directory.EnumerateFileSystemEntries(work));
+        Assert.Empty(Leftovers(work));
     }
 
     [Theory]
@@ -180,9 +180,16 @@ public sealed partial class SignalTests : IDisposable
 
         Assert.DoesNotContain("   at ", log);
         Assert.Empty(MountsUnder(_temp));
-        Assert.Empty(Directory.EnumerateFileSystemEntries(WorkRoot));
+        Assert.Empty(Leftovers(WorkRoot));
         AssertNoProcess(_temp);
     }
+
+    /// <summary>What is in <paramref name="directory"/>, looking into the builds' parent (which stays, empty, on purpose).</summary>
+    private static string[] Leftovers(string directory) =>
+    [
+        .. Directory.EnumerateFileSystemEntries(directory).Where(e => !Path.GetFileName(e).StartsWith("tvix-fuse-builds-", StringComparison.Ordinal)),
+        .. Directory.EnumerateDirectories(directory, "tvix-fuse-builds-*").SelectMany(Directory.EnumerateFileSystemEntries),
+    ];
 
     private (Process Process, StringBuilder Stderr) Start(string[] arguments, bool redirectStdin = false, string? workingDirectory = null)
     {

@@ -409,16 +409,7 @@ public static class HostImporter
                 int length = ReadFully(handle, buffer.AsSpan(0, (int)file.Size), file.DisplayPath);
                 var contents = buffer.AsMemory(0, length);
                 observer?.OnRead(0, contents.Span);
-                var digest = Hashing.Blake3.Hash(contents.Span);
-                await state.TempRoots.AddAsync(digest, cancellationToken).ConfigureAwait(false);
-                if (!await state.Blobs.HasAsync(digest, cancellationToken).ConfigureAwait(false))
-                {
-                    await using var writer = state.Blobs.OpenWrite();
-                    await writer.WriteAsync(contents, cancellationToken).ConfigureAwait(false);
-                    await writer.CompleteAsync(cancellationToken).ConfigureAwait(false);
-                }
-
-                file.Digest = digest;
+                file.Digest = await StoreBytesAsync(contents, state, cancellationToken).ConfigureAwait(false);
             }
             finally
             {
@@ -480,17 +471,23 @@ public static class HostImporter
             observer.Complete();
         }
 
-        var digest = Hashing.Blake3.Hash(bytes.Span);
+        file.Digest = await StoreBytesAsync(bytes, state, cancellationToken).ConfigureAwait(false);
+        file.Size = bytes.Length;
+    }
+
+    /// <summary>Stores a blob read whole into memory (a temp root first, so a collection keeps it), unless the store has it.</summary>
+    private static async ValueTask<B3Digest> StoreBytesAsync(ReadOnlyMemory<byte> contents, ImportState state, CancellationToken cancellationToken)
+    {
+        var digest = Hashing.Blake3.Hash(contents.Span);
         await state.TempRoots.AddAsync(digest, cancellationToken).ConfigureAwait(false);
         if (!await state.Blobs.HasAsync(digest, cancellationToken).ConfigureAwait(false))
         {
             await using var writer = state.Blobs.OpenWrite();
-            await writer.WriteAsync(bytes, cancellationToken).ConfigureAwait(false);
+            await writer.WriteAsync(contents, cancellationToken).ConfigureAwait(false);
             await writer.CompleteAsync(cancellationToken).ConfigureAwait(false);
         }
 
-        file.Digest = digest;
-        file.Size = bytes.Length;
+        return digest;
     }
 
     private static int ReadOnce(SafeFileHandle handle, byte[] buffer, long offset, string displayPath)

@@ -110,7 +110,7 @@ internal static class DrvCommand
                         ToolConsole.WriteError(failure.Message);
                         foreach (string detail in failure.Details)
                         {
-                            Console.Error.WriteLine(detail);
+                            Console.Error.WriteLine(ToolText.Line(detail));
                         }
 
                         return ReportFailure(failed, drvPath, request);
@@ -119,7 +119,7 @@ internal static class DrvCommand
                     if (derivation.IsFixedOutput && await CheckFixedOutputAsync(derivation, drvPath, run.Result.Outputs[0].Node, store, cancellationToken) is { } mismatch)
                     {
                         string[] lines = mismatch.Split('\n');
-                        ToolConsole.WriteError(lines[0]);
+                        WriteNixError(lines[0]);
                         foreach (string line in lines.Skip(1))
                         {
                             Console.Error.WriteLine(line);
@@ -192,7 +192,7 @@ internal static class DrvCommand
             // The builder succeeded but left an output out: Nix fails the build with status 1, not 100.
             var missing = request.OutputPaths.Select((path, i) => (path, name: request.OutputNames[i]))
                 .FirstOrDefault(o => failure!.Message.EndsWith(o.path[1..], StringComparison.Ordinal));
-            ToolConsole.WriteError(missing.path is null
+            WriteNixError(missing.path is null
                 ? $"builder for '{drvPath}' failed to produce an output path"
                 : $"builder for '{drvPath}' failed to produce output path for output '{missing.name}' at '{missing.path}'");
             return ToolConsole.Failed;
@@ -200,11 +200,11 @@ internal static class DrvCommand
 
         if (sandbox is { Outcome: Sandbox.SandboxOutcome.TimedOut or Sandbox.SandboxOutcome.SilenceTimedOut })
         {
-            ToolConsole.WriteError($"builder for '{drvPath}' timed out");
+            WriteNixError($"builder for '{drvPath}' timed out");
             return TimedOut;
         }
 
-        ToolConsole.WriteError(sandbox is { Outcome: Sandbox.SandboxOutcome.Exited, ExitCode: { } code }
+        WriteNixError(sandbox is { Outcome: Sandbox.SandboxOutcome.Exited, ExitCode: { } code }
             ? $"builder for '{drvPath}' failed with exit code {code}"
             : $"builder for '{drvPath}' failed");
         return BuildFailed;
@@ -309,4 +309,7 @@ internal static class DrvCommand
             ? null
             : $"hash mismatch in fixed-output derivation '{drvPath}':\n         specified: {wanted.ToSri()}\n            got:    {got.ToSri()}";
     }
+
+    /// <summary>An error line as Nix words it, after the tool's prefix: store paths whole, never shortened.</summary>
+    private static void WriteNixError(string message) => Console.Error.WriteLine(ToolConsole.ErrorPrefix + message);
 }
