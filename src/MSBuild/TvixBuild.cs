@@ -176,7 +176,8 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         CastoreStore store;
         try
         {
-            store = CastoreStore.Open(new StoreOptions(step.Store));
+            // As the command line does: an unreachable remote store fails the step unless its address says offline=1.
+            store = CastoreStore.Open(new StoreOptions(step.Store) { ConnectAtOpen = true });
         }
         catch (Exception e) when (e is CastoreException or IOException or UnauthorizedAccessException)
         {

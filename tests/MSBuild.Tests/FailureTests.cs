@@ -32,6 +32,8 @@ public sealed class FailureTests(PackedFeed feed)
                            OutputDirectory="$(IntermediateOutputPath)badbuilder" />
                 <TvixBuild ContinueOnError="ErrorAndContinue" Name="nobuilder" Command="sh" Inputs="@(_Tools)"
                            Builder="unix:$(MSBuildProjectDirectory)/no-such-socket" OutputDirectory="$(IntermediateOutputPath)nobuilder" />
+                <TvixBuild ContinueOnError="ErrorAndContinue" Name="nostore" Command="sh" Inputs="@(_Tools)"
+                           Store="grpc+unix://$(MSBuildProjectDirectory)/no-store-socket" OutputDirectory="$(IntermediateOutputPath)nostore" />
               </Target>
             """,
             ("Program.cs", "System.Console.WriteLine(1);"));
@@ -59,6 +61,9 @@ public sealed class FailureTests(PackedFeed feed)
 
         Assert.Contains("is not a builder address", ErrorLine(output, "TVB0001", "ftp://example.org/"), StringComparison.Ordinal);
         Assert.Contains("no-such-socket", ErrorLine(output, "TVB0009"), StringComparison.Ordinal);
+
+        // An unreachable remote store fails the step, as on the command line, rather than answering from the cache.
+        Assert.Contains("cannot open the store grpc+unix://", ErrorLine(output, "TVB0007", "no-store-socket"), StringComparison.Ordinal);
 
         // A failed step records no result, so the next build runs it again.
         Assert.False(File.Exists(project.PathOf("obj/Debug/net10.0/tvix/failing.result")));
