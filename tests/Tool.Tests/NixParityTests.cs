@@ -211,6 +211,23 @@ public sealed partial class NixParityTests : IDisposable
             """);
     }
 
+    /// <summary>What a build can see of its own sandbox that Nix shows the same (README: what differs, and why).</summary>
+    [Fact]
+    public void TheSandboxAsABuilderSeesIt()
+    {
+        Compare("""
+            mk { name = "sandbox-view"; args = [ "-e" (script ''
+              mkdir $out
+              stat -c '%a %u %g' /build > $out/build
+              id > $out/id
+              hostname > $out/hostname
+              cat /proc/sys/kernel/hostname > $out/proc-hostname
+              pwd > $out/pwd
+              chmod 4755 $out/build 2>$out/setuid || echo "exit $?" >> $out/setuid
+            '') ]; }
+            """);
+    }
+
     [Fact]
     public void MultipleOutputsWithCrossReferences()
     {
