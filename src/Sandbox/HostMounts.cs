@@ -38,15 +38,15 @@ internal sealed class HostMounts
         new[] { Inputs, BinSh }.Concat(Scratch).Concat(ReadOnly.Select(r => r.Fd)).Concat(Devices).Concat(NetworkFiles.Select(n => n.Fd)).Where(fd => fd >= 0);
 
     /// <summary>
-    /// Takes everything <paramref name="plan"/> names. <paramref name="cloexec"/>: false only for the caller, whose
-    /// clones must reach the init through exec (see <see cref="SandboxRun"/>). On failure nothing stays open.
+    /// Takes everything <paramref name="plan"/> names, close-on-exec (the caller clears the flag only while it starts
+    /// the init: see <see cref="SandboxRun"/>). On failure nothing stays open.
     /// </summary>
     /// <exception cref="SandboxRefusedException">A read-only path may not be exposed.</exception>
     /// <exception cref="SandboxSetupException">A host path cannot be cloned.</exception>
-    public static HostMounts Take(InitPlan plan, bool cloexec)
+    public static HostMounts Take(InitPlan plan)
     {
         var mounts = new HostMounts();
-        uint flags = OPEN_TREE_CLONE | AT_RECURSIVE | (cloexec ? OPEN_TREE_CLOEXEC : 0);
+        const uint flags = OPEN_TREE_CLONE | AT_RECURSIVE | OPEN_TREE_CLOEXEC;
         try
         {
             if (plan.InputsHost is not null)

@@ -107,7 +107,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         HostMounts mounts;
         try
         {
-            mounts = HostMounts.Take(plan, cloexec: true);
+            mounts = HostMounts.Take(plan);
         }
         catch (SandboxSetupException e)
         {

@@ -30,7 +30,7 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
     public void Build()
     {
         // 1. Everything taken from the host, while it is still visible (as root, the caller took it already).
-        var mounts = plan.Mounts ?? HostMounts.Take(plan, cloexec: true);
+        var mounts = plan.Mounts ?? HostMounts.Take(plan);
         int inputs = mounts.Inputs;
         var entries = new List<Entry>();
         for (int i = 0; i < plan.Scratch.Count; i++)
