@@ -70,7 +70,9 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
 
         // Released after the build directory is gone, and so after every process of the build.
         using var user = BuildUser.Claim();
+        KillPoint.Reach(KillPoint.AfterUidClaimed);
         var directory = BuildDirectory.Create(_options.WorkRoot, spec, user);
+        KillPoint.Reach(KillPoint.AfterBuildDirCreated);
         bool keep = false;
         try
         {
@@ -101,6 +103,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             if (_options.ResultCache is { } resultCache)
             {
                 await resultCache.StoreAsync(requestDigest, spec, result, cancellationToken).ConfigureAwait(false);
+                KillPoint.Reach(KillPoint.AfterResultCacheWritten);
             }
 
             return new BuildRun(result, Cached: false, sandbox);
@@ -113,6 +116,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             }
             else
             {
+                KillPoint.Reach(KillPoint.DuringTeardown);
                 directory.Remove(Log);
             }
         }
@@ -189,6 +193,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
                         Log = Log,
                     },
                     cancellationToken).ConfigureAwait(false);
+                KillPoint.Reach(KillPoint.AfterInputsMounted);
             }
 
             return await SandboxRunner.RunAsync(SandboxSpecFor(spec, directory, user), sink, cancellationToken).ConfigureAwait(false);
@@ -268,6 +273,10 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
                     cancellationToken: cancellationToken)
                 .ConfigureAwait(false);
             outputs.Add(new BuildOutput(node, scan?.Found ?? []));
+            if (outputs.Count < spec.Outputs.Length)
+            {
+                KillPoint.Reach(KillPoint.DuringIngest);
+            }
         }
 
         return new BuildResult(outputs.MoveToImmutable());
