@@ -46,11 +46,14 @@ public sealed class KillPointTests : IDisposable
 
     private string Store => Path.Combine(_temp, "data", "tvix-fuse-build", "store");
 
-    public static TheoryData<string> Points() =>
+    /// <summary>The points of the TVIX_FUSE_BUILD_KILL_AT hook (src/Sandbox/KillPoint.cs), in the order a build reaches them.</summary>
+    private static readonly string[] PointNames =
     [
         "after-uid-claimed", "after-build-dir-created", "after-inputs-mounted", "after-cgroup-created", "after-sandbox-started",
         "while-command-runs", "after-command-exited", "during-ingest", "after-result-cache-written", "during-teardown",
     ];
+
+    public static TheoryData<string> Points() => new(PointNames);
 
     public static TheoryData<string> RunPoints() => ["while-command-runs", "during-ingest", "during-teardown"];
 
@@ -62,18 +65,20 @@ public sealed class KillPointTests : IDisposable
         string killed = Path.Combine(_temp, "killed.json");
         File.WriteAllText(killed, Request(busybox, $"echo {_marker}; mkdir $out $doc; echo out > $out/x; echo doc > $doc/y").ToJsonString());
         int pid = await RunKilledAsync(["build", killed], point, null);
+        AssertLeftByTheKill(point, pid);
 
-        // The next build sweeps; a request of its own, so that no result cache answers it.
-        string next = Path.Combine(_temp, "next.json");
-        File.WriteAllText(next, Request(busybox, "mkdir $out $doc; echo second > $out/x; echo doc > $doc/y").ToJsonString());
-        var second = ToolProcess.Run(["build", next], _environment);
+        // The next build of the same request sweeps, even when the result cache answers it (after the cache was written).
+        var second = ToolProcess.Run(["build", killed], _environment);
         Assert.True(second.ExitCode == 0, $"after a kill at {point}: {second.Stderr}");
+        Assert.Equal(Array.IndexOf(PointNames, point) >= Array.IndexOf(PointNames, "after-result-cache-written"), second.Stderr.Contains("not running it again", StringComparison.Ordinal));
         var reply = JsonParser.Default.Parse<TvixBuild.Build>(second.Stdout);
-        Assert.Equal(["fhaj6gmwns62s6ypkcldbaj2ybvkhx3p-foo", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-foo-doc"],
+        Assert.Equal(["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-foo-doc", "fhaj6gmwns62s6ypkcldbaj2ybvkhx3p-foo"],
             reply.Outputs.Select(o => o.Directory.Name.ToStringUtf8()));
-        var ls = ToolProcess.Run(["ls", "blake3-" + reply.Outputs[0].Directory.Digest.ToBase64()], _environment);
+        var ls = ToolProcess.Run(["ls", "blake3-" + reply.Outputs[1].Directory.Digest.ToBase64()], _environment);
         Assert.True(ls.ExitCode == 0, ls.Stderr);
         Assert.Contains(" x", ls.Stdout);
+        var cat = ToolProcess.Run(["cat", "blake3-" + reply.Outputs[1].Directory.Digest.ToBase64() + "/x"], _environment);
+        Assert.Equal("out\n", cat.Stdout);
 
         AssertNothingLeft(point, pid);
     }
@@ -95,6 +100,7 @@ public sealed class KillPointTests : IDisposable
         string[] run(string script) =>
             ["run", "--input", tree + "=tools", "--output", "out", "--output", "doc", "--", "sh", "-c", script];
         int pid = await RunKilledAsync(run($"echo {_marker}; mkdir $out $doc; echo out > $out/x; echo doc > $doc/y"), point, work);
+        AssertLeftByTheKill(point, pid);
 
         var second = ToolProcess.Run(run("mkdir $out $doc; echo second > $out/x; echo doc > $doc/y"), _environment, workingDirectory: work);
         Assert.True(second.ExitCode == 0, $"after a kill at {point}: {second.Stderr}");
@@ -117,6 +123,45 @@ public sealed class KillPointTests : IDisposable
         return process.Id;
     }
 
+    /// <summary>
+    /// What the kill left for the next build to sweep, so that the checks after it are not vacuous: the build directory
+    /// (from its creation to its removal), the dead FUSE mount (while the command's side runs), the build's cgroup
+    /// (where the host has a v1 pids hierarchy) and the temp roots file of the dead process.
+    /// </summary>
+    private void AssertLeftByTheKill(string point, int pid)
+    {
+        int at = Array.IndexOf(PointNames, point);
+        string parent = Path.Combine(_tmp, "tvix-fuse-builds-0");
+        if (at >= 1)
+        {
+            Assert.Single(Directory.EnumerateDirectories(parent));
+        }
+
+        bool mounted = File.ReadAllLines("/proc/self/mountinfo").Any(l => l.Contains(_tmp, StringComparison.Ordinal));
+        Assert.Equal(at is >= 2 and <= 6, mounted);
+        if (PidsHierarchy() is { } pids)
+        {
+            Assert.Equal(at is >= 3 and <= 6, Directory.EnumerateDirectories(pids, $"tvix-fuse-build-{pid}-*").Any());
+        }
+
+        Assert.NotEmpty(Directory.EnumerateFiles(Path.Combine(Store, "temproots"), $"{pid}-*"));
+    }
+
+    /// <summary>The caller's cgroup in the v1 pids hierarchy, where build cgroups are made; null without one.</summary>
+    private static string? PidsHierarchy()
+    {
+        foreach (string line in File.ReadAllLines("/proc/self/cgroup"))
+        {
+            var fields = line.Split(':', 3);
+            if (fields.Length == 3 && fields[1] == "pids" && Directory.Exists("/sys/fs/cgroup/pids" + fields[2]))
+            {
+                return "/sys/fs/cgroup/pids" + fields[2];
+            }
+        }
+
+        return null;
+    }
+
     private void AssertNothingLeft(string point, int pid)
     {
         string at = $"after a kill at {point}";
@@ -124,7 +169,9 @@ public sealed class KillPointTests : IDisposable
         // No mount under the build's TMPDIR.
         Assert.DoesNotContain(File.ReadAllLines("/proc/self/mountinfo"), l => l.Contains(_tmp, StringComparison.Ordinal));
 
-        // No process of the build: none with its marker in argv, none of a build uid (this collection runs alone).
+        // No process of the build: none with its marker in argv, and none of a build uid running this test's sandbox init
+        // (other builds on the host may run as build uids of their own).
+        string init = Path.Combine(AppContext.BaseDirectory, "TvixFuseBuild.Sandbox.dll");
         foreach (string dir in Directory.EnumerateDirectories("/proc"))
         {
             if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out int other))
@@ -135,11 +182,19 @@ public sealed class KillPointTests : IDisposable
             try
             {
                 string cmdline = File.ReadAllText(Path.Combine(dir, "cmdline")).Replace('\0', ' ');
-                Assert.False(cmdline.Contains(_marker, StringComparison.Ordinal), $"{at}: process {other} still runs: {cmdline}");
-                string status = File.ReadAllText(Path.Combine(dir, "status"));
-                string uid = status.Split('\n').Single(l => l.StartsWith("Uid:", StringComparison.Ordinal)).Split('\t', StringSplitOptions.RemoveEmptyEntries)[1];
+                var status = File.ReadAllLines(Path.Combine(dir, "status"));
+                string state = status.Single(l => l.StartsWith("State:", StringComparison.Ordinal));
+                if (state.Contains("zombie", StringComparison.Ordinal) || state.Contains("dead", StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                string uid = status.Single(l => l.StartsWith("Uid:", StringComparison.Ordinal)).Split('\t', StringSplitOptions.RemoveEmptyEntries)[1];
                 long id = long.Parse(uid, CultureInfo.InvariantCulture);
-                Assert.False(id >= FirstBuildUid && id < FirstBuildUid + 256, $"{at}: process {other} of build uid {id} still runs: {cmdline}");
+                bool buildUid = id >= FirstBuildUid && id < FirstBuildUid + 256;
+                Assert.False(
+                    cmdline.Contains(_marker, StringComparison.Ordinal) || (buildUid && cmdline.Contains(init, StringComparison.Ordinal)),
+                    $"{at}: process {other} (uid {id}, {state}) still runs: {cmdline}");
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -207,7 +262,7 @@ public sealed class KillPointTests : IDisposable
         ["workingDir"] = "build",
         ["scratchPaths"] = new JsonArray("build", "nix/store"),
         ["inputsDir"] = "nix/store",
-        ["outputs"] = new JsonArray(Out, Doc),
+        ["outputs"] = new JsonArray(Doc, Out),
         ["environmentVars"] = new JsonArray(
             new JsonObject { ["key"] = "PATH", ["value"] = Base64(Busybox + "/bin") },
             new JsonObject { ["key"] = "doc", ["value"] = Base64("/" + Doc) },

@@ -49,6 +49,14 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
         }
 
         CheckReadOnlyPaths(spec);
+
+        // Before the result cache is asked: a build killed after writing it left its directory, and every later run of
+        // its request is answered from the cache.
+        if (Interlocked.Exchange(ref _swept, 1) == 0)
+        {
+            RemoveStaleBuilds();
+        }
+
         var requestDigest = spec.ComputeDigest();
         if (!_options.Rebuild && _options.ResultCache is { } cache &&
             await cache.TryGetAsync(requestDigest, store, cancellationToken).ConfigureAwait(false) is { } cached)
@@ -63,10 +71,6 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
         await tempRoots.AddAsync(spec.Inputs, cancellationToken).ConfigureAwait(false);
         await CheckInputsAsync(spec, cancellationToken).ConfigureAwait(false);
         SandboxRunner.EnsureAvailable();
-        if (Interlocked.Exchange(ref _swept, 1) == 0)
-        {
-            RemoveStaleBuilds();
-        }
 
         // Released after the build directory is gone, and so after every process of the build.
         using var user = BuildUser.Claim();
