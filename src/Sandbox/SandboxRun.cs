@@ -51,6 +51,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         long start = Stopwatch.GetTimestamp();
         var groups = PrepareHost(user);
         _cgroup = BuildCgroup.Create(spec.Limits);
+        KillPoint.Reach(KillPoint.AfterCgroupCreated);
         plan.WaitForCgroup = _cgroup is not null;
         using var cgroup = _cgroup;
         FileStream? log = spec.LogFile is null ? null : OpenLog(spec.LogFile);
@@ -144,6 +145,10 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         var statusTask = ReadStatusAsync(process.StandardOutput.BaseStream, control);
         // False when the init died before reading its plan; its status (or the lack of one) says why.
         _ = await WriteControlAsync(control, plan.Encode()).ConfigureAwait(false);
+        if (_cgroup is null)
+        {
+            KillPoint.Reach(KillPoint.AfterSandboxStarted);
+        }
 
         SandboxOutcome? killed = null;
         using (cancellationToken.Register(static s => ((SandboxRun)s!)._kill.TrySetResult(SandboxOutcome.Cancelled), this))
@@ -160,6 +165,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         await DisposeControlAsync(control).ConfigureAwait(false);
         await WaitForExitAsync(process).ConfigureAwait(false);
         await outputTask.ConfigureAwait(false);
+        KillPoint.Reach(KillPoint.AfterCommandExited);
         long end = Stopwatch.GetTimestamp();
 
         if (_sinkError is not null)
@@ -354,6 +360,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
             _cgroup.Place(
                 BinaryPrimitives.ReadInt32LittleEndian(payload), _process!.Id, BinaryPrimitives.ReadInt32LittleEndian(payload.AsSpan(4)));
             await WriteControlAsync(control, [InitMessage.Go]).ConfigureAwait(false);
+            KillPoint.Reach(KillPoint.AfterSandboxStarted);
         }
         catch (Exception e) when (e is SandboxException or IOException or UnauthorizedAccessException)
         {
@@ -388,6 +395,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
             {
                 _started = Stopwatch.GetTimestamp();
                 Volatile.Write(ref _lastOutput, _started);
+                KillPoint.Reach(KillPoint.WhileCommandRuns);
                 continue;
             }
 

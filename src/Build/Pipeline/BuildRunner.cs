@@ -49,6 +49,14 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
         }
 
         CheckReadOnlyPaths(spec);
+
+        // Before the result cache is asked: a build killed after writing it left its directory, and every later run of
+        // its request is answered from the cache.
+        if (Interlocked.Exchange(ref _swept, 1) == 0)
+        {
+            RemoveStaleBuilds();
+        }
+
         var requestDigest = spec.ComputeDigest();
         if (!_options.Rebuild && _options.ResultCache is { } cache &&
             await cache.TryGetAsync(requestDigest, store, cancellationToken).ConfigureAwait(false) is { } cached)
@@ -63,14 +71,12 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
         await tempRoots.AddAsync(spec.Inputs, cancellationToken).ConfigureAwait(false);
         await CheckInputsAsync(spec, cancellationToken).ConfigureAwait(false);
         SandboxRunner.EnsureAvailable();
-        if (Interlocked.Exchange(ref _swept, 1) == 0)
-        {
-            RemoveStaleBuilds();
-        }
 
         // Released after the build directory is gone, and so after every process of the build.
         using var user = BuildUser.Claim();
+        KillPoint.Reach(KillPoint.AfterUidClaimed);
         var directory = BuildDirectory.Create(_options.WorkRoot, spec, user);
+        KillPoint.Reach(KillPoint.AfterBuildDirCreated);
         bool keep = false;
         try
         {
@@ -101,6 +107,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             if (_options.ResultCache is { } resultCache)
             {
                 await resultCache.StoreAsync(requestDigest, spec, result, cancellationToken).ConfigureAwait(false);
+                KillPoint.Reach(KillPoint.AfterResultCacheWritten);
             }
 
             return new BuildRun(result, Cached: false, sandbox);
@@ -113,6 +120,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             }
             else
             {
+                KillPoint.Reach(KillPoint.DuringTeardown);
                 directory.Remove(Log);
             }
         }
@@ -189,6 +197,7 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
                         Log = Log,
                     },
                     cancellationToken).ConfigureAwait(false);
+                KillPoint.Reach(KillPoint.AfterInputsMounted);
             }
 
             return await SandboxRunner.RunAsync(SandboxSpecFor(spec, directory, user), sink, cancellationToken).ConfigureAwait(false);
@@ -268,6 +277,10 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
                     cancellationToken: cancellationToken)
                 .ConfigureAwait(false);
             outputs.Add(new BuildOutput(node, scan?.Found ?? []));
+            if (outputs.Count < spec.Outputs.Length)
+            {
+                KillPoint.Reach(KillPoint.DuringIngest);
+            }
         }
 
         return new BuildResult(outputs.MoveToImmutable());
