@@ -177,7 +177,7 @@ public sealed class BuildCgroupV2Tests : IDisposable
 
         using var cgroup = BuildCgroupV2.Create(parent, new SandboxLimits { MaxMemory = 64L << 20 }, _fs);
         Assert.Equal("+memory +pids", File.ReadAllText(Path.Combine(builds, "cgroup.subtree_control")));
-        Assert.Equal(builds, Path.GetDirectoryName(cgroup.Directory));
+        Assert.Equal(builds, Path.GetDirectoryName(cgroup.CgroupPath));
     }
 
     [Fact]
@@ -216,11 +216,11 @@ public sealed class BuildCgroupV2Tests : IDisposable
         var (parent, _) = Detect(RootSession);
         var limits = new SandboxLimits { MaxMemory = 96L << 20, MaxProcesses = 50 };
         using var cgroup = BuildCgroupV2.Create(parent!, limits, _fs);
-        Assert.Equal(Path.Combine(_mount, "user.slice/user-0.slice"), Path.GetDirectoryName(cgroup.Directory));
-        Assert.StartsWith($"tvix-fuse-build-{Environment.ProcessId}-", Path.GetFileName(cgroup.Directory));
-        Assert.Equal("100663296", File.ReadAllText(Path.Combine(cgroup.Directory, "memory.max")));
-        Assert.Equal("0", File.ReadAllText(Path.Combine(cgroup.Directory, "memory.swap.max")));
-        Assert.Equal("max\n", File.ReadAllText(Path.Combine(cgroup.Directory, "pids.max"))); // set when the init is placed
+        Assert.Equal(Path.Combine(_mount, "user.slice/user-0.slice"), Path.GetDirectoryName(cgroup.CgroupPath));
+        Assert.StartsWith($"tvix-fuse-build-{Environment.ProcessId}-", Path.GetFileName(cgroup.CgroupPath));
+        Assert.Equal("100663296", File.ReadAllText(Path.Combine(cgroup.CgroupPath, "memory.max")));
+        Assert.Equal("0", File.ReadAllText(Path.Combine(cgroup.CgroupPath, "memory.swap.max")));
+        Assert.Equal("max\n", File.ReadAllText(Path.Combine(cgroup.CgroupPath, "pids.max"))); // set when the init is placed
         Assert.Equal([SandboxLimit.Processes, SandboxLimit.Memory], cgroup.Watched);
         Assert.Equal("memory pids\n", File.ReadAllText(Path.Combine(_mount, "user.slice/user-0.slice/cgroup.subtree_control")));
     }
@@ -231,8 +231,8 @@ public sealed class BuildCgroupV2Tests : IDisposable
         _fs.SwapAccounting = false;
         var (parent, _) = Detect(RootSession);
         using var cgroup = BuildCgroupV2.Create(parent!, new SandboxLimits { MaxMemory = 64L << 20 }, _fs);
-        Assert.Equal("67108864", File.ReadAllText(Path.Combine(cgroup.Directory, "memory.max")));
-        Assert.False(File.Exists(Path.Combine(cgroup.Directory, "memory.swap.max")));
+        Assert.Equal("67108864", File.ReadAllText(Path.Combine(cgroup.CgroupPath, "memory.max")));
+        Assert.False(File.Exists(Path.Combine(cgroup.CgroupPath, "memory.swap.max")));
     }
 
     [Fact]
@@ -240,7 +240,7 @@ public sealed class BuildCgroupV2Tests : IDisposable
     {
         var (parent, _) = Detect(RootSession, memory: false);
         using var cgroup = BuildCgroupV2.Create(parent!, new SandboxLimits { MaxMemory = null }, _fs);
-        Assert.Equal("max\n", File.ReadAllText(Path.Combine(cgroup.Directory, "memory.max")));
+        Assert.Equal("max\n", File.ReadAllText(Path.Combine(cgroup.CgroupPath, "memory.max")));
         Assert.Equal([SandboxLimit.Processes], cgroup.Watched);
     }
 
@@ -265,11 +265,11 @@ public sealed class BuildCgroupV2Tests : IDisposable
             // Our child stands for unshare's child, the init.
             var e = Assert.Throws<SandboxException>(() => cgroup.Place(child.Id, child.Id + 1, 3));
             Assert.Equal($"the sandbox init reported pid {child.Id}, which is not a child of unshare ({child.Id + 1})", e.Message);
-            Assert.Equal("", File.ReadAllText(Path.Combine(cgroup.Directory, "cgroup.procs")));
+            Assert.Equal("", File.ReadAllText(Path.Combine(cgroup.CgroupPath, "cgroup.procs")));
 
             cgroup.Place(child.Id, Environment.ProcessId, 3);
-            Assert.Equal("54", File.ReadAllText(Path.Combine(cgroup.Directory, "pids.max")));
-            Assert.Equal(child.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), File.ReadAllText(Path.Combine(cgroup.Directory, "cgroup.procs")));
+            Assert.Equal("54", File.ReadAllText(Path.Combine(cgroup.CgroupPath, "pids.max")));
+            Assert.Equal(child.Id.ToString(System.Globalization.CultureInfo.InvariantCulture), File.ReadAllText(Path.Combine(cgroup.CgroupPath, "cgroup.procs")));
         }
         finally
         {
@@ -277,7 +277,7 @@ public sealed class BuildCgroupV2Tests : IDisposable
             child.WaitForExit();
         }
 
-        File.WriteAllText(Path.Combine(cgroup.Directory, "cgroup.procs"), ""); // the kernel's part: the init is gone
+        File.WriteAllText(Path.Combine(cgroup.CgroupPath, "cgroup.procs"), ""); // the kernel's part: the init is gone
     }
 
     [Fact]
@@ -287,13 +287,13 @@ public sealed class BuildCgroupV2Tests : IDisposable
         using var cgroup = BuildCgroupV2.Create(parent!, new SandboxLimits { MaxMemory = 64L << 20 }, _fs);
         Assert.Empty(cgroup.Hits());
 
-        File.WriteAllText(Path.Combine(cgroup.Directory, "pids.events"), "max 12\n");
+        File.WriteAllText(Path.Combine(cgroup.CgroupPath, "pids.events"), "max 12\n");
         Assert.Equal([SandboxLimit.Processes], cgroup.Hits());
 
         // Reaching memory.max is not a hit while reclaim keeps up; an OOM kill is.
-        File.WriteAllText(Path.Combine(cgroup.Directory, "memory.events"), "low 0\nhigh 0\nmax 341\noom 1\noom_kill 0\noom_group_kill 0\n");
+        File.WriteAllText(Path.Combine(cgroup.CgroupPath, "memory.events"), "low 0\nhigh 0\nmax 341\noom 1\noom_kill 0\noom_group_kill 0\n");
         Assert.Equal([SandboxLimit.Processes], cgroup.Hits());
-        File.WriteAllText(Path.Combine(cgroup.Directory, "memory.events"), "low 0\nhigh 0\nmax 341\noom 1\noom_kill 1\noom_group_kill 0\n");
+        File.WriteAllText(Path.Combine(cgroup.CgroupPath, "memory.events"), "low 0\nhigh 0\nmax 341\noom 1\noom_kill 1\noom_group_kill 0\n");
         Assert.Equal([SandboxLimit.Processes, SandboxLimit.Memory], cgroup.Hits());
     }
 
@@ -302,9 +302,9 @@ public sealed class BuildCgroupV2Tests : IDisposable
     {
         var (parent, _) = Detect(RootSession);
         var cgroup = BuildCgroupV2.Create(parent!, SandboxLimits.Default, _fs);
-        Assert.True(Directory.Exists(cgroup.Directory));
+        Assert.True(Directory.Exists(cgroup.CgroupPath));
         cgroup.Dispose();
-        Assert.False(Directory.Exists(cgroup.Directory));
+        Assert.False(Directory.Exists(cgroup.CgroupPath));
         cgroup.Dispose();
     }
 
@@ -334,7 +334,7 @@ public sealed class BuildCgroupV2Tests : IDisposable
 
             using var cgroup = BuildCgroupV2.Create(parent!, SandboxLimits.Default, _fs);
             Assert.False(Directory.Exists(stale));
-            Assert.All([busy, running, mine, other, odd, cgroup.Directory], d => Assert.True(Directory.Exists(d), d));
+            Assert.All([busy, running, mine, other, odd, cgroup.CgroupPath], d => Assert.True(Directory.Exists(d), d));
         }
         finally
         {

@@ -192,7 +192,7 @@ internal sealed class BuildCgroupV2 : IBuildCgroup
     }
 
     /// <summary>The build's cgroup directory.</summary>
-    public string Directory => _dir;
+    public string CgroupPath => _dir;
 
     public IReadOnlyList<SandboxLimit> Watched =>
         _limits.MaxMemory is null ? [SandboxLimit.Processes] : [SandboxLimit.Processes, SandboxLimit.Memory];
