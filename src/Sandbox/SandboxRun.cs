@@ -24,7 +24,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     private long _started;
     private Exception? _sinkError;
     private readonly SemaphoreSlim _controlLock = new(1, 1);
-    private BuildCgroup? _cgroup;
+    private IBuildCgroup? _cgroup;
     private Process? _process;
     private Exception? _placeError;
     private IReadOnlyList<SandboxLimit> _hits = [];
@@ -50,7 +50,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     {
         long start = Stopwatch.GetTimestamp();
         var groups = PrepareHost(user);
-        _cgroup = BuildCgroup.Create(spec.Limits);
+        _cgroup = BuildCgroups.Create(spec.Limits);
         KillPoint.Reach(KillPoint.AfterCgroupCreated);
         plan.WaitForCgroup = _cgroup is not null;
         using var cgroup = _cgroup;

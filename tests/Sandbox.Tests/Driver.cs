@@ -53,7 +53,14 @@ internal static class Driver
     public static Process Start(SandboxTree tree, string script, params string[] prefix) => Start(tree, script, null, prefix);
 
     /// <summary>Starts the driver with a process limit for the build.</summary>
-    public static Process Start(SandboxTree tree, string script, int? maxProcesses, params string[] prefix)
+    public static Process Start(SandboxTree tree, string script, int? maxProcesses, params string[] prefix) =>
+        Start(tree, script, maxProcesses, new Dictionary<string, string>(), prefix);
+
+    /// <summary>Starts the driver with more environment variables (its environment is otherwise cleared).</summary>
+    public static Process Start(SandboxTree tree, string script, IReadOnlyDictionary<string, string> environment) =>
+        Start(tree, script, null, environment, []);
+
+    private static Process Start(SandboxTree tree, string script, int? maxProcesses, IReadOnlyDictionary<string, string> environment, string[] prefix)
     {
         string dir = AppContext.BaseDirectory;
         string dll = Path.Combine(dir, "TvixFuseBuild.Sandbox.Tests.dll");
@@ -82,6 +89,11 @@ internal static class Driver
         if (maxProcesses is { } max)
         {
             psi.Environment["TVIX_TEST_MAX_PROCESSES"] = max.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        foreach (var (name, value) in environment)
+        {
+            psi.Environment[name] = value;
         }
 
         return Process.Start(psi)!;

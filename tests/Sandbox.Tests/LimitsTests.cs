@@ -105,6 +105,25 @@ public sealed class LimitsTests
         Assert.Empty(CgroupsOf(driver.Id));
     }
 
+    [Fact]
+    public async Task AConfiguredCgroupV2ThatCannotBeUsedFailsTheBuildNamingWhy()
+    {
+        // The admin's choice is not overridden by a silent fallback to v1 (this host's real cgroup2 mount).
+        string? mount = File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(" - ")).Where(p => p.Length == 2 && p[1].StartsWith("cgroup2 ", StringComparison.Ordinal))
+            .Select(p => p[0].Split(' ')[4]).FirstOrDefault();
+        Assert.True(mount is not null, "no cgroup2 file system is mounted on this host");
+        using var tree = new SandboxTree();
+        string configured = mount + "/no-such-cgroup";
+        using var driver = Driver.Start(tree, "echo ran", new Dictionary<string, string> { [BuildCgroups.Variable] = configured });
+        string output = await driver.StandardOutput.ReadToEndAsync();
+        await driver.WaitForExitAsync();
+        Assert.Equal(
+            $"ERROR: {BuildCgroups.Variable}={configured} cannot hold the builds' cgroups: it is not a cgroup directory in the cgroup2 file system at {mount}\n",
+            output);
+        Assert.Equal(1, driver.ExitCode);
+        Assert.Empty(CgroupsOf(driver.Id));
+    }
+
     /// <summary>The build cgroups a caller with pid <paramref name="pid"/> created, in every v1 hierarchy.</summary>
     private static List<string> CgroupsOf(int pid)
     {

@@ -1,17 +1,16 @@
 using System.Globalization;
+using TvixFuseBuild.Sandbox.Interop;
 
 namespace TvixFuseBuild.Sandbox;
 
 /// <summary>
-/// A build's own cgroups, as root on a host with cgroup v1 controllers (the hybrid layout): one under the caller's
+/// A build's own cgroups, as root on a host with cgroup v1 controllers and no usable v2 hierarchy (see <see cref="BuildCgroupV2"/>) (the hybrid layout): one under the caller's
 /// pids cgroup (pids.max) and one under its memory cgroup (memory.limit_in_bytes; tmpfs pages are charged there too).
 /// The caller moves the init into them before the init starts anything, so every process of the build is inside from
 /// its first fork. Removed when the build is over; those of callers that are gone are removed by the next build.
 /// </summary>
-internal sealed class BuildCgroup : IDisposable
+internal sealed class BuildCgroup : IBuildCgroup
 {
-    private const string Prefix = "tvix-fuse-build-";
-
     private readonly string? _pids;
     private readonly string? _memory;
     private readonly SandboxLimits _limits;
@@ -59,39 +58,39 @@ internal sealed class BuildCgroup : IDisposable
             return null;
         }
 
-        string name = $"{Prefix}{Environment.ProcessId}-{Random.Shared.NextInt64():x16}";
+        string name = CgroupFiles.NewName();
         string? pids = null;
         string? memory = null;
         try
         {
             if (pidsParent is not null)
             {
-                Sweep(pidsParent);
+                CgroupFiles.Sweep(pidsParent, CgroupFs.Real);
                 pids = Path.Combine(pidsParent, name);
-                Directory.CreateDirectory(pids);
+                CgroupFs.Real.MakeDirectory(pids);
             }
 
             if (memoryParent is not null)
             {
-                Sweep(memoryParent);
+                CgroupFiles.Sweep(memoryParent, CgroupFs.Real);
                 memory = Path.Combine(memoryParent, name);
-                Directory.CreateDirectory(memory);
-                Write(Path.Combine(memory, "memory.limit_in_bytes"), limits.MaxMemory!.Value);
+                CgroupFs.Real.MakeDirectory(memory);
+                CgroupFiles.Write(Path.Combine(memory, "memory.limit_in_bytes"), limits.MaxMemory!.Value);
 
                 // Without swap accounting the limit holds anyway; with it, swap must not extend it.
                 string memsw = Path.Combine(memory, "memory.memsw.limit_in_bytes");
                 if (File.Exists(memsw))
                 {
-                    Write(memsw, limits.MaxMemory!.Value);
+                    CgroupFiles.Write(memsw, limits.MaxMemory!.Value);
                 }
             }
 
             return new BuildCgroup(pids, memory, limits);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SandboxSetupException)
         {
-            Remove(pids);
-            Remove(memory);
+            CgroupFiles.Remove(pids, CgroupFs.Real);
+            CgroupFiles.Remove(memory, CgroupFs.Real);
             throw new SandboxException($"cannot create the build's cgroup: {e.Message}");
         }
     }
@@ -102,21 +101,17 @@ internal sealed class BuildCgroup : IDisposable
     /// </summary>
     public void Place(int pid, int unsharePid, int initThreads)
     {
-        // The pid comes from the init, which has run nothing of the build yet; still, it must be the init.
-        if (ParentOf(pid) != unsharePid)
-        {
-            throw new SandboxException($"the sandbox init reported pid {pid}, which is not a child of unshare ({unsharePid})");
-        }
+        CgroupFiles.CheckIsInit(pid, unsharePid);
 
         if (_pids is not null)
         {
-            Write(Path.Combine(_pids, "pids.max"), (long)_limits.MaxProcesses + initThreads + 1);
-            Write(Path.Combine(_pids, "cgroup.procs"), pid);
+            CgroupFiles.Write(Path.Combine(_pids, "pids.max"), (long)_limits.MaxProcesses + initThreads + 1);
+            CgroupFiles.Write(Path.Combine(_pids, "cgroup.procs"), pid);
         }
 
         if (_memory is not null)
         {
-            Write(Path.Combine(_memory, "cgroup.procs"), pid);
+            CgroupFiles.Write(Path.Combine(_memory, "cgroup.procs"), pid);
         }
     }
 
@@ -124,12 +119,12 @@ internal sealed class BuildCgroup : IDisposable
     public IReadOnlyList<SandboxLimit> Hits()
     {
         var hits = new List<SandboxLimit>();
-        if (_pids is not null && ReadKey(Path.Combine(_pids, "pids.events"), "max") > 0)
+        if (_pids is not null && CgroupFiles.ReadKey(Path.Combine(_pids, "pids.events"), "max") > 0)
         {
             hits.Add(SandboxLimit.Processes);
         }
 
-        if (_memory is not null && ReadKey(Path.Combine(_memory, "memory.oom_control"), "oom_kill") > 0)
+        if (_memory is not null && CgroupFiles.ReadKey(Path.Combine(_memory, "memory.oom_control"), "oom_kill") > 0)
         {
             hits.Add(SandboxLimit.Memory);
         }
@@ -139,8 +134,8 @@ internal sealed class BuildCgroup : IDisposable
 
     public void Dispose()
     {
-        Remove(_pids);
-        Remove(_memory);
+        CgroupFiles.Remove(_pids, CgroupFs.Real);
+        CgroupFiles.Remove(_memory, CgroupFs.Real);
     }
 
     /// <summary>Where the caller's own cgroup of each v1 controller is (from mountinfo and /proc/self/cgroup).</summary>
@@ -200,92 +195,5 @@ internal sealed class BuildCgroup : IDisposable
         }
 
         return result;
-    }
-
-    /// <summary>Removes the empty cgroups of callers that are gone (a cgroup with processes cannot be removed anyway).</summary>
-    private static void Sweep(string parent)
-    {
-        try
-        {
-            foreach (string dir in Directory.EnumerateDirectories(parent, Prefix + "*"))
-            {
-                var parts = Path.GetFileName(dir)[Prefix.Length..].Split('-');
-                if (parts.Length == 2 && int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int owner) &&
-                    owner != Environment.ProcessId && !Directory.Exists($"/proc/{owner}"))
-                {
-                    Remove(dir);
-                }
-            }
-        }
-        catch (IOException)
-        {
-        }
-    }
-
-    private static void Remove(string? dir)
-    {
-        if (dir is null)
-        {
-            return;
-        }
-
-        // The last tasks may still be leaving the cgroup right after the namespace is gone.
-        for (int attempt = 0; ; attempt++)
-        {
-            try
-            {
-                Directory.Delete(dir);
-                return;
-            }
-            catch (DirectoryNotFoundException)
-            {
-                return;
-            }
-            catch (IOException) when (attempt < 50)
-            {
-                Thread.Sleep(10);
-            }
-            catch (IOException)
-            {
-                return;
-            }
-        }
-    }
-
-    private static void Write(string file, long value) =>
-        File.WriteAllText(file, value.ToString(CultureInfo.InvariantCulture));
-
-    private static long ReadKey(string file, string key)
-    {
-        try
-        {
-            foreach (string line in File.ReadLines(file))
-            {
-                var parts = line.Split(' ', 2);
-                if (parts.Length == 2 && parts[0] == key && long.TryParse(parts[1], CultureInfo.InvariantCulture, out long value))
-                {
-                    return value;
-                }
-            }
-        }
-        catch (IOException)
-        {
-        }
-
-        return 0;
-    }
-
-    private static int ParentOf(int pid)
-    {
-        try
-        {
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
-            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return int.Parse(fields[1], CultureInfo.InvariantCulture);
-        }
-        catch (Exception e) when (e is IOException or FormatException or IndexOutOfRangeException)
-        {
-            return -1;
-        }
     }
 }

@@ -15,7 +15,7 @@ internal sealed class LimitOptions
     private readonly Option<string?> _maxMemory = new("--max-memory")
     {
         Description = "Memory of a build, its /tmp and /dev/shm included, with a K, M or G suffix, or 'none' (default: half of this host's memory). " +
-                      "Enforced where the build can have a memory cgroup (as root); see the README.",
+                      "Enforced where the build can have a memory cgroup (root on cgroup v1, or a usable cgroup v2 parent: TVIX_FUSE_BUILD_CGROUP); see the README.",
         HelpName = "SIZE",
     };
 
