@@ -21,6 +21,8 @@ internal sealed class SandboxBench : IBenchScenario
         string root = context.WorkDir;
         File.SetUnixFileMode(root, (UnixFileMode)0x1ED); // the root-mode build user must reach the trees
         int repetitions = context.Quick ? 3 : 11;
+        var native = InitLauncher.Get();
+        var managed = InitLauncher.GetManaged();
 
         foreach (int n in new[] { 10, 1000 })
         {
@@ -29,11 +31,13 @@ internal sealed class SandboxBench : IBenchScenario
             string bundle = tree.RuncBundle();
 
             // Warm up each once (page cache, JIT of the caller, runc's first cgroup).
-            await RunOursAsync(spec, cancellationToken);
+            await RunOursAsync(spec, native, cancellationToken);
+            await RunOursAsync(spec, managed, cancellationToken);
             RunBwrap(tree);
             RunRunc(bundle);
 
             var ours = new List<double>();
+            var oursManaged = new List<double>();
             var bwrap = new List<double>();
             var runc = new List<double>();
             var setups = new List<double>();
@@ -46,11 +50,15 @@ internal sealed class SandboxBench : IBenchScenario
                 var cpu = Cpu.Start(includeSelf: true);
                 double self = Environment.CpuUsage.TotalTime.TotalSeconds;
                 var sw = Stopwatch.StartNew();
-                var result = await RunOursAsync(spec, cancellationToken);
+                var result = await RunOursAsync(spec, native, cancellationToken);
                 ours.Add(sw.Elapsed.TotalSeconds);
                 callerCpu.Add(Environment.CpuUsage.TotalTime.TotalSeconds - self);
                 oursCpu.Add(cpu.Stop());
                 setups.Add(result.SetupTime.TotalSeconds);
+
+                sw.Restart();
+                await RunOursAsync(spec, managed, cancellationToken);
+                oursManaged.Add(sw.Elapsed.TotalSeconds);
 
                 bwrap.Add(Time(() => RunBwrap(tree))); // its CPU is not measurable this way: bwrap does not reap its namespace child
 
@@ -59,23 +67,24 @@ internal sealed class SandboxBench : IBenchScenario
                 runcCpu.Add(cpu.Stop());
             }
 
-            double o = Median(ours), b = Median(bwrap), r = Median(runc);
+            double o = Median(ours), m = Median(oursManaged), b = Median(bwrap), r = Median(runc);
             string cpuNote = $"CPU (user+sys, whole process tree): ours {Measure.Time(Median(oursCpu))} (of which the caller's process {Measure.Time(Median(callerCpu))}), " +
                 $"runc {Measure.Time(Median(runcCpu))}";
             string note = $"(setup until the command started: {Measure.Time(Median(setups))}; {cpuNote}; {repetitions} interleaved runs, medians)";
             results.Add(new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(r), "runc", r / o, "no slower than runc", r / o >= 1.0, note));
             results.Add(new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(b), "bwrap", b / o, null, null));
+            results.Add(new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(m), "ours, managed init (dotnet exec)", m / o, null, null));
         }
 
         // Where our time goes: the pieces measured on their own.
-        var launcherPieces = Breakdown(repetitions);
+        var launcherPieces = Breakdown(native, managed, repetitions);
         results.Add(new BenchResult("breakdown", launcherPieces, "", "-", 1, null, null));
         return results;
     }
 
-    private static async Task<SandboxResult> RunOursAsync(SandboxSpec spec, CancellationToken cancellationToken)
+    private static async Task<SandboxResult> RunOursAsync(SandboxSpec spec, InitLauncher launcher, CancellationToken cancellationToken)
     {
-        var result = await SandboxRunner.RunAsync(spec, null, cancellationToken);
+        var result = await SandboxRunner.RunAsync(spec, launcher, null, cancellationToken);
         if (!result.Succeeded)
         {
             throw new InvalidOperationException($"sandbox: {result}: {result.LogTail}");
@@ -122,26 +131,32 @@ internal sealed class SandboxBench : IBenchScenario
     }
 
     /// <summary>
-    /// The launcher's own command line twice: once running /bin/true instead of the init (namespaces only), once
-    /// running the init with its stdin closed (it starts, loads what it needs, reads EOF and exits).
+    /// The launcher's own command line: once running /bin/true instead of the init (namespaces only), then running the
+    /// native and the managed init with their stdin closed (each starts, reads EOF and exits: its start-up until it
+    /// would read the plan, set up the root and exec the command).
     /// </summary>
-    private static string Breakdown(int repetitions)
+    private static string Breakdown(InitLauncher native, InitLauncher managed, int repetitions)
     {
         using var user = BuildUser.Claim();
-        var psi = InitLauncher.Get().CreateStartInfo(network: false, [], user);
+        var psi = native.CreateStartInfo(network: false, [], user);
+        var managedPsi = managed.CreateStartInfo(network: false, [], user);
         var args = psi.ArgumentList.ToList();
+        var managedArgs = managedPsi.ArgumentList.ToList();
         int program = args.LastIndexOf("--") + 1;
         var unshareOnly = args.Take(program).Append("/bin/true").ToList();
         var unshareTrue = new List<double>();
         var unshareInit = new List<double>();
+        var unshareManaged = new List<double>();
         for (int i = 0; i < repetitions; i++)
         {
             unshareTrue.Add(Time(() => Run(psi, unshareOnly, expectZero: true)));
             unshareInit.Add(Time(() => Run(psi, args, expectZero: false)));
+            unshareManaged.Add(Time(() => Run(managedPsi, managedArgs, expectZero: false)));
         }
 
         return $"{Path.GetFileName(psi.FileName)} + unshare + /bin/true: {Measure.Time(Median(unshareTrue))}; " +
-               $"the same + .NET init start-up to Main and back (stdin closed): {Measure.Time(Median(unshareInit))}";
+               $"the same + the native init's start-up and exit (stdin closed): {Measure.Time(Median(unshareInit))}; " +
+               $"the same with the managed init (dotnet exec): {Measure.Time(Median(unshareManaged))}";
     }
 
     private static void Run(ProcessStartInfo template, List<string> args, bool expectZero)

@@ -29,6 +29,9 @@ public sealed class BuildUser : IDisposable
         _lockFd = lockFd;
     }
 
+    /// <summary>True when the caller runs as root: each build then runs as a build user of its own.</summary>
+    public static bool IsRoot { get; } = Libc.geteuid() == 0;
+
     public int Uid { get; }
 
     public int Gid { get; }
@@ -46,7 +49,7 @@ public sealed class BuildUser : IDisposable
     /// <exception cref="SandboxException">Every slot is taken, or the lock directory is not safe to use.</exception>
     public static BuildUser Claim()
     {
-        if (!InitLauncher.IsRoot)
+        if (!BuildUser.IsRoot)
         {
             return new BuildUser((int)Libc.getuid(), (int)Libc.getgid(), -1);
         }

@@ -4,40 +4,44 @@ namespace TvixFuseBuild.Sandbox;
 
 /// <summary>
 /// How the init is started: util-linux <c>unshare</c> (a single-threaded program, so it can create the user
-/// namespace) enters every namespace and execs this assembly's <c>Main</c> on the same .NET runtime as the caller.
-/// As root, <c>setpriv</c> first drops to the build user, so a build never runs as host root.
+/// namespace) enters every namespace and execs the init, <c>tvix-sandbox-init</c>: the init's code (Init/) compiled
+/// ahead of time by src/Sandbox.Init, shipped next to this assembly. As root, <c>setpriv</c> first drops to the build
+/// user, so a build never runs as host root. The same code as this assembly's managed <c>Main</c>, run by
+/// <c>dotnet exec</c>, is kept for the bench only (<see cref="GetManaged"/>): it costs a runtime start per build.
 /// </summary>
 internal sealed class InitLauncher
 {
-    private static readonly Lazy<InitLauncher> s_instance = new(Locate);
+    /// <summary>The NativeAOT init's file name, next to TvixFuseBuild.Sandbox.dll.</summary>
+    public const string NativeInitName = "tvix-sandbox-init";
 
-    private InitLauncher(string unshare, string? setpriv, string dotnet, string initAssembly, string runtimeConfig)
+    private static readonly Lazy<InitLauncher> s_native = new(() => Locate(managed: false));
+    private static readonly Lazy<InitLauncher> s_managed = new(() => Locate(managed: true));
+
+    private InitLauncher(string unshare, string? setpriv, IReadOnlyList<string> init)
     {
         Unshare = unshare;
         Setpriv = setpriv;
-        Dotnet = dotnet;
-        InitAssembly = initAssembly;
-        RuntimeConfig = runtimeConfig;
+        Init = init;
     }
 
     public string Unshare { get; }
 
     public string? Setpriv { get; }
 
-    public string Dotnet { get; }
-
-    public string InitAssembly { get; }
-
-    public string RuntimeConfig { get; }
-
-    public static bool IsRoot { get; } = Interop.Libc.geteuid() == 0;
+    /// <summary>The init's command line, as unshare execs it: the native init, or dotnet exec of the managed one.</summary>
+    public IReadOnlyList<string> Init { get; }
 
     /// <summary>The launcher, or a <see cref="SandboxException"/> naming what this host lacks. Never a fallback.</summary>
-    public static InitLauncher Get()
+    public static InitLauncher Get() => Rethrown(s_native);
+
+    /// <summary>The managed init started by <c>dotnet exec</c>, for the bench's comparison with the native one.</summary>
+    internal static InitLauncher GetManaged() => Rethrown(s_managed);
+
+    private static InitLauncher Rethrown(Lazy<InitLauncher> launcher)
     {
         try
         {
-            return s_instance.Value;
+            return launcher.Value;
         }
         catch (SandboxException e)
         {
@@ -45,7 +49,7 @@ internal sealed class InitLauncher
         }
     }
 
-    private static InitLauncher Locate()
+    private static InitLauncher Locate(bool managed)
     {
         if (!OperatingSystem.IsLinux())
         {
@@ -60,7 +64,7 @@ internal sealed class InitLauncher
         string unshare = FindTool("unshare") ??
             throw new SandboxException("cannot sandbox builds: util-linux 'unshare' was not found (install util-linux)");
         string? setpriv = null;
-        if (IsRoot)
+        if (BuildUser.IsRoot)
         {
             setpriv = FindTool("setpriv") ??
                 throw new SandboxException("cannot sandbox builds as root: util-linux 'setpriv' was not found (install util-linux)");
@@ -72,6 +76,36 @@ internal sealed class InitLauncher
             throw new SandboxException("cannot sandbox builds: TvixFuseBuild.Sandbox.dll is not a file on disk (single-file publishing is not supported)");
         }
 
+        return new InitLauncher(unshare, setpriv, managed ? LocateManaged(initAssembly) : LocateNative(initAssembly));
+    }
+
+    private static string[] LocateNative(string sandboxAssembly)
+    {
+        string init = Path.Combine(Path.GetDirectoryName(sandboxAssembly)!, NativeInitName);
+        if (!File.Exists(init))
+        {
+            throw new SandboxException(
+                $"cannot sandbox builds: the sandbox init {init} is missing (it ships next to TvixFuseBuild.Sandbox.dll; reinstall the tool or the package)");
+        }
+
+        if (!IsElfFor(init, System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture))
+        {
+            throw new SandboxException(
+                $"cannot sandbox builds: the sandbox init {init} is not a Linux executable for {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture} (the package was built for another architecture)");
+        }
+
+        // Whoever runs the init must be able to execute it: the build user as root, the caller otherwise. A package's
+        // files may have lost their modes (NuGet extracts without them), and a global tool lives in root's 0700 home.
+        if (BuildUser.IsRoot ? !ReachableByOthers(init, execute: true) : Interop.Libc.access(init, Interop.Libc.X_OK) != 0)
+        {
+            init = Path.Combine(StageInit([init]), NativeInitName);
+        }
+
+        return [init];
+    }
+
+    private static string[] LocateManaged(string initAssembly)
+    {
         string runtimeConfig = Path.ChangeExtension(initAssembly, ".runtimeconfig.json");
         if (!File.Exists(runtimeConfig))
         {
@@ -86,28 +120,51 @@ internal sealed class InitLauncher
             throw new SandboxException($"cannot sandbox builds: the dotnet host was not found at {dotnet}");
         }
 
-        if (IsRoot)
+        if (BuildUser.IsRoot)
         {
             // As root the init runs as the build user, who must be able to run dotnet and read the init.
-            if (!ReachableByOthers(dotnet))
+            if (!ReachableByOthers(dotnet, execute: false))
             {
                 throw new SandboxException(
                     $"cannot sandbox builds as root: {dotnet} is not readable by the unprivileged build users (uids from {BuildUser.FirstUid} on); install .NET where all users can run it");
             }
 
-            if (!ReachableByOthers(initAssembly) || !ReachableByOthers(runtimeConfig))
+            if (!ReachableByOthers(initAssembly, execute: false) || !ReachableByOthers(runtimeConfig, execute: false))
             {
-                (initAssembly, runtimeConfig) = StageForBuildUser(initAssembly, runtimeConfig);
+                string staged = StageInit([initAssembly, runtimeConfig]);
+                (initAssembly, runtimeConfig) = (Path.Combine(staged, Path.GetFileName(initAssembly)), Path.Combine(staged, Path.GetFileName(runtimeConfig)));
             }
         }
 
-        return new InitLauncher(unshare, setpriv, dotnet, initAssembly, runtimeConfig);
+        return [dotnet, "exec", "--runtimeconfig", runtimeConfig, initAssembly];
     }
 
-    /// <summary>True when every directory above <paramref name="path"/> is searchable, and the file readable, by other users.</summary>
-    private static bool ReachableByOthers(string path)
+    /// <summary>True when <paramref name="path"/> starts with an ELF header for this process's architecture.</summary>
+    private static bool IsElfFor(string path, System.Runtime.InteropServices.Architecture architecture)
     {
-        if ((File.GetUnixFileMode(path) & UnixFileMode.OtherRead) == 0)
+        Span<byte> header = stackalloc byte[20];
+        using (var file = File.OpenHandle(path))
+        {
+            if (RandomAccess.Read(file, header, 0) < header.Length)
+            {
+                return false;
+            }
+        }
+
+        ushort machine = System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(header[18..]);
+        return header[..4].SequenceEqual((ReadOnlySpan<byte>)[0x7f, (byte)'E', (byte)'L', (byte)'F']) && machine == architecture switch
+        {
+            System.Runtime.InteropServices.Architecture.X64 => 62, // EM_X86_64
+            System.Runtime.InteropServices.Architecture.Arm64 => 183, // EM_AARCH64
+            _ => ushort.MaxValue,
+        };
+    }
+
+    /// <summary>True when every directory above <paramref name="path"/> is searchable, and the file readable (and executable), by other users.</summary>
+    private static bool ReachableByOthers(string path, bool execute)
+    {
+        var needed = execute ? UnixFileMode.OtherRead | UnixFileMode.OtherExecute : UnixFileMode.OtherRead;
+        if ((File.GetUnixFileMode(path) & needed) != needed)
         {
             return false;
         }
@@ -124,54 +181,73 @@ internal sealed class InitLauncher
     }
 
     /// <summary>
-    /// Copies the init where the build user can read it (a global tool or a NuGet package lives under root's 0700
-    /// home): /run/tvix-fuse-build/sandbox-init/HASH, in directories only root can write, so nobody can swap the init.
+    /// Copies the init's files where whoever runs it can read and execute them, in a directory named by their hash. As
+    /// root (a global tool or a NuGet package lives under root's 0700 home): /run/tvix-fuse-build/sandbox-init/HASH,
+    /// in directories only root can write, so nobody can swap the init. Otherwise (a package extracted without file
+    /// modes): the same under $XDG_RUNTIME_DIR or ~/.cache, the caller's own.
     /// </summary>
-    private static (string Assembly, string RuntimeConfig) StageForBuildUser(string initAssembly, string runtimeConfig)
+    private static string StageInit(string[] files)
     {
-        byte[] assembly = File.ReadAllBytes(initAssembly);
-        byte[] config = File.ReadAllBytes(runtimeConfig);
-        string hash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData([.. assembly, .. config]))[..16];
-        string parent = Directory.Exists("/run") ? "/run/tvix-fuse-build" : "/var/lib/tvix-fuse-build";
+        var contents = files.Select(File.ReadAllBytes).ToArray();
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        for (int i = 0; i < files.Length; i++)
+        {
+            sha.AppendData(System.Text.Encoding.UTF8.GetBytes(Path.GetFileName(files[i]) + "\0"));
+            sha.AppendData(contents[i]);
+        }
+
+        string hash = Convert.ToHexStringLower(sha.GetHashAndReset())[..16];
+        uint self = Interop.Libc.geteuid();
+        string parent = BuildUser.IsRoot
+            ? Directory.Exists("/run") ? "/run/tvix-fuse-build" : "/var/lib/tvix-fuse-build"
+            : Path.Combine(Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR") is { Length: > 0 } runtime && Directory.Exists(runtime)
+                ? runtime
+                : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache"), "tvix-fuse-build");
         string inits = Path.Combine(parent, "sandbox-init");
         const UnixFileMode Public = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute |
                                     UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
+        var mode = BuildUser.IsRoot ? Public : UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
         foreach (string dir in new[] { parent, inits })
         {
-            Directory.CreateDirectory(dir, Public);
-            if (Interop.Libc.OwnerOf(dir) != 0 || (File.GetUnixFileMode(dir) & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
+            Directory.CreateDirectory(dir, mode);
+            if (Interop.Libc.OwnerOf(dir) != self || (File.GetUnixFileMode(dir) & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
             {
-                throw new SandboxException($"cannot sandbox builds as root: {dir} must be owned by root and writable by root only");
+                throw new SandboxException($"cannot stage the sandbox init: {dir} must be owned by uid {self} and writable by it only");
             }
+        }
 
-            File.SetUnixFileMode(dir, Public);
+        if (BuildUser.IsRoot)
+        {
+            File.SetUnixFileMode(parent, Public); // only directories just checked to be root's own
+            File.SetUnixFileMode(inits, Public);
         }
 
         string final = Path.Combine(inits, hash);
-        string stagedAssembly = Path.Combine(final, Path.GetFileName(initAssembly));
-        string stagedConfig = Path.Combine(final, Path.GetFileName(runtimeConfig));
-        if (!File.Exists(stagedConfig))
+        if (!files.All(f => File.Exists(Path.Combine(final, Path.GetFileName(f)))))
         {
             string temporary = Path.Combine(inits, $".{hash}.{Environment.ProcessId}.{Random.Shared.Next():x8}");
-            Directory.CreateDirectory(temporary, Public);
-            File.WriteAllBytes(Path.Combine(temporary, Path.GetFileName(initAssembly)), assembly);
-            File.WriteAllBytes(Path.Combine(temporary, Path.GetFileName(runtimeConfig)), config);
-            foreach (string file in Directory.EnumerateFiles(temporary))
+            Directory.CreateDirectory(temporary, mode);
+            for (int i = 0; i < files.Length; i++)
             {
-                File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+                string staged = Path.Combine(temporary, Path.GetFileName(files[i]));
+                File.WriteAllBytes(staged, contents[i]);
+                var read = UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead;
+                File.SetUnixFileMode(staged, Path.GetFileName(files[i]) == NativeInitName
+                    ? read | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute
+                    : read);
             }
 
             try
             {
                 Directory.Move(temporary, final);
             }
-            catch (IOException) when (File.Exists(stagedConfig))
+            catch (IOException) when (Directory.Exists(final))
             {
                 Directory.Delete(temporary, recursive: true); // another process staged the same init first
             }
         }
 
-        return (stagedAssembly, stagedConfig);
+        return final;
     }
 
     public ProcessStartInfo CreateStartInfo(bool network, IReadOnlyCollection<int> extraGroups, BuildUser user)
@@ -211,11 +287,10 @@ internal sealed class InitLauncher
         }
 
         args.Add("--");
-        args.Add(Dotnet);
-        args.Add("exec");
-        args.Add("--runtimeconfig");
-        args.Add(RuntimeConfig);
-        args.Add(InitAssembly);
+        foreach (string arg in Init)
+        {
+            args.Add(arg);
+        }
 
         // Nothing of the caller's environment reaches the init (the build gets the spec's environment only).
         psi.Environment.Clear();

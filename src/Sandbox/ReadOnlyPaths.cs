@@ -110,7 +110,7 @@ internal static class ReadOnlyPaths
                     throw new SandboxRefusedException($"read-only path {path}: {Errno.Exception($"stat {walked}", Errno.Last).Message}");
                 }
 
-                if (InitLauncher.IsRoot && BuildUser.IsBuildUid(owner))
+                if (BuildUser.IsRoot && BuildUser.IsBuildUid(owner))
                 {
                     throw new SandboxRefusedException($"read-only path {path} lies inside a build directory ({walked} belongs to build user {owner})");
                 }

@@ -100,7 +100,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     /// </summary>
     private Process Start(ProcessStartInfo startInfo)
     {
-        if (!InitLauncher.IsRoot)
+        if (!BuildUser.IsRoot)
         {
             return Process.Start(startInfo) ?? throw new SandboxException($"cannot start {launcher.Unshare}");
         }
@@ -526,7 +526,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     /// </summary>
     private IReadOnlyCollection<int> PrepareHost(BuildUser user)
     {
-        if (!InitLauncher.IsRoot)
+        if (!BuildUser.IsRoot)
         {
             foreach (var path in plan.ReadOnlyPaths)
             {

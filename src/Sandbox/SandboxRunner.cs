@@ -14,7 +14,11 @@ public static class SandboxRunner
     /// </summary>
     /// <exception cref="SandboxRefusedException">The spec is malformed or asks for what this host cannot give; nothing started.</exception>
     /// <exception cref="SandboxException">The host cannot sandbox, or setting up failed; the command did not run.</exception>
-    public static async Task<SandboxResult> RunAsync(SandboxSpec spec, SandboxOutput? output = null, CancellationToken cancellationToken = default)
+    public static Task<SandboxResult> RunAsync(SandboxSpec spec, SandboxOutput? output = null, CancellationToken cancellationToken = default) =>
+        RunAsync(spec, launcher: null, output, cancellationToken);
+
+    /// <summary>As above, with the init of <paramref name="launcher"/> (the bench compares the managed one).</summary>
+    internal static async Task<SandboxResult> RunAsync(SandboxSpec spec, InitLauncher? launcher, SandboxOutput? output, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(spec);
         cancellationToken.ThrowIfCancellationRequested();
@@ -24,8 +28,7 @@ public static class SandboxRunner
         plan.MaxProcesses = spec.Limits.MaxProcesses;
         plan.TmpSize = spec.Limits.TmpSize;
         HostChecks.CheckConstraints(spec);
-        var launcher = InitLauncher.Get();
-        var run = new SandboxRun(spec, plan, launcher, output);
+        var run = new SandboxRun(spec, plan, launcher ?? InitLauncher.Get(), output);
         return await run.ExecuteAsync(cancellationToken).ConfigureAwait(false);
     }
 

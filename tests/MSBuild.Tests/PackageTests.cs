@@ -24,9 +24,18 @@ public sealed class PackageTests(PackedFeed feed)
             "tasks/net10.0/TvixFuseBuild.Fuse.dll",
             "tasks/net10.0/TvixFuseBuild.Sandbox.dll",
             "tasks/net10.0/TvixFuseBuild.Sandbox.runtimeconfig.json",
+            "tasks/net10.0/tvix-sandbox-init",
             "tasks/net10.0/Google.Protobuf.dll",
         ];
         Assert.All(expected, e => Assert.Contains(e, entries));
+
+        // The sandbox init every build starts is the NativeAOT executable, not an assembly.
+        using (var init = package.GetEntry("tasks/net10.0/tvix-sandbox-init")!.Open())
+        {
+            var magic = new byte[4];
+            init.ReadExactly(magic);
+            Assert.Equal([0x7f, (byte)'E', (byte)'L', (byte)'F'], magic);
+        }
         Assert.DoesNotContain(entries, e => e.StartsWith("lib/", StringComparison.Ordinal) || e.StartsWith("ref/", StringComparison.Ordinal));
 
         // MSBuild's own assemblies come from the MSBuild that loads the task; a second copy would break type identity.

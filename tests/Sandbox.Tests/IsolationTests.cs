@@ -107,7 +107,7 @@ public sealed partial class IsolationTests
             var refused = await Assert.ThrowsAsync<SandboxRefusedException>(() =>
                 Run.Async(SandboxEnvironmentTests.Copy(treeB.Sh($"{B} ls /proc/1"), readOnly: [attack])));
             Assert.StartsWith($"read-only path {attack} ", refused.Message);
-            Assert.Contains(InitLauncher.IsRoot ? "lies inside a build directory" : "is a symbolic link", refused.Message);
+            Assert.Contains(BuildUser.IsRoot ? "lies inside a build directory" : "is a symbolic link", refused.Message);
         }
         finally
         {

@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
+#if !TVIX_NATIVE_INIT
 using System.Reflection;
+#endif
 using System.Text;
 using TvixFuseBuild.Sandbox.Interop;
 
@@ -23,13 +25,16 @@ internal static unsafe class SandboxInit
         try
         {
             Trace("main");
-            // After pivot_root the runtime's own files are gone; whatever the init needs must be loaded first.
+#if !TVIX_NATIVE_INIT
+            // The managed init (TVIX_SANDBOX_INIT=managed): after pivot_root the runtime's own files are gone, so
+            // whatever it needs must be loaded first. The native init (src/Sandbox.Init) has all its code in itself.
             foreach (var name in typeof(SandboxInit).Assembly.GetReferencedAssemblies())
             {
                 Assembly.Load(name);
             }
 
             Trace("assemblies loaded");
+#endif
             var plan = ReadPlan();
             Trace("plan read");
             if (plan is null)

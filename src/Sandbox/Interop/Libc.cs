@@ -327,6 +327,11 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib)]
     public static partial uint geteuid();
 
+    public const int X_OK = 1;
+
+    [LibraryImport(Lib, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int access(string path, int mode);
+
     [LibraryImport(Lib, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int lchown(string path, int uid, int gid);
 

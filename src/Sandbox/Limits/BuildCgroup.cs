@@ -45,7 +45,7 @@ internal sealed class BuildCgroup : IBuildCgroup
     /// <summary>The build's cgroups, or null where this caller cannot have any (not root, no v1 pids or memory hierarchy).</summary>
     public static BuildCgroup? Create(SandboxLimits limits)
     {
-        if (!InitLauncher.IsRoot)
+        if (!BuildUser.IsRoot)
         {
             return null;
         }
