@@ -14,7 +14,7 @@ internal sealed partial class Blake3Bench : IBenchScenario
 {
     public string Name => "blake3";
 
-    public string Description => "BLAKE3 throughput vs b3sum: 1 GiB on one thread, and a 1 GiB file with all cores";
+    public string Description => "BLAKE3 throughput vs b3sum: 1 GiB on one thread, and a 1 GiB file with all cores; first-hash latency precompiled vs JIT";
 
     public Task<IReadOnlyList<BenchResult>> RunAsync(BenchContext context, CancellationToken cancellationToken)
     {
@@ -50,6 +50,7 @@ internal sealed partial class Blake3Bench : IBenchScenario
                     $"{amount} file, 1 thread (`HashFile(parallel: false)`) vs `b3sum --num-threads 1`", size, repetitions, cancellationToken,
                     () => HashFileSerial(path), () => RunB3sum(b3sum, ["--num-threads", "1", path]), "b3sum --num-threads 1", null),
             };
+            results.Add(FirstHash(context, context.Quick ? 3 : 11, cancellationToken));
             return Task.FromResult<IReadOnlyList<BenchResult>>(results);
         }
         finally
@@ -90,6 +91,66 @@ internal sealed partial class Blake3Bench : IBenchScenario
             name, Measure.Rate(bytes, ourTime), Measure.Rate(bytes, peerTime), peerName, ratio,
             target is null ? null : $">= {target:0.0}x", target is null ? null : ratio >= target,
             $"(CPU time: ours {Measure.Rate(bytes, Median(oursCpu))}, peer {Measure.Rate(bytes, Median(peerCpu))}, {cpuRatio:0.00}x; {repetitions} alternating runs)");
+    }
+
+    /// <summary>
+    /// The first hash of 1 MiB in a fresh process (tests/Blake3JitProbe), with the precompiled BLAKE3 code against the
+    /// same probe run with <c>DOTNET_ReadyToRun=0</c>, where the JIT compiles everything at first use as it compiled the
+    /// kernels before they were precompiled. Also counts the methods of the hashing namespace the JIT compiled.
+    /// </summary>
+    private static BenchResult FirstHash(BenchContext context, int repetitions, CancellationToken cancellationToken)
+    {
+        string probe = Path.Combine(context.RepoRoot, "tests", "Blake3JitProbe", "bin", "Release", "net10.0", "TvixFuseBuild.Blake3JitProbe.dll");
+        if (!File.Exists(probe))
+        {
+            throw new InvalidOperationException($"{probe} is missing; scripts/bench builds it");
+        }
+
+        var ours = new List<double>();
+        var jit = new List<double>();
+        int oursJitted = 0, jitJitted = 0;
+        for (int i = 0; i < repetitions; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            (double microseconds, int jitted) = RunProbe(probe, null);
+            ours.Add(microseconds);
+            oursJitted = Math.Max(oursJitted, jitted);
+            (microseconds, jitted) = RunProbe(probe, "0");
+            jit.Add(microseconds);
+            jitJitted = Math.Max(jitJitted, jitted);
+        }
+
+        double oursMs = Median(ours) / 1000, jitMs = Median(jit) / 1000;
+        double ratio = jitMs / oursMs;
+        string name = "first hash of 1 MiB in a fresh process (`Blake3.Hash`), precompiled vs all JIT (`DOTNET_ReadyToRun=0`)";
+        Console.WriteLine($"  {name}: ours {oursMs:0.00} ms ({oursJitted} BLAKE3 methods JIT-compiled), JIT {jitMs:0.00} ms ({jitJitted}), {ratio:0.0}x");
+        return new BenchResult(
+            name, $"{oursMs:0.00} ms", $"{jitMs:0.00} ms", "JIT", ratio, "0 BLAKE3 methods JIT-compiled", oursJitted == 0,
+            $"(BLAKE3 methods JIT-compiled during the hash: ours {oursJitted}, JIT {jitJitted}; medians of {repetitions} alternating runs, " +
+            "time of the `Blake3.Hash` call only)");
+    }
+
+    private static (double Microseconds, int Jitted) RunProbe(string probe, string? readyToRun)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(probe);
+        if (readyToRun is not null)
+        {
+            psi.Environment["DOTNET_ReadyToRun"] = readyToRun;
+        }
+
+        using var process = Process.Start(psi) ?? throw new InvalidOperationException("cannot start dotnet");
+        var stderr = process.StandardError.ReadToEndAsync();
+        string[] lines = process.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        process.WaitForExit();
+        string? elapsed = lines.FirstOrDefault(l => l.StartsWith("elapsed_us ", StringComparison.Ordinal));
+        if (process.ExitCode != 0 || elapsed is null)
+        {
+            throw new InvalidOperationException($"{probe} failed ({process.ExitCode}): {string.Join('\n', lines)}{stderr.Result}");
+        }
+
+        int jitted = lines.Count(l => l.StartsWith("jit TvixFuseBuild.Castore.Hashing.", StringComparison.Ordinal));
+        return (double.Parse(elapsed["elapsed_us ".Length..], System.Globalization.CultureInfo.InvariantCulture), jitted);
     }
 
     private static B3Digest HashFileSerial(string path)

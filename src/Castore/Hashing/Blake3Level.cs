@@ -95,13 +95,13 @@ internal static unsafe class Blake3Backend
             switch (lanes)
             {
                 case 16:
-                    Blake3SimdKernel.Hash<Blake3Simd512, Vector512<uint>>(input, n, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
+                    Blake3SimdKernel.Hash<Blake3Simd512, Blake3Vec512>(input, n, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
                     break;
                 case 8:
-                    Blake3SimdKernel.Hash<Blake3Simd256, Vector256<uint>>(input, n, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
+                    Blake3SimdKernel.Hash<Blake3Simd256, Blake3Vec256>(input, n, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
                     break;
                 default:
-                    Blake3SimdKernel.Hash<Blake3Simd128, Vector128<uint>>(input, n, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
+                    Blake3SimdKernel.Hash<Blake3Simd128, Blake3Vec128>(input, n, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
                     break;
             }
 

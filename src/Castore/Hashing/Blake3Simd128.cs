@@ -8,11 +8,38 @@ namespace TvixFuseBuild.Castore.Hashing;
 /// Vector128 (SSSE3) forms: 4 inputs at once for <see cref="Blake3SimdKernel"/>, and the single-block compression
 /// with the 4x4 state held as four row vectors.
 /// </summary>
-internal readonly unsafe struct Blake3Simd128 : IBlake3Lanes<Vector128<uint>>
+internal readonly unsafe struct Blake3Simd128 : IBlake3Lanes<Blake3Vec128>
 {
     public static bool IsSupported => Ssse3.IsSupported;
 
     public static int Degree => 4;
+
+    int IBlake3Lanes<Blake3Vec128>.Degree => Degree;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    Blake3Vec128 IBlake3Lanes<Blake3Vec128>.Splat(uint value) => new(Splat(value));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    Blake3Vec128 IBlake3Lanes<Blake3Vec128>.Xor(Blake3Vec128 a, Blake3Vec128 b) => new(Xor(a.V, b.V));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void IBlake3Lanes<Blake3Vec128>.G(ref Blake3Vec128 a, ref Blake3Vec128 b, ref Blake3Vec128 c, ref Blake3Vec128 d, Blake3Vec128 x, Blake3Vec128 y) =>
+        G(ref a.V, ref b.V, ref c.V, ref d.V, x.V, y.V);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void IBlake3Lanes<Blake3Vec128>.Counters(ulong counter, bool increment, out Blake3Vec128 low, out Blake3Vec128 high)
+    {
+        Counters(counter, increment, out var l, out var h);
+        low = new(l);
+        high = new(h);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void IBlake3Lanes<Blake3Vec128>.LoadTransposed(byte* block, nuint* offsets, byte* prefetch, Blake3Vec128* message) =>
+        LoadTransposed(block, offsets, prefetch, (Vector128<uint>*)message);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void IBlake3Lanes<Blake3Vec128>.StoreTransposed(Blake3Vec128* cv, byte* output) => StoreTransposed((Vector128<uint>*)cv, output);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<uint> Splat(uint value) => Vector128.Create(value);
@@ -58,10 +85,10 @@ internal readonly unsafe struct Blake3Simd128 : IBlake3Lanes<Vector128<uint>>
         {
             byte* q = block + (16 * quarter);
             Transpose(
-                Vector128.Load((uint*)(q + offsets[0])),
-                Vector128.Load((uint*)(q + offsets[1])),
-                Vector128.Load((uint*)(q + offsets[2])),
-                Vector128.Load((uint*)(q + offsets[3])),
+                Sse2.LoadVector128((uint*)(q + offsets[0])),
+                Sse2.LoadVector128((uint*)(q + offsets[1])),
+                Sse2.LoadVector128((uint*)(q + offsets[2])),
+                Sse2.LoadVector128((uint*)(q + offsets[3])),
                 message + (4 * quarter),
                 1);
         }
@@ -82,10 +109,10 @@ internal readonly unsafe struct Blake3Simd128 : IBlake3Lanes<Vector128<uint>>
         var ab2 = Sse2.UnpackHigh(a, b);
         var cd0 = Sse2.UnpackLow(c, d);
         var cd2 = Sse2.UnpackHigh(c, d);
-        Vector128.Store(Sse2.UnpackLow(ab0.AsUInt64(), cd0.AsUInt64()).AsUInt32(), (uint*)output);
-        Vector128.Store(Sse2.UnpackHigh(ab0.AsUInt64(), cd0.AsUInt64()).AsUInt32(), (uint*)(output + stride));
-        Vector128.Store(Sse2.UnpackLow(ab2.AsUInt64(), cd2.AsUInt64()).AsUInt32(), (uint*)(output + (2 * stride)));
-        Vector128.Store(Sse2.UnpackHigh(ab2.AsUInt64(), cd2.AsUInt64()).AsUInt32(), (uint*)(output + (3 * stride)));
+        Sse2.Store((uint*)output, Sse2.UnpackLow(ab0.AsUInt64(), cd0.AsUInt64()).AsUInt32());
+        Sse2.Store((uint*)(output + stride), Sse2.UnpackHigh(ab0.AsUInt64(), cd0.AsUInt64()).AsUInt32());
+        Sse2.Store((uint*)(output + (2 * stride)), Sse2.UnpackLow(ab2.AsUInt64(), cd2.AsUInt64()).AsUInt32());
+        Sse2.Store((uint*)(output + (3 * stride)), Sse2.UnpackHigh(ab2.AsUInt64(), cd2.AsUInt64()).AsUInt32());
     }
 
     // ---- Single block: the state as rows (v0-3, v4-7, v8-11, v12-15), so a G step works on four columns at once. ----
@@ -104,10 +131,10 @@ internal readonly unsafe struct Blake3Simd128 : IBlake3Lanes<Vector128<uint>>
         var cv0 = Vector128.LoadUnsafe(in cv[0]);
         var cv1 = Vector128.LoadUnsafe(in cv[4]);
         Rounds(cv0, cv1, block, blockLength, counter, flags, out var row0, out var row1, out var row2, out var row3);
-        (row0 ^ row2).Store((uint*)output);
-        (row1 ^ row3).Store((uint*)(output + 16));
-        (row2 ^ cv0).Store((uint*)(output + 32));
-        (row3 ^ cv1).Store((uint*)(output + 48));
+        Sse2.Store((uint*)output, row0 ^ row2);
+        Sse2.Store((uint*)(output + 16), row1 ^ row3);
+        Sse2.Store((uint*)(output + 32), row2 ^ cv0);
+        Sse2.Store((uint*)(output + 48), row3 ^ cv1);
     }
 
     /// <summary>
@@ -154,4 +181,11 @@ internal readonly unsafe struct Blake3Simd128 : IBlake3Lanes<Vector128<uint>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<uint> Gather(uint* words, ref byte index) => Vector128.Create(
         words[index], words[Unsafe.Add(ref index, 1)], words[Unsafe.Add(ref index, 2)], words[Unsafe.Add(ref index, 3)]);
+}
+
+/// <summary>A <see cref="Vector128{T}"/> of words in a struct of ours, the vector type of
+/// <see cref="Blake3Simd128"/>'s lanes (see <see cref="IBlake3Lanes{TVec}"/> for why).</summary>
+internal struct Blake3Vec128(Vector128<uint> v)
+{
+    public Vector128<uint> V = v;
 }

@@ -5,11 +5,38 @@ using System.Runtime.Intrinsics.X86;
 namespace TvixFuseBuild.Castore.Hashing;
 
 /// <summary>8 inputs at once with AVX2: lane i of every vector belongs to input i.</summary>
-internal readonly unsafe struct Blake3Simd256 : IBlake3Lanes<Vector256<uint>>
+internal readonly unsafe struct Blake3Simd256 : IBlake3Lanes<Blake3Vec256>
 {
     public static bool IsSupported => Avx2.IsSupported;
 
     public static int Degree => 8;
+
+    int IBlake3Lanes<Blake3Vec256>.Degree => Degree;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    Blake3Vec256 IBlake3Lanes<Blake3Vec256>.Splat(uint value) => new(Splat(value));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    Blake3Vec256 IBlake3Lanes<Blake3Vec256>.Xor(Blake3Vec256 a, Blake3Vec256 b) => new(Xor(a.V, b.V));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void IBlake3Lanes<Blake3Vec256>.G(ref Blake3Vec256 a, ref Blake3Vec256 b, ref Blake3Vec256 c, ref Blake3Vec256 d, Blake3Vec256 x, Blake3Vec256 y) =>
+        G(ref a.V, ref b.V, ref c.V, ref d.V, x.V, y.V);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void IBlake3Lanes<Blake3Vec256>.Counters(ulong counter, bool increment, out Blake3Vec256 low, out Blake3Vec256 high)
+    {
+        Counters(counter, increment, out var l, out var h);
+        low = new(l);
+        high = new(h);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void IBlake3Lanes<Blake3Vec256>.LoadTransposed(byte* block, nuint* offsets, byte* prefetch, Blake3Vec256* message) =>
+        LoadTransposed(block, offsets, prefetch, (Vector256<uint>*)message);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void IBlake3Lanes<Blake3Vec256>.StoreTransposed(Blake3Vec256* cv, byte* output) => StoreTransposed((Vector256<uint>*)cv, output);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<uint> Splat(uint value) => Vector256.Create(value);
@@ -55,14 +82,14 @@ internal readonly unsafe struct Blake3Simd256 : IBlake3Lanes<Vector256<uint>>
         {
             byte* words = block + (32 * half);
             Transpose(
-                Vector256.Load((uint*)(words + offsets[0])),
-                Vector256.Load((uint*)(words + offsets[1])),
-                Vector256.Load((uint*)(words + offsets[2])),
-                Vector256.Load((uint*)(words + offsets[3])),
-                Vector256.Load((uint*)(words + offsets[4])),
-                Vector256.Load((uint*)(words + offsets[5])),
-                Vector256.Load((uint*)(words + offsets[6])),
-                Vector256.Load((uint*)(words + offsets[7])),
+                Avx.LoadVector256((uint*)(words + offsets[0])),
+                Avx.LoadVector256((uint*)(words + offsets[1])),
+                Avx.LoadVector256((uint*)(words + offsets[2])),
+                Avx.LoadVector256((uint*)(words + offsets[3])),
+                Avx.LoadVector256((uint*)(words + offsets[4])),
+                Avx.LoadVector256((uint*)(words + offsets[5])),
+                Avx.LoadVector256((uint*)(words + offsets[6])),
+                Avx.LoadVector256((uint*)(words + offsets[7])),
                 message + (8 * half));
         }
     }
@@ -98,13 +125,20 @@ internal readonly unsafe struct Blake3Simd256 : IBlake3Lanes<Vector256<uint>>
         var efgh2 = Avx2.UnpackLow(ef2.AsUInt64(), gh2.AsUInt64()).AsUInt32();
         var efgh3 = Avx2.UnpackHigh(ef2.AsUInt64(), gh2.AsUInt64()).AsUInt32();
 
-        Vector256.Store(Avx2.Permute2x128(abcd0, efgh0, 0x20), (uint*)(output + 0));
-        Vector256.Store(Avx2.Permute2x128(abcd1, efgh1, 0x20), (uint*)(output + 1));
-        Vector256.Store(Avx2.Permute2x128(abcd2, efgh2, 0x20), (uint*)(output + 2));
-        Vector256.Store(Avx2.Permute2x128(abcd3, efgh3, 0x20), (uint*)(output + 3));
-        Vector256.Store(Avx2.Permute2x128(abcd0, efgh0, 0x31), (uint*)(output + 4));
-        Vector256.Store(Avx2.Permute2x128(abcd1, efgh1, 0x31), (uint*)(output + 5));
-        Vector256.Store(Avx2.Permute2x128(abcd2, efgh2, 0x31), (uint*)(output + 6));
-        Vector256.Store(Avx2.Permute2x128(abcd3, efgh3, 0x31), (uint*)(output + 7));
+        Avx.Store((uint*)(output + 0), Avx2.Permute2x128(abcd0, efgh0, 0x20));
+        Avx.Store((uint*)(output + 1), Avx2.Permute2x128(abcd1, efgh1, 0x20));
+        Avx.Store((uint*)(output + 2), Avx2.Permute2x128(abcd2, efgh2, 0x20));
+        Avx.Store((uint*)(output + 3), Avx2.Permute2x128(abcd3, efgh3, 0x20));
+        Avx.Store((uint*)(output + 4), Avx2.Permute2x128(abcd0, efgh0, 0x31));
+        Avx.Store((uint*)(output + 5), Avx2.Permute2x128(abcd1, efgh1, 0x31));
+        Avx.Store((uint*)(output + 6), Avx2.Permute2x128(abcd2, efgh2, 0x31));
+        Avx.Store((uint*)(output + 7), Avx2.Permute2x128(abcd3, efgh3, 0x31));
     }
+}
+
+/// <summary>A <see cref="Vector256{T}"/> of words in a struct of ours, the vector type of
+/// <see cref="Blake3Simd256"/>'s lanes (see <see cref="IBlake3Lanes{TVec}"/> for why).</summary>
+internal struct Blake3Vec256(Vector256<uint> v)
+{
+    public Vector256<uint> V = v;
 }

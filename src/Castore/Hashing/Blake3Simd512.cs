@@ -5,11 +5,38 @@ using System.Runtime.Intrinsics.X86;
 namespace TvixFuseBuild.Castore.Hashing;
 
 /// <summary>16 inputs at once with AVX-512F: lane i of every vector belongs to input i.</summary>
-internal readonly unsafe struct Blake3Simd512 : IBlake3Lanes<Vector512<uint>>
+internal readonly unsafe struct Blake3Simd512 : IBlake3Lanes<Blake3Vec512>
 {
     public static bool IsSupported => Avx512F.IsSupported;
 
     public static int Degree => 16;
+
+    int IBlake3Lanes<Blake3Vec512>.Degree => Degree;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    Blake3Vec512 IBlake3Lanes<Blake3Vec512>.Splat(uint value) => new(Splat(value));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    Blake3Vec512 IBlake3Lanes<Blake3Vec512>.Xor(Blake3Vec512 a, Blake3Vec512 b) => new(Xor(a.V, b.V));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void IBlake3Lanes<Blake3Vec512>.G(ref Blake3Vec512 a, ref Blake3Vec512 b, ref Blake3Vec512 c, ref Blake3Vec512 d, Blake3Vec512 x, Blake3Vec512 y) =>
+        G(ref a.V, ref b.V, ref c.V, ref d.V, x.V, y.V);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void IBlake3Lanes<Blake3Vec512>.Counters(ulong counter, bool increment, out Blake3Vec512 low, out Blake3Vec512 high)
+    {
+        Counters(counter, increment, out var l, out var h);
+        low = new(l);
+        high = new(h);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void IBlake3Lanes<Blake3Vec512>.LoadTransposed(byte* block, nuint* offsets, byte* prefetch, Blake3Vec512* message) =>
+        LoadTransposed(block, offsets, prefetch, (Vector512<uint>*)message);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void IBlake3Lanes<Blake3Vec512>.StoreTransposed(Blake3Vec512* cv, byte* output) => StoreTransposed((Vector512<uint>*)cv, output);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<uint> Splat(uint value) => Vector512.Create(value);
@@ -48,22 +75,22 @@ internal readonly unsafe struct Blake3Simd512 : IBlake3Lanes<Vector512<uint>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void LoadTransposed(byte* block, nuint* offsets, byte* prefetch, Vector512<uint>* message)
     {
-        var a = Vector512.Load((uint*)(block + offsets[0]));
-        var b = Vector512.Load((uint*)(block + offsets[1]));
-        var c = Vector512.Load((uint*)(block + offsets[2]));
-        var d = Vector512.Load((uint*)(block + offsets[3]));
-        var e = Vector512.Load((uint*)(block + offsets[4]));
-        var f = Vector512.Load((uint*)(block + offsets[5]));
-        var g = Vector512.Load((uint*)(block + offsets[6]));
-        var h = Vector512.Load((uint*)(block + offsets[7]));
-        var i = Vector512.Load((uint*)(block + offsets[8]));
-        var j = Vector512.Load((uint*)(block + offsets[9]));
-        var k = Vector512.Load((uint*)(block + offsets[10]));
-        var l = Vector512.Load((uint*)(block + offsets[11]));
-        var m = Vector512.Load((uint*)(block + offsets[12]));
-        var n = Vector512.Load((uint*)(block + offsets[13]));
-        var o = Vector512.Load((uint*)(block + offsets[14]));
-        var p = Vector512.Load((uint*)(block + offsets[15]));
+        var a = Avx512F.LoadVector512((uint*)(block + offsets[0]));
+        var b = Avx512F.LoadVector512((uint*)(block + offsets[1]));
+        var c = Avx512F.LoadVector512((uint*)(block + offsets[2]));
+        var d = Avx512F.LoadVector512((uint*)(block + offsets[3]));
+        var e = Avx512F.LoadVector512((uint*)(block + offsets[4]));
+        var f = Avx512F.LoadVector512((uint*)(block + offsets[5]));
+        var g = Avx512F.LoadVector512((uint*)(block + offsets[6]));
+        var h = Avx512F.LoadVector512((uint*)(block + offsets[7]));
+        var i = Avx512F.LoadVector512((uint*)(block + offsets[8]));
+        var j = Avx512F.LoadVector512((uint*)(block + offsets[9]));
+        var k = Avx512F.LoadVector512((uint*)(block + offsets[10]));
+        var l = Avx512F.LoadVector512((uint*)(block + offsets[11]));
+        var m = Avx512F.LoadVector512((uint*)(block + offsets[12]));
+        var n = Avx512F.LoadVector512((uint*)(block + offsets[13]));
+        var o = Avx512F.LoadVector512((uint*)(block + offsets[14]));
+        var p = Avx512F.LoadVector512((uint*)(block + offsets[15]));
         for (nuint input = 0; input < 16; input++)
         {
             Sse.Prefetch0(prefetch + offsets[input]);
@@ -168,10 +195,10 @@ internal readonly unsafe struct Blake3Simd512 : IBlake3Lanes<Vector512<uint>>
     {
         var first = Avx512F.PermuteVar8x64x2(low.AsUInt64(), Vector512.Create(0ul, 1, 8, 9, 2, 3, 10, 11), high.AsUInt64());
         var second = Avx512F.PermuteVar8x64x2(low.AsUInt64(), Vector512.Create(4ul, 5, 12, 13, 6, 7, 14, 15), high.AsUInt64());
-        first.GetLower().Store((ulong*)output);
-        first.GetUpper().Store((ulong*)(output + 128));
-        second.GetLower().Store((ulong*)(output + 256));
-        second.GetUpper().Store((ulong*)(output + 384));
+        Avx.Store((ulong*)output, first.GetLower());
+        Avx.Store((ulong*)(output + 128), first.GetUpper());
+        Avx.Store((ulong*)(output + 256), second.GetLower());
+        Avx.Store((ulong*)(output + 384), second.GetUpper());
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -189,4 +216,11 @@ internal readonly unsafe struct Blake3Simd512 : IBlake3Lanes<Vector512<uint>>
     // 128-bit lanes 1 and 3 of a, then 1 and 3 of b.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<uint> OddLanes(Vector512<uint> a, Vector512<uint> b) => Avx512F.Shuffle4x128(a, b, 0b11_01_11_01);
+}
+
+/// <summary>A <see cref="Vector512{T}"/> of words in a struct of ours, the vector type of
+/// <see cref="Blake3Simd512"/>'s lanes (see <see cref="IBlake3Lanes{TVec}"/> for why).</summary>
+internal struct Blake3Vec512(Vector512<uint> v)
+{
+    public Vector512<uint> V = v;
 }

@@ -1,0 +1,184 @@
+using System.Diagnostics;
+using System.Diagnostics.Tracing;
+using System.Runtime.CompilerServices;
+using System.Text;
+using System.Text.Json;
+using TvixFuseBuild.Castore;
+using TvixFuseBuild.Castore.Hashing;
+
+// The child process of Castore.Tests' Blake3JitTests and of `scripts/bench blake3`, so that the caller's own JIT
+// does not count. Without arguments: hashes 1 MiB once in this fresh process and prints one "jit NAMESPACE.TYPE.METHOD"
+// line per method the JIT compiled meanwhile, then "level", "elapsed_us", "digest" and "done". With "vectors FILE":
+// checks every case of the official BLAKE3 vector file (hash, keyed hash, derived key) and prints "level",
+// "checked N" or one "mismatch" line per failure.
+if (args is ["vectors", string vectorFile])
+{
+    return CheckVectors(vectorFile);
+}
+
+using var listener = new JitListener();
+listener.WaitUntilEnabled();
+
+var data = new byte[1 << 20];
+for (int i = 0; i < data.Length; i++)
+{
+    data[i] = (byte)(i % 251);
+}
+
+Sentinel.Begin();
+long started = Stopwatch.GetTimestamp();
+B3Digest digest = Blake3.Hash(data);
+TimeSpan elapsed = Stopwatch.GetElapsedTime(started);
+listener.Flush();
+
+foreach (string method in listener.Methods)
+{
+    Console.WriteLine($"jit {method}");
+}
+
+Console.WriteLine($"level {Blake3Backend.Best}");
+Console.WriteLine($"elapsed_us {elapsed.TotalMicroseconds:F0}");
+Console.WriteLine($"digest {digest.ToHex()}");
+Console.WriteLine("done");
+return 0;
+
+static int CheckVectors(string path)
+{
+    using var document = JsonDocument.Parse(File.ReadAllBytes(path));
+    var root = document.RootElement;
+    byte[] key = Encoding.ASCII.GetBytes(root.GetProperty("key").GetString()!);
+    string context = root.GetProperty("context_string").GetString()!;
+    int checkedCount = 0;
+    int failures = 0;
+    foreach (var c in root.GetProperty("cases").EnumerateArray())
+    {
+        int length = c.GetProperty("input_len").GetInt32();
+        var input = new byte[length];
+        for (int i = 0; i < length; i++)
+        {
+            input[i] = (byte)(i % 251);
+        }
+
+        foreach (string kind in new[] { "hash", "keyed_hash", "derive_key" })
+        {
+            string expected = c.GetProperty(kind).GetString()!;
+            var output = new byte[expected.Length / 2];
+            switch (kind)
+            {
+                case "hash":
+                    Blake3.Hash(input, output);
+                    break;
+                case "keyed_hash":
+                    Blake3.KeyedHash(key, input, output);
+                    break;
+                default:
+                    Blake3.DeriveKey(context, input, output);
+                    break;
+            }
+
+            string actual = Convert.ToHexStringLower(output);
+            if (actual != expected)
+            {
+                Console.WriteLine($"mismatch {kind} input_len={length}: expected {expected}, got {actual}");
+                failures++;
+            }
+
+            checkedCount++;
+        }
+    }
+
+    Console.WriteLine($"level {Blake3Backend.Best}");
+    Console.WriteLine($"checked {checkedCount}");
+    return failures == 0 ? 0 : 1;
+}
+
+internal sealed class JitListener : EventListener
+{
+    private const EventKeywords JitKeyword = (EventKeywords)0x10;
+    private readonly ManualResetEventSlim enabled = new();
+    private readonly ManualResetEventSlim sentinelSeen = new();
+    private readonly List<string> methods = [];
+
+    private bool recording;
+
+    public IReadOnlyList<string> Methods
+    {
+        get
+        {
+            lock (methods)
+            {
+                return [.. methods];
+            }
+        }
+    }
+
+    public void WaitUntilEnabled()
+    {
+        // The runtime's events come from a dispatch thread; the first one seen means the session is live.
+        Sentinel.Warm();
+        if (!enabled.Wait(TimeSpan.FromSeconds(30)))
+        {
+            throw new InvalidOperationException("no JIT events from the runtime within 30 s");
+        }
+    }
+
+    /// <summary>Waits until every event raised before the call has been delivered: a fresh method's JIT event comes last.</summary>
+    public void Flush()
+    {
+        Sentinel.End();
+        if (!sentinelSeen.Wait(TimeSpan.FromSeconds(30)))
+        {
+            throw new InvalidOperationException("the JIT event of the sentinel method did not arrive within 30 s");
+        }
+    }
+
+    protected override void OnEventSourceCreated(EventSource source)
+    {
+        if (source.Name == "Microsoft-Windows-DotNETRuntime")
+        {
+            EnableEvents(source, EventLevel.Verbose, JitKeyword);
+        }
+    }
+
+    protected override void OnEventWritten(EventWrittenEventArgs e)
+    {
+        if (e.EventName != "MethodJittingStarted_V1" || e.Payload is null || e.PayloadNames is null)
+        {
+            return;
+        }
+
+        string ns = (string)e.Payload[e.PayloadNames.IndexOf("MethodNamespace")]!;
+        string name = (string)e.Payload[e.PayloadNames.IndexOf("MethodName")]!;
+        enabled.Set();
+        // Events arrive in order: what lies between the two sentinels' JIT events was compiled for the hash.
+        bool sentinel = ns.EndsWith(nameof(Sentinel), StringComparison.Ordinal);
+        if (sentinel && name == nameof(Sentinel.Begin))
+        {
+            recording = true;
+        }
+        else if (sentinel && name == nameof(Sentinel.End))
+        {
+            recording = false;
+            sentinelSeen.Set();
+        }
+        else if (recording)
+        {
+            lock (methods)
+            {
+                methods.Add($"{ns}.{name}");
+            }
+        }
+    }
+}
+
+internal static class Sentinel
+{
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static void Warm() => GC.KeepAlive(null);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static void Begin() => GC.KeepAlive(null);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static void End() => GC.KeepAlive(null);
+}
