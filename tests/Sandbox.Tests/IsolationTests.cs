@@ -27,6 +27,13 @@ public sealed partial class IsolationTests
         {
             int pidA = Assert.Single(await HostProcesses.AppearWithin(markerA, 1, TimeSpan.FromSeconds(60)));
             int pidB = Assert.Single(await HostProcesses.AppearWithin(markerB, 1, TimeSpan.FromSeconds(60)));
+
+            // The shell's own command line holds the marker too: wait for its exec of sleep, after the chmod.
+            while (File.ReadAllText($"/proc/{pidA}/cmdline").Split('\0')[1] != "sleep")
+            {
+                await Task.Delay(20);
+            }
+
             int uidA = RealUid(pidA);
             int uidB = RealUid(pidB);
             Assert.NotEqual(uidA, uidB);
@@ -62,7 +69,15 @@ public sealed partial class IsolationTests
         // What a holder killed mid-build leaves for a moment: a process of its uid, and a lock the kernel released.
         using var leftover = Process.Start(new ProcessStartInfo("setpriv",
             [$"--reuid={uid}", $"--regid={uid}", "--clear-groups", "--", "/bin/sleep", marker]) { RedirectStandardOutput = true, RedirectStandardError = true })!;
-        Assert.Single(await HostProcesses.AppearWithin(marker, 1, TimeSpan.FromSeconds(30)));
+        int pid = Assert.Single(await HostProcesses.AppearWithin(marker, 1, TimeSpan.FromSeconds(30)));
+
+        // setpriv's own command line holds the marker too: wait for it to have become the slot's uid and run sleep.
+        while (File.ReadAllText($"/proc/{pid}/cmdline").Split('\0')[0] != "/bin/sleep")
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.Equal(uid, RealUid(pid));
         first.Dispose();
 
         // Claim until the freed slot comes round (other builds on this machine may hold lower ones).

@@ -70,7 +70,87 @@ internal static class TinyElf
         return Elf32(code);
     }
 
-    private static byte[] Elf64(byte[] code)
+    /// <summary>An argument of <see cref="Syscall64"/>: a pointer to an argv string, a decimal argv string as a number, a constant, or an address in the program's data.</summary>
+    public readonly record struct Arg(char Kind, long Value)
+    {
+        public static Arg Text(int argv) => new('s', argv);
+
+        public static Arg Number(int argv) => new('n', argv);
+
+        public static Arg Const(long value) => new('c', value);
+
+        public static Arg Data(int offset) => new('d', offset);
+    }
+
+    /// <summary>
+    /// x86-64: one system call with up to six arguments, exiting with the errno it got (0 on success, whatever it
+    /// returned). <paramref name="data"/>, given its own address, follows the code in a writable segment.
+    /// </summary>
+    public static byte[] Syscall64(int number, Arg[] args, Func<ulong, byte[]>? data = null)
+    {
+        // Per argument register (rdi, rsi, rdx, r10, r8, r9): mov reg, [rsp+d8]; mov reg, imm64; mov reg, rax.
+        byte[][] load = [[0x48, 0x8b, 0x7c], [0x48, 0x8b, 0x74], [0x48, 0x8b, 0x54], [0x4c, 0x8b, 0x54], [0x4c, 0x8b, 0x44], [0x4c, 0x8b, 0x4c]];
+        byte[][] imm = [[0x48, 0xbf], [0x48, 0xbe], [0x48, 0xba], [0x49, 0xba], [0x49, 0xb8], [0x49, 0xb9]];
+        byte[][] fromRax = [[0x48, 0x89, 0xc7], [0x48, 0x89, 0xc6], [0x48, 0x89, 0xc2], [0x49, 0x89, 0xc2], [0x49, 0x89, 0xc0], [0x49, 0x89, 0xc1]];
+        byte[] atoi =
+        [
+            0x31, 0xc0, // xor eax, eax
+            0x41, 0x0f, 0xb6, 0x0b, // next: movzx ecx, byte [r11]
+            0x83, 0xe9, 0x30, // sub ecx, '0'
+            0x72, 0x0c, // jb done (the NUL)
+            0x48, 0x6b, 0xc0, 0x0a, // imul rax, rax, 10
+            0x48, 0x01, 0xc8, // add rax, rcx
+            0x49, 0xff, 0xc3, // inc r11
+            0xeb, 0xeb, // jmp next
+            0xc3, // done: ret
+        ];
+        byte[] exit =
+        [
+            0xf7, 0xd8, // neg eax
+            0x89, 0xc7, // mov edi, eax
+            0x85, 0xff, // test edi, edi
+            0x79, 0x02, // jns +2
+            0x31, 0xff, // xor edi, edi (it returned a count: success)
+            0xb8, 60, 0, 0, 0, // mov eax, SYS_exit
+            0x0f, 0x05, // syscall
+        ];
+
+        // The code's length does not depend on the values, so a first pass with zero addresses sizes it.
+        byte[] Emit(ulong dataAddress, int atoiAt)
+        {
+            var code = new List<byte>();
+            for (int i = 0; i < args.Length; i++)
+            {
+                var a = args[i];
+                switch (a.Kind)
+                {
+                    case 's':
+                        code.AddRange([.. load[i], 0x24, (byte)(8 * (a.Value + 1))]);
+                        break;
+                    case 'n':
+                        code.AddRange([0x4c, 0x8b, 0x5c, 0x24, (byte)(8 * (a.Value + 1))]); // mov r11, [rsp+d8]
+                        int next = code.Count + 5;
+                        code.AddRange([0xe8, .. BitConverter.GetBytes(atoiAt - next)]); // call atoi
+                        code.AddRange(fromRax[i]);
+                        break;
+                    default:
+                        code.AddRange([.. imm[i], .. BitConverter.GetBytes(a.Kind == 'c' ? (ulong)a.Value : dataAddress + (ulong)a.Value)]);
+                        break;
+                }
+            }
+
+            code.AddRange([0xb8, .. BitConverter.GetBytes(number), 0x0f, 0x05]); // mov eax, number; syscall
+            code.AddRange(exit);
+            code.AddRange(atoi);
+            return [.. code];
+        }
+
+        int length = Emit(0, 0).Length;
+        ulong dataAddress = 0x400000UL + 120 + (ulong)length;
+        return Elf64([.. Emit(dataAddress, length - atoi.Length), .. data?.Invoke(dataAddress) ?? []], writable: true);
+    }
+
+    private static byte[] Elf64(byte[] code, bool writable = false)
     {
         const ulong Base = 0x400000;
         using var ms = new MemoryStream();
@@ -90,7 +170,7 @@ internal static class TinyElf
         w.Write((ushort)0);
         w.Write((ushort)0);
         w.Write(1u); // PT_LOAD
-        w.Write(5u); // R+X
+        w.Write(writable ? 7u : 5u); // R+X, or RWX
         w.Write(0UL);
         w.Write(Base);
         w.Write(Base);
