@@ -3,6 +3,7 @@ using System.Diagnostics.Tracing;
 using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
+using TvixFuseBuild.Build.Refscan;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Hashing;
 
@@ -10,10 +11,18 @@ using TvixFuseBuild.Castore.Hashing;
 // does not count. Without arguments: hashes 1 MiB once in this fresh process and prints one "jit NAMESPACE.TYPE.METHOD"
 // line per method the JIT compiled meanwhile, then "level", "elapsed_us", "digest" and "done". With "vectors FILE":
 // checks every case of the official BLAKE3 vector file (hash, keyed hash, derived key) and prints "level",
-// "checked N" or one "mismatch" line per failure.
+// "checked N" or one "mismatch" line per failure. With "refscan DIR ENGINE" (NixHash or General): writes 1 MiB with
+// needles planted into DIR, then, JIT events recorded, compiles the needles and scans the bytes as a build does (the
+// import's observer, fed in two pieces) and the file as the refscan command does (ReferenceScanner.ScanPath); prints
+// the "jit" lines, "import FOUND", "path FOUND" (needle indexes, comma-separated) and "done".
 if (args is ["vectors", string vectorFile])
 {
     return CheckVectors(vectorFile);
+}
+
+if (args is ["refscan", string scanDirectory, string engine])
+{
+    return ProbeRefscan(scanDirectory, Enum.Parse<RefscanEngine>(engine));
 }
 
 using var listener = new JitListener();
@@ -41,6 +50,51 @@ Console.WriteLine($"elapsed_us {elapsed.TotalMicroseconds:F0}");
 Console.WriteLine($"digest {digest.ToHex()}");
 Console.WriteLine("done");
 return 0;
+
+static int ProbeRefscan(string directory, RefscanEngine engine)
+{
+    // Needles 0, 2 and 4 are planted; 1 and 3 are not. One straddles the middle, where the import's pieces meet.
+    const string Alphabet = NeedleSet.NixBase32Alphabet;
+    var random = new Random(7);
+    string[] needles = [.. Enumerable.Range(0, 5).Select(_ => new string([.. Enumerable.Range(0, 32).Select(_ => Alphabet[random.Next(32)])]))];
+    var data = new byte[1 << 20];
+    for (int i = 0; i < data.Length; i++)
+    {
+        // Text-like bytes with runs of alphabet characters, so the classifiers' slow paths run too.
+        data[i] = (byte)(i % 97 < 40 ? Alphabet[(i * 7) % 32] : ' ' + (i % 61));
+    }
+
+    Encoding.ASCII.GetBytes(needles[0]).CopyTo(data, 1000);
+    Encoding.ASCII.GetBytes(needles[2]).CopyTo(data, (data.Length / 2) - 10);
+    Encoding.ASCII.GetBytes(needles[4]).CopyTo(data, data.Length - 32);
+    string file = Path.Combine(directory, "out.bin");
+    File.WriteAllBytes(file, data);
+
+    using var listener = new JitListener();
+    listener.WaitUntilEnabled();
+    Sentinel.Begin();
+    var scanner = new ReferenceScanner(NeedleSet.FromStrings(needles, engine));
+    var import = new ImportReferenceScan(scanner);
+    import.OnName("out.bin"u8);
+    var fileScan = import.OnFile(data.Length);
+    fileScan.OnRead(data.Length / 2, data.AsSpan(data.Length / 2));
+    fileScan.OnRead(0, data.AsSpan(0, data.Length / 2));
+    fileScan.Complete();
+    var imported = import.Found;
+    var scanned = scanner.ScanPath(file);
+    listener.Flush();
+
+    foreach (string method in listener.Methods)
+    {
+        Console.WriteLine($"jit {method}");
+    }
+
+    Console.WriteLine($"engine {scanner.Needles.Engine}");
+    Console.WriteLine($"import {string.Join(',', imported)}");
+    Console.WriteLine($"path {string.Join(',', scanned)}");
+    Console.WriteLine("done");
+    return 0;
+}
 
 static int CheckVectors(string path)
 {
@@ -165,7 +219,8 @@ internal sealed class JitListener : EventListener
         {
             lock (methods)
             {
-                methods.Add($"{ns}.{name}");
+                string signature = (string)e.Payload[e.PayloadNames.IndexOf("MethodSignature")]!;
+                methods.Add($"{ns}.{name} {signature}");
             }
         }
     }

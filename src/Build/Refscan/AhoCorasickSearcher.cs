@@ -241,7 +241,6 @@ internal sealed class AhoCorasickSearcher : NeedleSearcher
     /// a vectorized IndexOfAny jumps to the next byte that can begin a needle: long stretches without one (zeros,
     /// much binary data) are skipped at memory speed, and dense text pays one call per 64 bytes.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void SearchDense(ReadOnlySpan<byte> haystack, NeedleHits hits)
     {
         ref int delta = ref MemoryMarshal.GetArrayDataReference(_delta!);

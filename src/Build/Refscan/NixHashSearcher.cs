@@ -14,7 +14,7 @@ namespace TvixFuseBuild.Build.Refscan;
 /// in an open-addressing table keyed by the window's first 8 bytes (needles are uniformly random, so those bytes hash
 /// well), then compared in full.
 /// </summary>
-internal sealed class NixHashSearcher : NeedleSearcher
+internal sealed unsafe class NixHashSearcher : NeedleSearcher
 {
     internal static readonly SearchValues<byte> Alphabet = SearchValues.Create("0123456789abcdfghijklmnpqrsvwxyz"u8);
 
@@ -74,33 +74,36 @@ internal sealed class NixHashSearcher : NeedleSearcher
 
     public override void Search(ReadOnlySpan<byte> haystack, NeedleHits hits)
     {
-        if (Avx512BW.IsSupported)
-        {
-            Search(haystack, hits, new Avx512Classifier());
-        }
-        else if (Avx2.IsSupported)
-        {
-            Search(haystack, hits, new Avx2Classifier());
-        }
-        else
-        {
-            Search(haystack, hits, default(PortableClassifier));
-        }
-    }
-
-    // Generic over the classifier so that the JIT compiles one loop per instruction set, with the lookup tables
-    // loaded into registers once per call.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Search<TClassifier>(ReadOnlySpan<byte> haystack, NeedleHits hits, TClassifier classifier)
-        where TClassifier : struct, IClassifier
-    {
-        int n = haystack.Length;
-        if (n < Length)
+        if (haystack.Length < Length)
         {
             return;
         }
 
-        ref byte start = ref MemoryMarshal.GetReference(haystack);
+        // Pinned once, so that the classifiers load with the x86 intrinsics' pointer forms: crossgen2 precompiles no
+        // call that hands a CoreLib vector type to a helper such as Vector512.LoadUnsafe (see docs/benchmarks.md).
+        fixed (byte* start = haystack)
+        {
+            if (Avx512BW.IsSupported)
+            {
+                Search(haystack, start, hits, default(Avx512Classifier));
+            }
+            else if (Avx2.IsSupported)
+            {
+                Search(haystack, start, hits, default(Avx2Classifier));
+            }
+            else
+            {
+                Search(haystack, start, hits, default(PortableClassifier));
+            }
+        }
+    }
+
+    // Generic over the classifier so that one loop is compiled per instruction set, with the lookup tables loaded into
+    // registers once per call. No AggressiveOptimization here or below: it keeps a method out of the ReadyToRun image.
+    private void Search<TClassifier>(ReadOnlySpan<byte> haystack, byte* start, NeedleHits hits, TClassifier classifier)
+        where TClassifier : struct, IClassifier
+    {
+        int n = haystack.Length;
         int run = 0; // alphabet bytes ending at the previous block's end (capped at 64)
         int i = 0;
 
@@ -109,8 +112,8 @@ internal sealed class NixHashSearcher : NeedleSearcher
         // carried in (its leading alphabet bytes tell). Only then are the blocks looked at closely.
         for (; i <= n - 128; i += 128)
         {
-            ulong m1 = classifier.Classify64(ref Unsafe.Add(ref start, i));
-            ulong m2 = classifier.Classify64(ref Unsafe.Add(ref start, i + 64));
+            ulong m1 = classifier.Classify64(start + i);
+            ulong m2 = classifier.Classify64(start + i + 64);
             int lead1 = BitOperations.TrailingZeroCount(~m1);
             int lead2 = BitOperations.TrailingZeroCount(~m2);
             int tail1 = BitOperations.LeadingZeroCount(~m1);
@@ -129,16 +132,17 @@ internal sealed class NixHashSearcher : NeedleSearcher
 
         for (; i <= n - 64; i += 64)
         {
-            run = Block(haystack, i, classifier.Classify64(ref Unsafe.Add(ref start, i)), run, hits);
+            run = Block(haystack, i, classifier.Classify64(start + i), run, hits);
         }
 
         if (i < n)
         {
             // The last partial block, zero padded (zero is not in the alphabet).
-            Span<byte> tail = stackalloc byte[64];
-            tail.Clear();
-            haystack[i..].CopyTo(tail);
-            Block(haystack, i, classifier.Classify64(ref MemoryMarshal.GetReference(tail)), run, hits);
+            byte* tail = stackalloc byte[64];
+            var tailSpan = new Span<byte>(tail, 64);
+            tailSpan.Clear();
+            haystack[i..].CopyTo(tailSpan);
+            Block(haystack, i, classifier.Classify64(tail), run, hits);
         }
     }
 
@@ -154,7 +158,6 @@ internal sealed class NixHashSearcher : NeedleSearcher
     }
 
     /// <summary>Looks up the candidate windows that end in the block at <paramref name="blockStart"/>; returns the run carried out of it.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int Block(ReadOnlySpan<byte> haystack, int blockStart, ulong mask, int run, NeedleHits hits)
     {
         int lead = BitOperations.TrailingZeroCount(~mask);
@@ -170,7 +173,6 @@ internal sealed class NixHashSearcher : NeedleSearcher
     /// Looks up every window that ends in the block at <paramref name="blockStart"/> and is made of alphabet bytes
     /// only: those starting in earlier blocks (the carried run), then those starting in this block.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Candidates(ReadOnlySpan<byte> haystack, int blockStart, ulong mask, int run, int lead, NeedleHits hits)
     {
         // A window ending at block offset e (e < 31, so it starts in an earlier block) is all alphabet when the carried
@@ -221,48 +223,51 @@ internal sealed class NixHashSearcher : NeedleSearcher
     /// <summary>Classifies 64 bytes: bit j is set when byte j is in the nixbase32 alphabet.</summary>
     internal interface IClassifier
     {
-        ulong Classify64(ref byte p);
+        ulong Classify64(byte* p);
     }
 
     // A byte is in the alphabet when the classes of its low nibble and of its high nibble share a bit (one pshufb
     // lookup each): bit 1 = '0'..'9' (high nibble 3), bit 2 = 'a'..'n' except 'e' (high nibble 6), bit 4 = 'p'..'z'
-    // except 't' and 'u' (high nibble 7).
-    private static Vector128<byte> LowNibbleClasses => Vector128.Create(
-        (byte)0b101, 0b111, 0b111, 0b111, 0b011, 0b001, 0b111, 0b111, 0b111, 0b111, 0b110, 0b010, 0b010, 0b010, 0b010, 0b000);
+    // except 't' and 'u' (high nibble 7). The 16-entry tables as two little-endian words, low nibble:
+    // 5 7 7 7 3 1 7 7 7 7 6 2 2 2 2 0, high nibble: 0 0 0 1 0 0 2 4 0 0 0 0 0 0 0 0. Built from scalars, not with
+    // Vector512.Create(Vector128): crossgen2 precompiles no method calling a CoreLib helper with a vector argument.
+    private const ulong LowNibbleClasses0 = 0x0707010307070705;
+    private const ulong LowNibbleClasses1 = 0x0002020202060707;
+    private const ulong HighNibbleClasses0 = 0x0402000001000000;
+    private const ulong HighNibbleClasses1 = 0;
 
-    private static Vector128<byte> HighNibbleClasses => Vector128.Create(
-        (byte)0, 0, 0, 0b001, 0, 0, 0b010, 0b100, 0, 0, 0, 0, 0, 0, 0, 0);
-
-    internal readonly struct Avx512Classifier() : IClassifier
+    // The classifiers hold no vector fields and their tables are constants: crossgen2 precompiles nothing that passes
+    // or holds a struct with CoreLib vector fields, and the constant tables are loaded once per loop anyway.
+    internal readonly struct Avx512Classifier : IClassifier
     {
-        private readonly Vector512<byte> _low = Vector512.Create(LowNibbleClasses);
-        private readonly Vector512<byte> _high = Vector512.Create(HighNibbleClasses);
-
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public ulong Classify64(ref byte p)
+        public ulong Classify64(byte* p)
         {
-            var v = Vector512.LoadUnsafe(ref p);
+            var v = Avx512BW.LoadVector512(p);
             var nibble = Vector512.Create((byte)0x0f);
-            var lo = Avx512BW.Shuffle(_low, v & nibble);
-            var hi = Avx512BW.Shuffle(_high, Vector512.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & nibble);
+            var low = Vector512.Create(
+                LowNibbleClasses0, LowNibbleClasses1, LowNibbleClasses0, LowNibbleClasses1, LowNibbleClasses0, LowNibbleClasses1, LowNibbleClasses0, LowNibbleClasses1).AsByte();
+            var high = Vector512.Create(
+                HighNibbleClasses0, HighNibbleClasses1, HighNibbleClasses0, HighNibbleClasses1, HighNibbleClasses0, HighNibbleClasses1, HighNibbleClasses0, HighNibbleClasses1).AsByte();
+            var lo = Avx512BW.Shuffle(low, v & nibble);
+            var hi = Avx512BW.Shuffle(high, Avx512BW.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & nibble);
             return ~Vector512.Equals(lo & hi, Vector512<byte>.Zero).ExtractMostSignificantBits();
         }
     }
 
-    internal readonly struct Avx2Classifier() : IClassifier
+    internal readonly struct Avx2Classifier : IClassifier
     {
-        private readonly Vector256<byte> _low = Vector256.Create(LowNibbleClasses);
-        private readonly Vector256<byte> _high = Vector256.Create(HighNibbleClasses);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public ulong Classify64(byte* p) => Classify32(Avx.LoadVector256(p)) | ((ulong)Classify32(Avx.LoadVector256(p + 32)) << 32);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public ulong Classify64(ref byte p) => Classify32(Vector256.LoadUnsafe(ref p)) | ((ulong)Classify32(Vector256.LoadUnsafe(ref p, 32)) << 32);
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private uint Classify32(Vector256<byte> v)
+        private static uint Classify32(Vector256<byte> v)
         {
             var nibble = Vector256.Create((byte)0x0f);
-            var lo = Avx2.Shuffle(_low, v & nibble);
-            var hi = Avx2.Shuffle(_high, Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & nibble);
+            var low = Vector256.Create(LowNibbleClasses0, LowNibbleClasses1, LowNibbleClasses0, LowNibbleClasses1).AsByte();
+            var high = Vector256.Create(HighNibbleClasses0, HighNibbleClasses1, HighNibbleClasses0, HighNibbleClasses1).AsByte();
+            var lo = Avx2.Shuffle(low, v & nibble);
+            var hi = Avx2.Shuffle(high, Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & nibble);
             return ~Vector256.Equals(lo & hi, Vector256<byte>.Zero).ExtractMostSignificantBits();
         }
     }
@@ -274,14 +279,14 @@ internal sealed class NixHashSearcher : NeedleSearcher
     internal readonly struct PortableClassifier : IClassifier
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public ulong Classify64(ref byte p)
+        public ulong Classify64(byte* p)
         {
             if (Vector128.IsHardwareAccelerated)
             {
                 ulong result = 0;
                 for (int k = 0; k < 4; k++)
                 {
-                    result |= (ulong)InAlphabet(Vector128.LoadUnsafe(ref p, (nuint)(16 * k))).ExtractMostSignificantBits() << (16 * k);
+                    result |= (ulong)InAlphabet(Vector128.Load(p + (16 * k))).ExtractMostSignificantBits() << (16 * k);
                 }
 
                 return result;
@@ -290,7 +295,7 @@ internal sealed class NixHashSearcher : NeedleSearcher
             ulong bits = 0;
             for (int k = 0; k < 64; k++)
             {
-                if (Alphabet.Contains(Unsafe.Add(ref p, k)))
+                if (Alphabet.Contains(p[k]))
                 {
                     bits |= 1UL << k;
                 }

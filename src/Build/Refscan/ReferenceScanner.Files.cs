@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Collections.Concurrent;
-using System.Runtime.CompilerServices;
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -52,7 +51,6 @@ public sealed unsafe partial class ReferenceScanner
     }
 
     /// <summary>Scans a whole open regular file of <paramref name="size"/> bytes, piece by piece.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ScanFile(FileDescriptor file, ulong size, string displayPath, NeedleHits hits, CancellationToken cancellationToken)
     {
         MarkEmptyNeedles(hits);
@@ -75,7 +73,6 @@ public sealed unsafe partial class ReferenceScanner
     }
 
     /// <summary>Maps the piece of <paramref name="file"/> at <paramref name="offset"/> (plus the overlap into the next piece) and scans it.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ScanMapped(FileDescriptor file, ulong size, ulong offset, string displayPath, NeedleHits hits)
     {
         ulong overlap = (ulong)Math.Max(0, Needles.MaxLength - 1);
@@ -109,7 +106,6 @@ public sealed unsafe partial class ReferenceScanner
     }
 
     /// <summary>Small files: one pread into a per-thread buffer costs less than a map and an unmap.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ReadAndScan(FileDescriptor file, int size, string displayPath, NeedleHits hits)
     {
         byte[] buffer = t_readBuffer ??= GC.AllocateUninitializedArray<byte>(Options.ReadBelow < (64 << 10) ? 64 << 10 : Options.ReadBelow, pinned: true);
@@ -224,7 +220,6 @@ public sealed unsafe partial class ReferenceScanner
             _ready.Release();
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Work()
         {
             while (true)
@@ -266,7 +261,6 @@ public sealed unsafe partial class ReferenceScanner
             }
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Process(WorkItem item)
         {
             switch (item.Kind)
@@ -306,7 +300,6 @@ public sealed unsafe partial class ReferenceScanner
             }
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void ScanOpenFile(FileDescriptor file, ulong size, string displayPath)
         {
             if (size <= (ulong)scanner.Options.ChunkSize)
@@ -323,7 +316,6 @@ public sealed unsafe partial class ReferenceScanner
             }
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void List(FileDescriptor directory, string displayPath)
         {
             byte[] buffer = ArrayPool<byte>.Shared.Rent(DirentBufferSize);
@@ -373,7 +365,6 @@ public sealed unsafe partial class ReferenceScanner
             }
         }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Entry(FileDescriptor directory, string directoryPath, ReadOnlySpan<byte> name, byte type)
         {
             if (scanner.Options.IncludeNames)
