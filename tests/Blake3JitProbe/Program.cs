@@ -8,9 +8,9 @@ using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Hashing;
 
 // The child process of Castore.Tests' Blake3JitTests and of `scripts/bench blake3`, so that the caller's own JIT
-// does not count. Without arguments: hashes 1 MiB once in this fresh process and prints one "jit NAMESPACE.TYPE.METHOD SIGNATURE"
-// line per method the JIT compiled meanwhile, then "level", "elapsed_us", "digest" and "done". With "vectors FILE":
-// checks every case of the official BLAKE3 vector file (hash, keyed hash, derived key) and prints "level",
+// does not count. Without arguments: hashes 1 MiB once in this fresh process and prints one
+// "jit NAMESPACE.TYPE.METHOD SIGNATURE" line per method the JIT compiled meanwhile, then "level", "elapsed_us",
+// "digest" and "done". With "vectors FILE": checks every case of the official BLAKE3 vector file (hash, keyed hash, derived key) and prints "level",
 // "checked N" or one "mismatch" line per failure. With "refscan DIR ENGINE" (NixHash or General): writes 1 MiB with
 // needles planted into DIR, then, JIT events recorded, compiles the needles and scans the bytes as a build does (the
 // import's observer, fed in two pieces) and the file as the refscan command does (ReferenceScanner.ScanPath); prints
