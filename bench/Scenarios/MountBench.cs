@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Fuse;
@@ -15,6 +16,8 @@ namespace TvixFuseBuild.Bench.Scenarios;
 /// </summary>
 internal sealed class MountBench : IBenchScenario
 {
+    public const string OnceArgument = "--mount-once";
+
     private const int Inputs = 10;
 
     public string Name => "mount";
@@ -45,12 +48,60 @@ internal sealed class MountBench : IBenchScenario
             after.Add(await MeasureAsync(store, nodes, mountpoint, probe, eager: false, cancellationToken));
         }
 
+        // Cold: each mount the first in a fresh process (JIT, first thread starts), as in a build.
+        var coldBefore = new List<Sample>();
+        var coldAfter = new List<Sample>();
+        string nodesFile = Path.Combine(context.WorkDir, "nodes");
+        await File.WriteAllLinesAsync(nodesFile, nodes.OfType<DirectoryNode>().Select(n => $"{n.Name} {n.Digest} {n.Size}"), cancellationToken);
+        for (int i = 0; i < (context.Quick ? 3 : 11); i++)
+        {
+            coldBefore.Add(RunOnce(context.WorkDir, nodesFile, eager: true));
+            coldAfter.Add(RunOnce(context.WorkDir, nodesFile, eager: false));
+        }
+
+        double cb = Median(coldBefore, s => s.Total), ca = Median(coldAfter, s => s.Total);
         double b = Median(before, s => s.Total), a = Median(after, s => s.Total);
         return
         [
-            new BenchResult($"mount to first answered lookup, {Inputs} inputs", Measure.Time(a), Measure.Time(b), "main's eager mount", b / a, null, null,
+            new BenchResult($"mount to first answered lookup, {Inputs} inputs, first in a fresh process", Measure.Time(ca), Measure.Time(cb), "main's eager mount", cb / ca, null, null,
+                $"after: {Parts(coldAfter)}; before: {Parts(coldBefore)}; {coldBefore.Count} alternating processes"),
+            new BenchResult($"mount to first answered lookup, {Inputs} inputs, warm (same process)", Measure.Time(a), Measure.Time(b), "main's eager mount", b / a, null, null,
                 $"after: {Parts(after)}; before: {Parts(before)}; {repetitions} alternating runs"),
         ];
+    }
+
+    private static Sample RunOnce(string work, string nodesFile, bool eager)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true };
+        foreach (string argument in new[] { typeof(MountBench).Assembly.Location, OnceArgument, work, nodesFile, eager ? "eager" : "lazy" })
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        using var process = Process.Start(start) ?? throw new InvalidOperationException("cannot start the bench's child");
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"the bench's cold mount failed (exit {process.ExitCode}): {output}");
+        }
+
+        double[] f = output.Trim().Split(' ').Select(f => double.Parse(f, CultureInfo.InvariantCulture)).ToArray();
+        return new Sample(f[0], f[1], f[2], f[3], f[4], f[5], (int)f[6]);
+    }
+
+    /// <summary>The child: one mount of the inputs listed in the nodes file, its figures printed on one line.</summary>
+    public static async Task<int> OnceAsync(string[] args)
+    {
+        string work = args[0];
+        var nodes = File.ReadAllLines(args[1]).Select(line => line.Split(' '))
+            .Select(f => (Node)new DirectoryNode(f[0], B3Digest.Parse(f[1]), ulong.Parse(f[2]))).ToList();
+        await using var store = CastoreStore.Open("local://" + Path.Combine(work, "store"));
+        string mountpoint = Path.Combine(work, "mnt");
+        var sample = await MeasureAsync(store, nodes, mountpoint, Path.Combine(mountpoint, "input-9", "bin", "busybox"), args[2] == "eager", default);
+        Console.WriteLine(FormattableString.Invariant(
+            $"{sample.Total} {sample.Check} {sample.Mount} {sample.Workers} {sample.Init} {sample.Lookup} {sample.WorkerCount}"));
+        return 0;
     }
 
     private static string Parts(List<Sample> samples) =>

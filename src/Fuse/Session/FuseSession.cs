@@ -65,6 +65,7 @@ internal sealed class FuseSession : IDisposable
     private int _stopFd = -1;
     private int _runningWorkers;
     private int _idleWorkers;
+    private int _addingWorker;
     private bool _cloneFailureLogged;
     private int _destroyed;
     private volatile bool _stopping;
@@ -138,13 +139,18 @@ internal sealed class FuseSession : IDisposable
 
     /// <summary>
     /// A worker took a request. When no other one is left waiting, start another (up to <see cref="FuseSessionOptions.Threads"/>)
-    /// so a request that blocks this one in the store does not hold up the next (as go-fuse does with its readers).
+    /// so a request that blocks this one in the store does not hold up the next (as go-fuse does with its readers). The
+    /// start runs on the thread pool, beside the request rather than before it.
     /// </summary>
     internal void OnWorkerBusy(bool mayBlock)
     {
-        if (Interlocked.Decrement(ref _idleWorkers) == 0 && mayBlock && !_stopping && Volatile.Read(ref _runningWorkers) < _options.Threads)
+        if (Interlocked.Decrement(ref _idleWorkers) == 0 && mayBlock && !_stopping && Volatile.Read(ref _runningWorkers) < _options.Threads &&
+            Interlocked.CompareExchange(ref _addingWorker, 1, 0) == 0)
         {
-            AddWorker(throwOnFailure: false);
+            ThreadPool.UnsafeQueueUserWorkItem(
+                static session => session.AddWorker(throwOnFailure: false),
+                this,
+                preferLocal: false);
         }
     }
 
@@ -154,7 +160,11 @@ internal sealed class FuseSession : IDisposable
     {
         lock (_workers)
         {
-            if (_stopping || _workers.Count >= Math.Max(1, _options.Threads))
+            // Cleared before the new worker can take a request: when it too finds no one waiting, it asks for another.
+            Volatile.Write(ref _addingWorker, 0);
+
+            // None running: the session ended (or is ending), and Completion may already be set.
+            if (_stopping || _workers.Count >= Math.Max(1, _options.Threads) || (_workers.Count > 0 && _runningWorkers == 0))
             {
                 return;
             }
@@ -189,7 +199,7 @@ internal sealed class FuseSession : IDisposable
             }
 
             _workers.Add(worker);
-            Interlocked.Increment(ref _runningWorkers);
+            _runningWorkers++;
             Interlocked.Increment(ref _idleWorkers);
             worker.Start();
         }
@@ -439,7 +449,13 @@ internal sealed class FuseSession : IDisposable
             RequestStop();
         }
 
-        if (Interlocked.Decrement(ref _runningWorkers) == 0)
+        bool last;
+        lock (_workers)
+        {
+            last = --_runningWorkers == 0;
+        }
+
+        if (last)
         {
             _ready.TrySetException(new FuseException("the FUSE connection ended before it was initialized"));
             Destroy();
