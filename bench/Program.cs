@@ -1,3 +1,6 @@
 using TvixFuseBuild.Bench;
 
-return BenchRunner.Run(args);
+using TvixFuseBuild.Bench.Scenarios;
+
+// The mount scenario's cold case: one measured mount in a fresh process.
+return args is [MountBench.OnceArgument, ..] ? await MountBench.OnceAsync(args[1..]) : BenchRunner.Run(args);

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Fuse.CastoreFs;
@@ -54,6 +55,12 @@ public sealed class CastoreMount : IAsyncDisposable
 
     /// <summary>Workers that got a cloned /dev/fuse file of their own.</summary>
     internal int ClonedChannels => _session.ClonedChannels;
+
+    /// <summary>Worker threads started so far: one at the mount, more while all are busy.</summary>
+    internal int WorkerCount => _session.WorkerCount;
+
+    /// <summary>Where <see cref="MountAsync"/>'s time went (for the bench).</summary>
+    internal MountTimings Timings { get; private init; } = new(default, default, default);
 
     /// <summary>Mounts <paramref name="nodes"/> (each under its own name) from <paramref name="store"/> (which must outlive the mount).</summary>
     public static Task<CastoreMount> MountAsync(
@@ -146,13 +153,16 @@ public sealed class CastoreMount : IAsyncDisposable
         });
 
         var settings = new MountSettings(StaleMounts.FsName, StaleMounts.Subtype, options.AllowOther, Libc.GetEuid(), Libc.GetEgid());
+        long started = Stopwatch.GetTimestamp();
         var kernelMount = KernelMount.Mount(path, settings, log);
+        var mounted = Stopwatch.GetElapsedTime(started);
         FuseSession? session = null;
         try
         {
             session = new FuseSession(kernelMount.Channel, fileSystem, new FuseSessionOptions
             {
                 Threads = options.Threads,
+                EagerWorkers = options.EagerWorkers,
                 CloneDevice = options.CloneDevice,
                 MaxBackground = options.MaxBackground,
                 ReaddirPlus = options.ReaddirPlus,
@@ -161,8 +171,12 @@ public sealed class CastoreMount : IAsyncDisposable
                 Log = log,
             });
             session.Start();
+            var workersStarted = Stopwatch.GetElapsedTime(started);
             await session.Ready.WaitAsync(InitTimeout, cancellationToken).ConfigureAwait(false);
-            var mount = new CastoreMount(kernelMount, session, fileSystem, log);
+            var mount = new CastoreMount(kernelMount, session, fileSystem, log)
+            {
+                Timings = new MountTimings(mounted, workersStarted - mounted, Stopwatch.GetElapsedTime(started) - workersStarted),
+            };
             AppDomain.CurrentDomain.ProcessExit += mount.OnProcessExit;
             return mount;
         }
@@ -212,3 +226,6 @@ public sealed class CastoreMount : IAsyncDisposable
         }
     }
 }
+
+/// <summary>MountAsync's parts: the mount syscall (or fusermount3), starting the workers, the INIT handshake.</summary>
+internal readonly record struct MountTimings(TimeSpan Mount, TimeSpan StartWorkers, TimeSpan Init);

@@ -3,7 +3,7 @@ namespace TvixFuseBuild.Fuse;
 /// <summary>How a <see cref="CastoreMount"/> is set up. The defaults are the measured ones (see docs/benchmarks.md).</summary>
 public sealed record CastoreMountOptions
 {
-    /// <summary>Worker threads answering the kernel.</summary>
+    /// <summary>The most worker threads answering the kernel: one starts with the mount, another whenever all are busy.</summary>
     public int Threads { get; init; } = DefaultThreads;
 
     /// <summary>Let users other than the mounting one in (for a sandbox that runs the build as another uid).</summary>
@@ -28,6 +28,9 @@ public sealed record CastoreMountOptions
     /// with ENOTCONN at once. Ignored with <see cref="Passthrough"/>, which hands the kernel a file at OPEN.
     /// </summary>
     public bool ZeroMessageOpen { get; init; }
+
+    /// <summary>Start every worker at the mount instead of one, then more while all are busy (the bench compares).</summary>
+    internal bool EagerWorkers { get; init; }
 
     /// <summary>Blobs kept open for zero-message opens (a test lowers it).</summary>
     internal int MaxLazyReaders { get; init; } = 1024;

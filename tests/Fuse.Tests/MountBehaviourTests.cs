@@ -237,15 +237,6 @@ public sealed class MountBehaviourTests
     }
 
     [Fact]
-    public async Task WorkersGetClonedDeviceFiles()
-    {
-        var stores = await new FixtureStores().BlobA();
-        await using var mount = await TestMount.StartAsync(stores, new CastoreMountOptions { Threads = 4 });
-        Assert.Equal(3, mount.Mount.ClonedChannels);
-        Assert.Equal(BlobA, await File.ReadAllBytesAsync(mount[BlobAName]));
-    }
-
-    [Fact]
     public async Task ChildProcessesDoNotInheritTheFuseConnection()
     {
         var stores = await new FixtureStores().BlobA();

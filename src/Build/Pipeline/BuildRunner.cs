@@ -293,7 +293,8 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
         {
             bool present = input switch
             {
-                DirectoryNode d => await store.Directories.GetAsync(d.Digest, cancellationToken).ConfigureAwait(false) is not null,
+                // Only that it is there: the mount reads an input's directory when the build looks inside it.
+                DirectoryNode d => await store.Directories.HasAsync(d.Digest, cancellationToken).ConfigureAwait(false),
                 FileNode f => await store.Blobs.HasAsync(f.Digest, cancellationToken).ConfigureAwait(false),
                 _ => true,
             };

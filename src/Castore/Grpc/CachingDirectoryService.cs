@@ -38,6 +38,11 @@ public sealed class CachingDirectoryService : IDirectoryService
 
     public IDirectoryService Remote => _remote;
 
+    /// <summary>In the local cache, or else fetched from the remote (and kept), as <see cref="GetAsync"/> does.</summary>
+    public async ValueTask<bool> HasAsync(B3Digest digest, CancellationToken cancellationToken = default) =>
+        await _local.HasAsync(digest, cancellationToken).ConfigureAwait(false) ||
+        await GetAsync(digest, cancellationToken).ConfigureAwait(false) is not null;
+
     public async ValueTask<CastoreDirectory?> GetAsync(B3Digest digest, CancellationToken cancellationToken = default)
     {
         var directory = await _local.GetAsync(digest, cancellationToken).ConfigureAwait(false);

@@ -8,6 +8,10 @@ public interface IDirectoryService : IAsyncDisposable
     /// <summary>The directory, or null when absent.</summary>
     ValueTask<CastoreDirectory?> GetAsync(B3Digest digest, CancellationToken cancellationToken = default);
 
+    /// <summary>Whether the store has the directory; a store that can tell without reading and decoding it says so cheaper.</summary>
+    async ValueTask<bool> HasAsync(B3Digest digest, CancellationToken cancellationToken = default) =>
+        await GetAsync(digest, cancellationToken).ConfigureAwait(false) is not null;
+
     /// <summary>
     /// The closure of <paramref name="root"/>: the root first, then every directory it reaches, each once, every one
     /// after a directory that refers to it. Throws <see cref="ObjectNotFoundException"/> if any of them is missing.

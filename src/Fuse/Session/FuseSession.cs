@@ -10,8 +10,11 @@ namespace TvixFuseBuild.Fuse.Session;
 /// <summary>Tunables of a session; the defaults are what the benchmark chose.</summary>
 internal sealed record FuseSessionOptions
 {
-    /// <summary>Worker threads reading requests.</summary>
+    /// <summary>The most worker threads reading requests; one starts with the session, more as all are busy.</summary>
     public int Threads { get; init; } = 4;
+
+    /// <summary>Start all <see cref="Threads"/> workers with the session (the old behaviour; the bench compares).</summary>
+    public bool EagerWorkers { get; init; }
 
     /// <summary>Give each worker its own cloned /dev/fuse file (its own processing queue) instead of sharing one.</summary>
     public bool CloneDevice { get; init; } = true;
@@ -61,6 +64,9 @@ internal sealed class FuseSession : IDisposable
     private int _recentInterruptNext;
     private int _stopFd = -1;
     private int _runningWorkers;
+    private int _idleWorkers;
+    private int _addingWorker;
+    private bool _cloneFailureLogged;
     private int _destroyed;
     private volatile bool _stopping;
 
@@ -93,7 +99,28 @@ internal sealed class FuseSession : IDisposable
     internal FuseChannel Channel => _channel;
 
     /// <summary>How many workers got a cloned /dev/fuse file.</summary>
-    public int ClonedChannels => _clones.Count;
+    public int ClonedChannels
+    {
+        get
+        {
+            lock (_workers)
+            {
+                return _clones.Count;
+            }
+        }
+    }
+
+    /// <summary>Workers started so far (for tests and the bench).</summary>
+    internal int WorkerCount
+    {
+        get
+        {
+            lock (_workers)
+            {
+                return _workers.Count;
+            }
+        }
+    }
 
     public void Start()
     {
@@ -103,30 +130,77 @@ internal sealed class FuseSession : IDisposable
             throw FuseException.FromErrno("eventfd");
         }
 
-        int threads = Math.Max(1, _options.Threads);
+        int threads = _options.EagerWorkers ? Math.Max(1, _options.Threads) : 1;
         for (int i = 0; i < threads; i++)
         {
-            var channel = _channel;
-            if (i > 0 && _options.CloneDevice)
+            AddWorker(throwOnFailure: true);
+        }
+    }
+
+    /// <summary>
+    /// A worker took a request. When no other one is left waiting, start another (up to <see cref="FuseSessionOptions.Threads"/>)
+    /// so a request that blocks this one in the store does not hold up the next (as go-fuse does with its readers). The
+    /// start runs on the thread pool, beside the request rather than before it.
+    /// </summary>
+    internal void OnWorkerBusy(bool mayBlock)
+    {
+        if (Interlocked.Decrement(ref _idleWorkers) == 0 && mayBlock && !_stopping && Volatile.Read(ref _runningWorkers) < _options.Threads &&
+            Interlocked.CompareExchange(ref _addingWorker, 1, 0) == 0)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(
+                static session => session.AddWorker(throwOnFailure: false),
+                this,
+                preferLocal: false);
+        }
+    }
+
+    internal void OnWorkerIdle() => Interlocked.Increment(ref _idleWorkers);
+
+    private void AddWorker(bool throwOnFailure)
+    {
+        lock (_workers)
+        {
+            // Cleared before the new worker can take a request: when it too finds no one waiting, it asks for another.
+            Volatile.Write(ref _addingWorker, 0);
+
+            // None running: the session ended (or is ending), and Completion may already be set.
+            if (_stopping || _workers.Count >= Math.Max(1, _options.Threads) || (_workers.Count > 0 && _runningWorkers == 0))
             {
-                var clone = _channel.TryClone(out int errno);
-                if (clone is not null)
-                {
-                    _clones.Add(clone);
-                    channel = clone;
-                }
-                else if (i == 1)
-                {
-                    Log($"cannot clone /dev/fuse ({Libc.StrError(errno)}); the workers share one file");
-                }
+                return;
             }
 
-            _workers.Add(new FuseWorker(this, channel, _stopFd, i));
-        }
+            int index = _workers.Count;
+            FuseChannel? clone = null;
+            FuseWorker worker;
+            try
+            {
+                if (index > 0 && _options.CloneDevice)
+                {
+                    clone = _channel.TryClone(out int errno);
+                    if (clone is null && !_cloneFailureLogged)
+                    {
+                        _cloneFailureLogged = true;
+                        Log($"cannot clone /dev/fuse ({Libc.StrError(errno)}); the workers share one file");
+                    }
+                }
 
-        _runningWorkers = _workers.Count;
-        foreach (var worker in _workers)
-        {
+                worker = new FuseWorker(this, clone ?? _channel, _stopFd, index);
+            }
+            catch (Exception e) when (!throwOnFailure)
+            {
+                clone?.Dispose();
+                Log($"cannot start another FUSE worker: {Describe(e)}");
+                return;
+            }
+
+            if (clone is not null)
+            {
+                _clones.Add(clone);
+            }
+
+            _workers.Add(worker);
+            _runningWorkers++;
+            Interlocked.Increment(ref _idleWorkers);
             worker.Start();
         }
     }
@@ -375,7 +449,13 @@ internal sealed class FuseSession : IDisposable
             RequestStop();
         }
 
-        if (Interlocked.Decrement(ref _runningWorkers) == 0)
+        bool last;
+        lock (_workers)
+        {
+            last = --_runningWorkers == 0;
+        }
+
+        if (last)
         {
             _ready.TrySetException(new FuseException("the FUSE connection ended before it was initialized"));
             Destroy();
@@ -387,7 +467,13 @@ internal sealed class FuseSession : IDisposable
     public bool Join(TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
-        foreach (var worker in _workers)
+        FuseWorker[] workers;
+        lock (_workers)
+        {
+            workers = [.. _workers];
+        }
+
+        foreach (var worker in workers)
         {
             var left = deadline - DateTime.UtcNow;
             if (!worker.Join(left < TimeSpan.Zero ? TimeSpan.Zero : left))
@@ -407,14 +493,17 @@ internal sealed class FuseSession : IDisposable
             Log("FUSE workers did not stop within 10 s");
         }
 
-        foreach (var worker in _workers)
+        lock (_workers)
         {
-            worker.Dispose();
-        }
+            foreach (var worker in _workers)
+            {
+                worker.Dispose();
+            }
 
-        foreach (var clone in _clones)
-        {
-            clone.Dispose();
+            foreach (var clone in _clones)
+            {
+                clone.Dispose();
+            }
         }
 
         if (_stopFd >= 0)

@@ -8,7 +8,7 @@ namespace TvixFuseBuild.Fuse.Session;
 /// <summary>
 /// A dedicated thread that reads requests from one /dev/fuse file and answers them. The file is non-blocking: the
 /// worker reads until EAGAIN, then sleeps in epoll on the file (EPOLLEXCLUSIVE, so one request wakes one worker) and
-/// on the session's stop eventfd.
+/// on the session's stop eventfd. The session starts one and adds more while all are busy.
 /// </summary>
 internal sealed unsafe class FuseWorker : IDisposable
 {
@@ -79,7 +79,16 @@ internal sealed unsafe class FuseWorker : IDisposable
 
             if (n > 0)
             {
-                Dispatch(n);
+                _session.OnWorkerBusy(MayBlock(n));
+                try
+                {
+                    Dispatch(n);
+                }
+                finally
+                {
+                    _session.OnWorkerIdle();
+                }
+
                 continue;
             }
 
@@ -105,6 +114,11 @@ internal sealed unsafe class FuseWorker : IDisposable
 
         return null;
     }
+
+    /// <summary>False for requests answered at once without the store (INIT, FORGET, INTERRUPT): no other worker needed for them.</summary>
+    private bool MayBlock(int length) =>
+        length < sizeof(FuseInHeader) ||
+        ((FuseInHeader*)_request)->Opcode is not (FuseOpcode.Init or FuseOpcode.Forget or FuseOpcode.BatchForget or FuseOpcode.Interrupt);
 
     /// <summary>Sleeps until a request is queued (true) or the session stops (false).</summary>
     private bool WaitForRequest()

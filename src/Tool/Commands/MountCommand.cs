@@ -27,7 +27,7 @@ internal static class MountCommand
         };
         var threads = new Option<int?>("--threads")
         {
-            Description = "Worker threads answering the kernel (default: 4 per core, 8 to 32).",
+            Description = "The most worker threads answering the kernel; one starts, more while all are busy (default: 4 per core, 8 to 32).",
             HelpName = "N",
         };
         var allowOther = new Option<bool>("--allow-other")

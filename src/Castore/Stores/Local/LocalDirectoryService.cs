@@ -10,6 +10,10 @@ public sealed class LocalDirectoryService : IDirectoryService
 
     internal LocalDirectoryService(LocalStore store) => _store = store;
 
+    /// <summary>Whether the directory's file is there; not decoded or verified (<see cref="GetAsync"/> does that when it is read).</summary>
+    public ValueTask<bool> HasAsync(B3Digest digest, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(File.Exists(_store.DirectoryPath(digest)));
+
     public ValueTask<CastoreDirectory?> GetAsync(B3Digest digest, CancellationToken cancellationToken = default)
     {
         string path = _store.DirectoryPath(digest);
