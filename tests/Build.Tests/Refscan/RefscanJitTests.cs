@@ -1,5 +1,5 @@
-using System.Diagnostics;
 using TvixFuseBuild.Build.Refscan;
+using TvixFuseBuild.Castore.Tests;
 
 namespace TvixFuseBuild.Build.Tests.Refscan;
 
@@ -51,46 +51,10 @@ public sealed class RefscanJitTests
 
     private static List<string> RunProbe(string engine, string environment = "")
     {
-        string configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
-        string probe = Path.GetFullPath(Path.Combine(
-            AppContext.BaseDirectory, "..", "..", "..", "..", "Blake3JitProbe", "bin", configuration, "net10.0", "TvixFuseBuild.Blake3JitProbe.dll"));
-        Assert.True(File.Exists(probe), $"{probe} is missing (it is built with Build.Tests)");
-
         string directory = Directory.CreateTempSubdirectory("refscan-jit-").FullName;
         try
         {
-            var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            psi.ArgumentList.Add(probe);
-            psi.ArgumentList.Add("refscan");
-            psi.ArgumentList.Add(directory);
-            psi.ArgumentList.Add(engine);
-
-            // Nothing inherited may change what the runtime does with the precompiled code.
-            foreach (string name in psi.Environment.Keys.Where(k => k.StartsWith("DOTNET_", StringComparison.Ordinal) || k.StartsWith("COMPlus_", StringComparison.Ordinal)).ToList())
-            {
-                if (name != "DOTNET_ROOT")
-                {
-                    psi.Environment.Remove(name);
-                }
-            }
-
-            if (environment.Length > 0)
-            {
-                string[] pair = environment.Split('=', 2);
-                psi.Environment[pair[0]] = pair[1];
-            }
-
-            using var process = Process.Start(psi) ?? throw new InvalidOperationException("cannot start dotnet");
-            var stdout = process.StandardOutput.ReadToEndAsync();
-            var stderr = process.StandardError.ReadToEndAsync();
-            if (!process.WaitForExit(TimeSpan.FromMinutes(2)))
-            {
-                process.Kill(entireProcessTree: true);
-                Assert.Fail("the refscan probe did not finish in 2 minutes");
-            }
-
-            Assert.True(process.ExitCode == 0, $"the refscan probe ({engine} {environment}) exited with {process.ExitCode}: {stdout.Result}{stderr.Result}");
-            return [.. stdout.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries)];
+            return JitProbe.Run(["refscan", directory, engine], environment);
         }
         finally
         {
