@@ -305,37 +305,7 @@ public sealed class EscapeSuite(EscapeSuite.User user) : IClassFixture<EscapeSui
     }
 
     /// <summary>mov eax,107 (geteuid); syscall; mov edi,eax; mov eax,60 (exit); syscall.</summary>
-    private static byte[] EuidElf()
-    {
-        byte[] code = [0xb8, 107, 0, 0, 0, 0x0f, 0x05, 0x89, 0xc7, 0xb8, 60, 0, 0, 0, 0x0f, 0x05];
-        const ulong Base = 0x400000;
-        using var ms = new MemoryStream();
-        using var w = new BinaryWriter(ms);
-        w.Write([0x7f, (byte)'E', (byte)'L', (byte)'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        w.Write((ushort)2); // ET_EXEC
-        w.Write((ushort)0x3e); // x86-64
-        w.Write(1u);
-        w.Write(Base + 120); // entry: after the headers
-        w.Write(64UL); // phoff
-        w.Write(0UL); // shoff
-        w.Write(0u); // flags
-        w.Write((ushort)64);
-        w.Write((ushort)56);
-        w.Write((ushort)1);
-        w.Write((ushort)0);
-        w.Write((ushort)0);
-        w.Write((ushort)0);
-        w.Write(1u); // PT_LOAD
-        w.Write(5u); // R+X
-        w.Write(0UL);
-        w.Write(Base);
-        w.Write(Base);
-        w.Write((ulong)(120 + code.Length));
-        w.Write((ulong)(120 + code.Length));
-        w.Write(0x1000UL);
-        w.Write(code);
-        return ms.ToArray();
-    }
+    private static byte[] EuidElf() => TinyElf.Elf64([0xb8, 107, 0, 0, 0, 0x0f, 0x05, 0x89, 0xc7, 0xb8, 60, 0, 0, 0, 0x0f, 0x05]);
 
     private static void WriteTools(SandboxTree tree)
     {

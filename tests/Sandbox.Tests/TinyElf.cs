@@ -150,7 +150,8 @@ internal static class TinyElf
         return Elf64([.. Emit(dataAddress, length - atoi.Length), .. data?.Invoke(dataAddress) ?? []], writable: true);
     }
 
-    private static byte[] Elf64(byte[] code, bool writable = false)
+    /// <summary>A static x86-64 executable of one R+X (or RWX) segment holding <paramref name="code"/>, entered at its start.</summary>
+    public static byte[] Elf64(byte[] code, bool writable = false)
     {
         const ulong Base = 0x400000;
         using var ms = new MemoryStream();

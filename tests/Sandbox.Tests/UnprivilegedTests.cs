@@ -12,46 +12,39 @@ public sealed class UnprivilegedTests
     public async Task RunsForAnUnprivilegedCaller()
     {
         using var tree = new SandboxTree();
-        string user = $"tvixsbx{Random.Shared.Next(100000):D5}";
-        Exec("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--user-group", user);
-        try
-        {
-            int uid = int.Parse(Exec("id", "-u", user).Trim());
-            Exec("chown", "-R", $"{user}:{user}", tree.Store, tree.Build);
+        using var account = new EscapeSuite.User();
+        string user = account.Name;
+        int uid = int.Parse(Exec("id", "-u", user).Trim());
+        Exec("chown", "-R", $"{user}:{user}", tree.Store, tree.Build);
 
-            string script =
-                $"{B} id; echo out > /nix/store/4444444444444444444444444444444o-out; " +
-                $"echo x 2>/dev/null > /nix/store/1111111111111111111111111111111d-data/file || echo input-read-only; " +
-                $"{B} rm -rf /nix/store/1111111111111111111111111111111d-data 2>/dev/null || echo input-kept; " +
-                $"{B} cat /etc/shadow 2>/dev/null || echo no-shadow; {B} hostname; {B} grep CapEff /proc/self/status";
-            using var driver = Driver.Start(tree, script, "setpriv", $"--reuid={user}", $"--regid={user}", "--init-groups", "--");
-            var stdout = driver.StandardOutput.ReadToEndAsync();
-            var stderr = driver.StandardError.ReadToEndAsync();
-            await driver.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(120));
-            string output = await stdout;
-            Assert.True(driver.ExitCode == 0, $"driver exited {driver.ExitCode}: {output}{await stderr}");
-            Assert.Equal(
-                "uid=1000(nixbld) gid=100(nixbld) groups=100(nixbld)\ninput-read-only\ninput-kept\nno-shadow\nlocalhost\nCapEff:\t0000000000000000\n" +
-                "RESULT: exited with code 0\n", output.Replace("groups=100(nixbld),65534(nogroup)", "groups=100(nixbld)"));
+        string script =
+            $"{B} id; echo out > /nix/store/4444444444444444444444444444444o-out; " +
+            $"echo x 2>/dev/null > /nix/store/1111111111111111111111111111111d-data/file || echo input-read-only; " +
+            $"{B} rm -rf /nix/store/1111111111111111111111111111111d-data 2>/dev/null || echo input-kept; " +
+            $"{B} cat /etc/shadow 2>/dev/null || echo no-shadow; {B} hostname; {B} grep CapEff /proc/self/status";
+        using var driver = Driver.Start(tree, script, "setpriv", $"--reuid={user}", $"--regid={user}", "--init-groups", "--");
+        var stdout = driver.StandardOutput.ReadToEndAsync();
+        var stderr = driver.StandardError.ReadToEndAsync();
+        await driver.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(120));
+        string output = await stdout;
+        Assert.True(driver.ExitCode == 0, $"driver exited {driver.ExitCode}: {output}{await stderr}");
+        Assert.Equal(
+            "uid=1000(nixbld) gid=100(nixbld) groups=100(nixbld)\ninput-read-only\ninput-kept\nno-shadow\nlocalhost\nCapEff:\t0000000000000000\n" +
+            "RESULT: exited with code 0\n", output.Replace("groups=100(nixbld),65534(nogroup)", "groups=100(nixbld)"));
 
-            // The build's files belong to the caller on the host: the build ran with the caller's own uid.
-            var stat = new FileInfo(Path.Combine(tree.Store, "4444444444444444444444444444444o-out"));
-            Assert.Equal(uid.ToString(), Exec("stat", "-c", "%u", stat.FullName).Trim());
-            Assert.True(File.Exists(Path.Combine(tree.Inputs, "1111111111111111111111111111111d-data", "file")));
+        // The build's files belong to the caller on the host: the build ran with the caller's own uid.
+        var stat = new FileInfo(Path.Combine(tree.Store, "4444444444444444444444444444444o-out"));
+        Assert.Equal(uid.ToString(), Exec("stat", "-c", "%u", stat.FullName).Trim());
+        Assert.True(File.Exists(Path.Combine(tree.Inputs, "1111111111111111111111111111111d-data", "file")));
 
-            // Read-only paths are resolved without symlinks for an unprivileged caller too.
-            string link = Path.Combine(tree.Root, "link-to-etc");
-            File.CreateSymbolicLink(link, "/etc");
-            using var refused = Driver.Start(tree, $"#ro {link}\necho ran", "setpriv", $"--reuid={user}", $"--regid={user}", "--init-groups", "--");
-            string refusal = await refused.StandardOutput.ReadToEndAsync();
-            await refused.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(120));
-            Assert.Equal(
-                $"ERROR: read-only path {link}: {link} is a symbolic link; read-only paths are never resolved through symlinks, name the target\n", refusal);
-        }
-        finally
-        {
-            Exec("userdel", user);
-        }
+        // Read-only paths are resolved without symlinks for an unprivileged caller too.
+        string link = Path.Combine(tree.Root, "link-to-etc");
+        File.CreateSymbolicLink(link, "/etc");
+        using var refused = Driver.Start(tree, $"#ro {link}\necho ran", "setpriv", $"--reuid={user}", $"--regid={user}", "--init-groups", "--");
+        string refusal = await refused.StandardOutput.ReadToEndAsync();
+        await refused.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(120));
+        Assert.Equal(
+            $"ERROR: read-only path {link}: {link} is a symbolic link; read-only paths are never resolved through symlinks, name the target\n", refusal);
     }
 
     /// <summary>
@@ -62,8 +55,8 @@ public sealed class UnprivilegedTests
     public async Task TheProcessLimitHoldsForAnUnprivilegedCaller()
     {
         using var tree = new SandboxTree();
-        string user = $"tvixsbx{Random.Shared.Next(100000):D5}";
-        Exec("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "--user-group", user);
+        using var account = new EscapeSuite.User();
+        string user = account.Name;
         var others = new List<Process>();
         try
         {
@@ -99,23 +92,8 @@ public sealed class UnprivilegedTests
                 p.WaitForExit();
                 p.Dispose();
             }
-
-            Exec("userdel", user);
         }
     }
 
-    private static string Exec(string file, params string[] args)
-    {
-        var psi = new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var p = Process.Start(psi)!;
-        string output = p.StandardOutput.ReadToEnd();
-        string error = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        if (p.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited {p.ExitCode}: {error}");
-        }
-
-        return output;
-    }
+    private static string Exec(string file, params string[] args) => EscapeSuite.User.Exec(file, args);
 }
