@@ -168,38 +168,17 @@ internal static class GcCommand
         return TimeSpan.FromSeconds(value * unit);
     }
 
-    /// <summary>NUMBER with an optional K, M, G or T (powers of 1024), optionally followed by B or iB.</summary>
+    /// <summary>A size as the sandbox's limits take one (K, M, G, T: powers of 1024); anything else is a usage error.</summary>
     internal static long ParseSize(string text)
     {
-        string t = text.Trim();
-        if (t.EndsWith("iB", StringComparison.OrdinalIgnoreCase))
+        try
         {
-            t = t[..^2];
+            return Sandbox.SandboxLimits.ParseSize(text, "--max-size");
         }
-        else if (t.EndsWith('B') || t.EndsWith('b'))
+        catch (FormatException e)
         {
-            t = t[..^1];
+            throw new UsageException(e.Message);
         }
-
-        double unit = t.Length == 0 ? 0 : char.ToUpperInvariant(t[^1]) switch
-        {
-            'K' => 1L << 10,
-            'M' => 1L << 20,
-            'G' => 1L << 30,
-            'T' => 1L << 40,
-            _ => 1,
-        };
-        if (unit != 1)
-        {
-            t = t[..^1];
-        }
-
-        if (!double.TryParse(t, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double value) || value * unit >= long.MaxValue)
-        {
-            throw new UsageException($"--max-size: '{Elide(text)}' is not a size: use a number of bytes, optionally with K, M, G or T, e.g. 500M, 10G");
-        }
-
-        return (long)(value * unit);
     }
 
     internal static string FormatDuration(TimeSpan span) => span switch
