@@ -2,7 +2,7 @@ using System.Diagnostics;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Fuse.CastoreFs;
-using TvixFuseBuild.Fuse.Interop;
+using TvixFuseBuild.Native;
 using TvixFuseBuild.Fuse.Mounting;
 using TvixFuseBuild.Fuse.Session;
 
@@ -143,8 +143,8 @@ public sealed class CastoreMount : IAsyncDisposable
         var fileSystem = new CastoreFileSystem(root, blobs, directories, new CastoreFsOptions
         {
             ListRoot = options.ListRoot,
-            Uid = options.Uid ?? Libc.GetEuid(),
-            Gid = options.Gid ?? Libc.GetEgid(),
+            Uid = options.Uid ?? Libc.geteuid(),
+            Gid = options.Gid ?? Libc.getegid(),
             CacheTimeout = options.CacheTimeout,
             BlockSize = options.BlockSize,
             Passthrough = options.Passthrough,
@@ -152,7 +152,7 @@ public sealed class CastoreMount : IAsyncDisposable
             Log = log,
         });
 
-        var settings = new MountSettings(StaleMounts.FsName, StaleMounts.Subtype, options.AllowOther, Libc.GetEuid(), Libc.GetEgid());
+        var settings = new MountSettings(StaleMounts.FsName, StaleMounts.Subtype, options.AllowOther, Libc.geteuid(), Libc.getegid());
         long started = Stopwatch.GetTimestamp();
         var kernelMount = KernelMount.Mount(path, settings, log);
         var mounted = Stopwatch.GetElapsedTime(started);

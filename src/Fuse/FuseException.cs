@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-using TvixFuseBuild.Fuse.Interop;
 
 namespace TvixFuseBuild.Fuse;
 
@@ -16,8 +14,8 @@ public sealed class FuseException : IOException
     public int Errno { get; }
 
     /// <summary>Builds the exception for a failed system call from the thread's last errno.</summary>
-    internal static FuseException FromErrno(string operation) => FromErrno(operation, Marshal.GetLastPInvokeError());
+    internal static FuseException FromErrno(string operation) => FromErrno(operation, Native.Errno.Last);
 
     internal static FuseException FromErrno(string operation, int errno) =>
-        new($"{operation}: {Libc.StrError(errno)} (errno {errno})", errno);
+        new($"{Native.Errno.Describe(operation, null, errno)} (errno {errno})", errno);
 }

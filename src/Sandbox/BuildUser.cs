@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
-using TvixFuseBuild.Sandbox.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Sandbox;
 
@@ -68,7 +68,7 @@ public sealed class BuildUser : IDisposable
                 Libc.O_RDWR | Libc.O_CREAT | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0x180 /* 0600 */);
             if (fd < 0)
             {
-                throw new SandboxException(Errno.Exception($"open the lock of build user {id} in {directory}", Errno.Last).Message);
+                throw new SandboxException(SandboxSetupException.FromErrno($"open the lock of build user {id} in {directory}", Errno.Last).Message);
             }
 
             if (Libc.flock(fd, Libc.LOCK_EX | Libc.LOCK_NB) < 0)
@@ -186,9 +186,9 @@ public sealed class BuildUser : IDisposable
             Directory.CreateDirectory(parent, Public);
         }
 
-        if (Libc.mkdirat(Libc.AT_FDCWD, directory, 0x1C0) < 0 && Errno.Last != Libc.EEXIST)
+        if (Libc.mkdirat(Libc.AT_FDCWD, directory, 0x1C0) < 0 && Errno.Last != Errno.EEXIST)
         {
-            throw new SandboxException(Errno.Exception($"create {directory}", Errno.Last).Message);
+            throw new SandboxException(SandboxSetupException.FromErrno($"create {directory}", Errno.Last).Message);
         }
 
         int mode = Libc.StatMode(Libc.AT_FDCWD, directory, Libc.AT_SYMLINK_NOFOLLOW);

@@ -1,5 +1,5 @@
-using TvixFuseBuild.Sandbox.Interop;
-using static TvixFuseBuild.Sandbox.Interop.Libc;
+using TvixFuseBuild.Native;
+using static TvixFuseBuild.Native.Libc;
 
 namespace TvixFuseBuild.Sandbox;
 
@@ -122,14 +122,14 @@ internal sealed class HostMounts
         int fd = OpenTree(dirFd, path, flags);
         if (fd < 0)
         {
-            throw Errno.Exception(path.Length == 0 ? what : $"{what} ({path})", Errno.Last);
+            throw SandboxSetupException.FromErrno(path.Length == 0 ? what : $"{what} ({path})", Errno.Last);
         }
 
         if (MountSetAttr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, attrs, 0) < 0)
         {
             int errno = Errno.Last;
             close(fd);
-            throw Errno.Exception($"set the mount flags of {what}", errno);
+            throw SandboxSetupException.FromErrno($"set the mount flags of {what}", errno);
         }
 
         return fd;

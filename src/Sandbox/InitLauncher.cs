@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Sandbox;
 
@@ -96,7 +97,7 @@ internal sealed class InitLauncher
 
         // Whoever runs the init must be able to execute it: the build user as root, the caller otherwise. A package's
         // files may have lost their modes (NuGet extracts without them), and a global tool lives in root's 0700 home.
-        if (BuildUser.IsRoot ? !ReachableByOthers(init, execute: true) : Interop.Libc.access(init, Interop.Libc.X_OK) != 0)
+        if (BuildUser.IsRoot ? !ReachableByOthers(init, execute: true) : Libc.access(init, Libc.X_OK) != 0)
         {
             init = Path.Combine(StageInit([init]), NativeInitName);
         }
@@ -197,7 +198,7 @@ internal sealed class InitLauncher
         }
 
         string hash = Convert.ToHexStringLower(sha.GetHashAndReset())[..16];
-        uint self = Interop.Libc.geteuid();
+        uint self = Libc.geteuid();
         string parent = BuildUser.IsRoot
             ? Directory.Exists("/run") ? "/run/tvix-fuse-build" : "/var/lib/tvix-fuse-build"
             : Path.Combine(Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR") is { Length: > 0 } runtime && Directory.Exists(runtime)
@@ -210,7 +211,7 @@ internal sealed class InitLauncher
         foreach (string dir in new[] { parent, inits })
         {
             Directory.CreateDirectory(dir, mode);
-            if (Interop.Libc.OwnerOf(dir) != self || (File.GetUnixFileMode(dir) & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
+            if (Libc.OwnerOf(dir) != self || (File.GetUnixFileMode(dir) & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
             {
                 throw new SandboxException($"cannot stage the sandbox init: {dir} must be owned by uid {self} and writable by it only");
             }

@@ -1,4 +1,4 @@
-using TvixFuseBuild.Sandbox.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Sandbox;
 

@@ -1,5 +1,5 @@
-using TvixFuseBuild.Sandbox.Interop;
-using static TvixFuseBuild.Sandbox.Interop.Libc;
+using TvixFuseBuild.Native;
+using static TvixFuseBuild.Native.Libc;
 
 namespace TvixFuseBuild.Sandbox;
 
@@ -82,7 +82,7 @@ internal static class ReadOnlyPaths
             }
         }
 
-        int fd = Errno.Check(openat(AT_FDCWD, "/", O_PATH | O_DIRECTORY | O_CLOEXEC, 0), "open /");
+        int fd = SandboxSetupException.Check(openat(AT_FDCWD, "/", O_PATH | O_DIRECTORY | O_CLOEXEC, 0), "open /");
         mode = 0;
         string walked = "";
         try
@@ -96,10 +96,10 @@ internal static class ReadOnlyPaths
                     int errno = Errno.Last;
                     throw new SandboxRefusedException(errno switch
                     {
-                        ELOOP => $"read-only path {path}: {walked} is a symbolic link; read-only paths are never resolved through symlinks, name the target",
-                        ENOENT => $"read-only path {path} does not exist",
-                        EXDEV => $"read-only path {path}: {walked} crosses into a filesystem it may not",
-                        _ => $"read-only path {path}: {Errno.Exception($"open {walked}", errno).Message}",
+                        Errno.ELOOP => $"read-only path {path}: {walked} is a symbolic link; read-only paths are never resolved through symlinks, name the target",
+                        Errno.ENOENT => $"read-only path {path} does not exist",
+                        Errno.EXDEV => $"read-only path {path}: {walked} crosses into a filesystem it may not",
+                        _ => $"read-only path {path}: {SandboxSetupException.FromErrno($"open {walked}", errno).Message}",
                     });
                 }
 
@@ -107,7 +107,7 @@ internal static class ReadOnlyPaths
                 fd = next;
                 if (!StatFd(fd, out uint owner, out mode))
                 {
-                    throw new SandboxRefusedException($"read-only path {path}: {Errno.Exception($"stat {walked}", Errno.Last).Message}");
+                    throw new SandboxRefusedException($"read-only path {path}: {SandboxSetupException.FromErrno($"stat {walked}", Errno.Last).Message}");
                 }
 
                 if (BuildUser.IsRoot && BuildUser.IsBuildUid(owner))
@@ -147,31 +147,23 @@ internal static class ReadOnlyPaths
     /// <summary>A kernel interface filesystem or a build's inputs mounted below <paramref name="directory"/>, described; or null.</summary>
     private static string? MountBelow(string directory)
     {
-        string[] lines;
+        List<MountInfo> mounts;
         try
         {
-            lines = File.ReadAllLines("/proc/self/mountinfo");
+            mounts = MountInfo.ReadSelf();
         }
         catch (IOException e)
         {
             throw new SandboxRefusedException($"read-only path {directory}: cannot read /proc/self/mountinfo: {e.Message}");
         }
 
-        foreach (string line in lines)
+        foreach (var mount in mounts)
         {
-            string[] fields = line.Split(' ');
-            int dash = Array.IndexOf(fields, "-");
-            if (dash < 5 || dash + 1 >= fields.Length)
-            {
-                continue;
-            }
-
-            string mountpoint = Unescape(fields[4]);
-            string type = fields[dash + 1];
-            if (IsSameOrUnder(mountpoint, directory) &&
+            string type = mount.FileSystemType;
+            if (IsSameOrUnder(mount.MountPoint, directory) &&
                 (KernelFilesystemTypes.Contains(type) || type == "fuse.tvix-fuse-build"))
             {
-                return type == "fuse.tvix-fuse-build" ? $"a build's inputs (mounted at {mountpoint})" : $"a {type} filesystem (mounted at {mountpoint})";
+                return type == "fuse.tvix-fuse-build" ? $"a build's inputs (mounted at {mount.MountPoint})" : $"a {type} filesystem (mounted at {mount.MountPoint})";
             }
         }
 
@@ -191,30 +183,4 @@ internal static class ReadOnlyPaths
     public static bool IsSameOrUnder(string path, string dir) =>
         path == dir || dir == "/" ||
         (path.Length > dir.Length && path.StartsWith(dir, StringComparison.Ordinal) && path[dir.Length] == '/');
-
-    /// <summary>Undoes mountinfo's octal escapes (\040 for a space and so on).</summary>
-    private static string Unescape(string field)
-    {
-        if (!field.Contains('\\'))
-        {
-            return field;
-        }
-
-        var bytes = new List<byte>();
-        byte[] raw = System.Text.Encoding.UTF8.GetBytes(field);
-        for (int i = 0; i < raw.Length; i++)
-        {
-            if (raw[i] == '\\' && i + 3 < raw.Length && raw[i + 1] is >= (byte)'0' and <= (byte)'7')
-            {
-                bytes.Add((byte)(((raw[i + 1] - '0') << 6) | ((raw[i + 2] - '0') << 3) | (raw[i + 3] - '0')));
-                i += 3;
-            }
-            else
-            {
-                bytes.Add(raw[i]);
-            }
-        }
-
-        return System.Text.Encoding.UTF8.GetString(bytes.ToArray());
-    }
 }

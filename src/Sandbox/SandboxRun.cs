@@ -5,7 +5,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
-using TvixFuseBuild.Sandbox.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Sandbox;
 
@@ -122,7 +122,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
             {
                 foreach (int fd in mounts.All)
                 {
-                    Errno.Check(Libc.fcntl(fd, Libc.F_SETFD, 0), "pass a mount to the sandbox");
+                    SandboxSetupException.Check(Libc.fcntl(fd, Libc.F_SETFD, 0), "pass a mount to the sandbox");
                 }
 
                 return Process.Start(startInfo) ?? throw new SandboxException($"cannot start {launcher.Unshare}");
@@ -541,7 +541,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
             // The directory itself, not its contents: scratch directories are created empty by the caller.
             if (Libc.lchown(host, user.Uid, user.Gid) < 0)
             {
-                throw new SandboxException(Errno.Exception($"chown {host} to the build user {user.Uid}", Errno.Last).Message);
+                throw new SandboxException(SandboxSetupException.FromErrno($"chown {host} to the build user {user.Uid}", Errno.Last).Message);
             }
         }
 

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Fuse.Abi;
-using TvixFuseBuild.Fuse.Interop;
+using TvixFuseBuild.Native;
 using TvixFuseBuild.Fuse.Tests.Support;
 using static TvixFuseBuild.Fuse.Tests.Support.Fixtures;
 

@@ -24,13 +24,6 @@ public sealed class StaleMountTests
         Assert.Equal(ours, StaleMounts.TryParseFsName(fsName, out _, out _));
 
     [Fact]
-    public void MountinfoEscapesAreUndone()
-    {
-        Assert.Equal("/tmp/a b\tc\\d", StaleMounts.Unescape(@"/tmp/a\040b\011c\134d"));
-        Assert.Equal("/tmp/répertoire", StaleMounts.Unescape("/tmp/répertoire"));
-    }
-
-    [Fact]
     public void ADeadProcessIsNotAlive()
     {
         using var process = System.Diagnostics.Process.Start("true")!;

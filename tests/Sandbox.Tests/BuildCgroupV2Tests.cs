@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using TvixFuseBuild.Sandbox.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Sandbox.Tests;
 

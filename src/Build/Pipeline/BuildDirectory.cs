@@ -1,9 +1,9 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using TvixFuseBuild.Build.Requests;
 using TvixFuseBuild.Castore.Transfer;
 using TvixFuseBuild.Fuse;
+using TvixFuseBuild.Native;
 using TvixFuseBuild.Sandbox;
 
 namespace TvixFuseBuild.Build.Pipeline;
@@ -20,7 +20,7 @@ namespace TvixFuseBuild.Build.Pipeline;
 /// A directory whose lock can be taken belongs to a process that is gone: <see cref="RemoveStale"/> detaches its mounts
 /// and removes it. A kept directory (<c>--keep-failed</c>) loses its lock file, so it is never swept.
 /// </summary>
-internal sealed partial class BuildDirectory
+internal sealed class BuildDirectory
 {
     private const string ParentPrefix = "tvix-fuse-builds-";
     private const uint Mode0700 = 0x1C0;
@@ -46,7 +46,7 @@ internal sealed partial class BuildDirectory
 
     /// <summary>The directory holding this user's build directories under <paramref name="workRoot"/> (null: the temp directory).</summary>
     public static string ParentOf(string? workRoot) =>
-        Path.Combine(Path.GetFullPath(workRoot ?? Path.GetTempPath()), ParentPrefix + Native.geteuid().ToString(CultureInfo.InvariantCulture));
+        Path.Combine(Path.GetFullPath(workRoot ?? Path.GetTempPath()), ParentPrefix + Libc.geteuid().ToString(CultureInfo.InvariantCulture));
 
     public static BuildDirectory Create(string? workRoot, BuildSpec spec, BuildUser user)
     {
@@ -55,23 +55,23 @@ internal sealed partial class BuildDirectory
         {
             string name = Random.Shared.NextInt64().ToString("x16", CultureInfo.InvariantCulture);
             string lockPath = Path.Combine(parent, name + ".lock");
-            int fd = Native.open(lockPath, Native.O_RDWR | Native.O_CREAT | Native.O_EXCL | Native.O_NOFOLLOW | Native.O_CLOEXEC, 0x180);
+            int fd = Libc.open(lockPath, Libc.O_RDWR | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0x180);
             if (fd < 0)
             {
-                int errno = Marshal.GetLastPInvokeError();
-                if (errno == Native.EEXIST)
+                int errno = Errno.Last;
+                if (errno == Errno.EEXIST)
                 {
                     continue;
                 }
 
-                throw new IOException($"cannot create {lockPath}: {Marshal.GetPInvokeErrorMessage(errno)}");
+                throw new PosixException("cannot create", lockPath, errno);
             }
 
             // A sweep may have opened the new file before it was locked, found no directory and unlinked it: the lock is
             // only ours while the name still leads to this file.
-            if (Native.flock(fd, Native.LOCK_EX) < 0 || Native.Inode(fd, null) != Native.Inode(Native.AT_FDCWD, lockPath))
+            if (Libc.flock(fd, Libc.LOCK_EX) < 0 || Libc.Inode(fd, null) != Libc.Inode(Libc.AT_FDCWD, lockPath))
             {
-                Native.close(fd);
+                Libc.close(fd);
                 continue;
             }
 
@@ -115,15 +115,15 @@ internal sealed partial class BuildDirectory
         int removed = 0;
         foreach (string lockPath in Directory.EnumerateFiles(parent, "*.lock"))
         {
-            int fd = Native.open(lockPath, Native.O_RDWR | Native.O_NOFOLLOW | Native.O_CLOEXEC, 0);
+            int fd = Libc.open(lockPath, Libc.O_RDWR | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
             if (fd < 0)
             {
                 continue;
             }
 
-            if (Native.flock(fd, Native.LOCK_EX | Native.LOCK_NB) < 0 || Native.Inode(fd, null) != Native.Inode(Native.AT_FDCWD, lockPath))
+            if (Libc.flock(fd, Libc.LOCK_EX | Libc.LOCK_NB) < 0 || Libc.Inode(fd, null) != Libc.Inode(Libc.AT_FDCWD, lockPath))
             {
-                Native.close(fd); // its owner runs (or another sweep got there first)
+                Libc.close(fd); // its owner runs (or another sweep got there first)
                 continue;
             }
 
@@ -210,7 +210,7 @@ internal sealed partial class BuildDirectory
             File.Delete(_lockPath);
         }
 
-        Native.close(fd);
+        Libc.close(fd);
     }
 
     /// <summary>Creates (mode 0700) and validates the caller's directory of build directories.</summary>
@@ -218,9 +218,9 @@ internal sealed partial class BuildDirectory
     {
         string parent = ParentOf(workRoot);
         Directory.CreateDirectory(Path.GetDirectoryName(parent)!);
-        if (Native.mkdir(parent, Mode0700) < 0 && Marshal.GetLastPInvokeError() is var errno && errno != Native.EEXIST)
+        if (Libc.mkdir(parent, Mode0700) < 0 && Errno.Last is var errno && errno != Errno.EEXIST)
         {
-            throw new IOException($"cannot create {parent}: {Marshal.GetPInvokeErrorMessage(errno)}");
+            throw new PosixException("cannot create", parent, errno);
         }
 
         if (CheckParent(parent) is { } problem)
@@ -234,7 +234,7 @@ internal sealed partial class BuildDirectory
     /// <summary>Why <paramref name="parent"/> is not ours to use (not a real directory of ours with mode 0700), or null.</summary>
     private static string? CheckParent(string parent)
     {
-        if (!Native.Stat(parent, out uint owner, out uint mode))
+        if (!Libc.StatPath(parent, out uint owner, out uint mode))
         {
             return "it cannot be examined";
         }
@@ -244,7 +244,7 @@ internal sealed partial class BuildDirectory
             return "it is not a directory (a symlink, perhaps)";
         }
 
-        uint euid = Native.geteuid();
+        uint euid = Libc.geteuid();
         return owner != euid || (mode & 0xFFF) != Mode0700
             ? $"it must be a directory of uid {euid} with mode 0700 (it is uid {owner}'s, mode {Convert.ToString(mode & 0xFFF, 8)})"
             : null;
@@ -252,66 +252,14 @@ internal sealed partial class BuildDirectory
 
     private static void MakeDirectory(string path, BuildUser user)
     {
-        if (Native.mkdir(path, Mode0700) < 0)
+        if (Libc.mkdir(path, Mode0700) < 0)
         {
-            throw new IOException($"cannot create {path}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+            throw PosixException.FromLastError("cannot create", path);
         }
 
-        if (!user.IsCallersOwn && Native.lchown(path, user.Uid, user.Gid) < 0)
+        if (!user.IsCallersOwn && Libc.lchown(path, user.Uid, user.Gid) < 0)
         {
-            throw new IOException($"cannot give {path} to the build user {user.Uid}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
-        }
-    }
-
-    private static unsafe partial class Native
-    {
-        public const int AT_FDCWD = -100;
-        public const int O_RDWR = 2;
-        public const int O_CREAT = 0x40;
-        public const int O_EXCL = 0x80;
-        public const int O_NOFOLLOW = 0x20000;
-        public const int O_CLOEXEC = 0x80000;
-        public const int EEXIST = 17;
-        public const int LOCK_EX = 2;
-        public const int LOCK_NB = 4;
-
-        [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        public static partial int open(string path, int flags, uint mode);
-
-        [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        public static partial int mkdir(string path, uint mode);
-
-        [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        public static partial int lchown(string path, int uid, int gid);
-
-        [LibraryImport("libc", SetLastError = true)]
-        public static partial int flock(int fd, int operation);
-
-        [LibraryImport("libc", SetLastError = true)]
-        public static partial int close(int fd);
-
-        [LibraryImport("libc")]
-        public static partial uint geteuid();
-
-        [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        private static partial int statx(int dirFd, string path, int flags, uint mask, byte* buffer);
-
-        /// <summary>The inode of <paramref name="path"/> (not followed), or of <paramref name="fd"/> when the path is null; 0 when gone.</summary>
-        public static ulong Inode(int fd, string? path)
-        {
-            byte* buffer = stackalloc byte[256];
-            int rc = statx(fd, path ?? "", path is null ? 0x1000 /* AT_EMPTY_PATH */ : 0x100 /* AT_SYMLINK_NOFOLLOW */, 0x100 /* STATX_INO */, buffer);
-            return rc < 0 ? 0 : *(ulong*)(buffer + 32);
-        }
-
-        /// <summary>Owner and st_mode of <paramref name="path"/>, not following a symlink.</summary>
-        public static bool Stat(string path, out uint owner, out uint mode)
-        {
-            byte* buffer = stackalloc byte[256];
-            int rc = statx(AT_FDCWD, path, 0x100, 0xB /* STATX_TYPE | STATX_MODE | STATX_UID */, buffer);
-            owner = rc < 0 ? 0 : *(uint*)(buffer + 20);
-            mode = rc < 0 ? 0u : *(ushort*)(buffer + 28);
-            return rc == 0;
+            throw PosixException.FromLastError($"cannot give {path} to the build user {user.Uid}", null);
         }
     }
 }

@@ -4,6 +4,7 @@ using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using System.Text;
 using TvixFuseBuild.Build.Refscan.Native;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Build.Refscan;
 
@@ -81,7 +82,7 @@ public sealed unsafe partial class ReferenceScanner
         try
         {
             file.DangerousAddRef(ref added);
-            nint map = Libc.MMap(0, (nuint)length, Libc.PROT_READ, Libc.MAP_PRIVATE | Libc.MAP_POPULATE, file.Fd, (long)offset);
+            nint map = Libc.mmap(0, (nuint)length, Libc.PROT_READ, Libc.MAP_PRIVATE | Libc.MAP_POPULATE, file.Fd, (long)offset);
             if (map == Libc.MapFailed)
             {
                 throw FileDescriptor.Error("cannot map", displayPath, Marshal.GetLastPInvokeError());
@@ -93,7 +94,7 @@ public sealed unsafe partial class ReferenceScanner
             }
             finally
             {
-                Libc.MUnmap(map, (nuint)length);
+                Libc.munmap(map, (nuint)length);
             }
         }
         finally
@@ -119,11 +120,11 @@ public sealed unsafe partial class ReferenceScanner
         {
             while (total < size)
             {
-                nint n = Libc.PRead(file.Fd, p + total, (nuint)(size - total), total);
+                nint n = Libc.pread(file.Fd, p + total, (nuint)(size - total), total);
                 if (n < 0)
                 {
                     int errno = Marshal.GetLastPInvokeError();
-                    if (errno == Libc.EINTR)
+                    if (errno == Errno.EINTR)
                     {
                         continue;
                     }
@@ -325,11 +326,11 @@ public sealed unsafe partial class ReferenceScanner
                 {
                     while (true)
                     {
-                        nint read = Libc.GetDents64(directory.Fd, b, (nuint)buffer.Length);
+                        nint read = Libc.getdents64(directory.Fd, b, (nuint)buffer.Length);
                         if (read < 0)
                         {
                             int errno = Marshal.GetLastPInvokeError();
-                            if (errno == Libc.EINTR)
+                            if (errno == Errno.EINTR)
                             {
                                 continue;
                             }

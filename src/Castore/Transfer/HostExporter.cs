@@ -1,7 +1,7 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
-using TvixFuseBuild.Castore.Interop;
+using TvixFuseBuild.Native;
 using TvixFuseBuild.Castore.Stores;
 
 namespace TvixFuseBuild.Castore.Transfer;
@@ -132,13 +132,13 @@ public static class HostExporter
             if (Libc.renameat2(Libc.AT_FDCWD, pa, Libc.AT_FDCWD, pb, Libc.RENAME_EXCHANGE) != 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno == Libc.ENOENT)
+                if (errno == Errno.ENOENT)
                 {
                     RenameNoReplace(staging, destination); // It went away meanwhile.
                     return;
                 }
 
-                if (errno != Libc.EINVAL)
+                if (errno != Errno.EINVAL)
                 {
                     throw new PosixException("rename", destination, errno);
                 }
@@ -402,7 +402,7 @@ public static class HostExporter
             if (Libc.renameat2(Libc.AT_FDCWD, pa, Libc.AT_FDCWD, pb, Libc.RENAME_NOREPLACE) != 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
-                throw errno == Libc.EEXIST
+                throw errno == Errno.EEXIST
                     ? new ExportException($"cannot export to {to}: it already exists")
                     : new PosixException("rename", to, errno);
             }

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
-using TvixFuseBuild.Castore.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Castore.Transfer;
 
@@ -75,7 +75,7 @@ public static class HostFile
             }
 
             int errno = Marshal.GetLastPInvokeError();
-            return errno == Libc.ENOENT ? null : throw new PosixException("stat", path, errno);
+            return errno == Errno.ENOENT ? null : throw new PosixException("stat", path, errno);
         }
     }
 
@@ -246,12 +246,12 @@ internal sealed unsafe class PendingHostFile : IDisposable
             }
 
             int errno = Marshal.GetLastPInvokeError();
-            if (errno == Libc.EEXIST)
+            if (errno == Errno.EEXIST)
             {
                 throw new DestinationChangedException($"{_display} appeared while it was being written");
             }
 
-            if (errno != Libc.EINVAL)
+            if (errno != Errno.EINVAL)
             {
                 throw new PosixException("rename", _display, errno);
             }
@@ -280,12 +280,12 @@ internal sealed unsafe class PendingHostFile : IDisposable
             if (Libc.renameat2(DirectoryFd, t, DirectoryFd, n, Libc.RENAME_EXCHANGE) != 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno == Libc.ENOENT)
+                if (errno == Errno.ENOENT)
                 {
                     throw new DestinationChangedException($"{_display} disappeared while it was being written");
                 }
 
-                if (errno != Libc.EINVAL)
+                if (errno != Errno.EINVAL)
                 {
                     throw new PosixException("rename", _display, errno);
                 }
@@ -337,8 +337,8 @@ internal sealed unsafe class PendingHostFile : IDisposable
             int errno = Marshal.GetLastPInvokeError();
             throw errno switch
             {
-                Libc.ENOENT => new IOException($"cannot write {display}: the directory {parent} does not exist"),
-                Libc.ENOTDIR => new IOException($"cannot write {display}: {parent} is not a directory"),
+                Errno.ENOENT => new IOException($"cannot write {display}: the directory {parent} does not exist"),
+                Errno.ENOTDIR => new IOException($"cannot write {display}: {parent} is not a directory"),
                 _ => new PosixException("open", parent, errno),
             };
         }
@@ -354,7 +354,7 @@ internal sealed unsafe class PendingHostFile : IDisposable
             }
 
             int errno = Marshal.GetLastPInvokeError();
-            return errno == Libc.ENOENT ? null : throw new PosixException("stat", display, errno);
+            return errno == Errno.ENOENT ? null : throw new PosixException("stat", display, errno);
         }
     }
 
@@ -371,13 +371,13 @@ internal sealed unsafe class PendingHostFile : IDisposable
             {
                 fd = Libc.openat((int)directory.DangerousGetHandle(), n, Libc.O_WRONLY | Libc.O_NOFOLLOW | Libc.O_NOCTTY | Libc.O_CLOEXEC, 0);
             }
-            while (fd < 0 && Marshal.GetLastPInvokeError() == Libc.EINTR);
+            while (fd < 0 && Marshal.GetLastPInvokeError() == Errno.EINTR);
         }
 
         if (fd < 0)
         {
             int errno = Marshal.GetLastPInvokeError();
-            throw errno is Libc.ENOENT or Libc.ELOOP
+            throw errno is Errno.ENOENT or Errno.ELOOP
                 ? new DestinationChangedException($"{display} changed while it was being opened")
                 : new PosixException("open", display, errno);
         }
@@ -409,7 +409,7 @@ internal sealed unsafe class PendingHostFile : IDisposable
                 }
 
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno != Libc.EEXIST || attempt >= 8)
+                if (errno != Errno.EEXIST || attempt >= 8)
                 {
                     throw new PosixException("create a temporary file for", display, errno);
                 }

@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
-using TvixFuseBuild.Castore.Interop;
+using TvixFuseBuild.Native;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Castore.Stores.Local;
 
@@ -369,7 +369,7 @@ public static class HostImporter
             fixed (byte* p = native)
             fixed (byte* b = buffer)
             {
-                length = Libc.readlinkat(dirfd, p, b, buffer.Length);
+                length = Libc.readlinkat(dirfd, p, b, (nuint)buffer.Length);
             }
 
             if (length < 0)
@@ -498,20 +498,20 @@ public static class HostImporter
         }
         catch (IOException e)
         {
-            throw new ImportException($"cannot import {displayPath}: reading it failed: {(e.HResult is > 0 and < 4096 ? Libc.ErrorText(e.HResult) : e.Message)}", e);
+            throw new ImportException($"cannot import {displayPath}: reading it failed: {(e.HResult is > 0 and < 4096 ? Errno.Text(e.HResult) : e.Message)}", e);
         }
     }
 
     /// <summary>The name of the pseudo-filesystem the open file is on, or null for one that stores files.</summary>
     private static unsafe string? PseudoFileSystem(SafeFileHandle handle, ScannedFile file)
     {
-        byte* buffer = stackalloc byte[256];
-        if (Libc.fstatfs((int)handle.DangerousGetHandle(), buffer) != 0)
+        Libc.StatFs fs;
+        if (Libc.fstatfs((int)handle.DangerousGetHandle(), &fs) != 0)
         {
             throw CannotImport(file.DisplayPath, Marshal.GetLastPInvokeError());
         }
 
-        return PseudoFileSystems.GetValueOrDefault(*(long*)buffer);
+        return PseudoFileSystems.GetValueOrDefault(fs.Type);
     }
 
     private static unsafe SafeFileHandle OpenFile(ScannedFile file)
@@ -574,8 +574,8 @@ public static class HostImporter
 
     private static ImportException CannotImport(string path, int errno) => errno switch
     {
-        Libc.ENOENT => new ImportException($"cannot import {path}: no such file or directory"),
-        Libc.EACCES => new ImportException($"cannot import {path}: permission denied"),
-        _ => new ImportException($"cannot import {path}: {Libc.ErrorText(errno)}"),
+        Errno.ENOENT => new ImportException($"cannot import {path}: no such file or directory"),
+        Errno.EACCES => new ImportException($"cannot import {path}: permission denied"),
+        _ => new ImportException($"cannot import {path}: {Errno.Text(errno)}"),
     };
 }

@@ -1,5 +1,5 @@
 using System.Runtime.InteropServices;
-using TvixFuseBuild.Castore.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Castore.Transfer;
 
@@ -21,7 +21,7 @@ public static class HostTree
             if (Libc.fstatat(Libc.AT_FDCWD, p, out status, Libc.AT_SYMLINK_NOFOLLOW) != 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno == Libc.ENOENT)
+                if (errno == Errno.ENOENT)
                 {
                     return;
                 }

@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Fuse.Abi;
-using TvixFuseBuild.Fuse.Interop;
+using TvixFuseBuild.Native;
 using TvixFuseBuild.Fuse.Session;
 
 namespace TvixFuseBuild.Fuse.CastoreFs;

@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Fuse.Abi;
-using TvixFuseBuild.Fuse.Interop;
+using TvixFuseBuild.Native;
 using TvixFuseBuild.Fuse.Session;
 
 namespace TvixFuseBuild.Fuse.CastoreFs;
@@ -139,7 +139,7 @@ internal sealed partial class CastoreFileSystem
                     else
                     {
                         _passthrough = false;
-                        Log($"FUSE passthrough refused ({Libc.StrError(-id)}); serving reads ourselves");
+                        Log($"FUSE passthrough refused ({Errno.Text(-id)}); serving reads ourselves");
                     }
                 }
             }

@@ -1,6 +1,6 @@
 using System.Text;
 using TvixFuseBuild.Fuse.Abi;
-using TvixFuseBuild.Fuse.Interop;
+using TvixFuseBuild.Native;
 using TvixFuseBuild.Fuse.Session;
 
 namespace TvixFuseBuild.Fuse.CastoreFs;

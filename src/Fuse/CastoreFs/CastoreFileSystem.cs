@@ -1,7 +1,7 @@
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Fuse.Abi;
-using TvixFuseBuild.Fuse.Interop;
+using TvixFuseBuild.Native;
 using TvixFuseBuild.Fuse.Session;
 
 namespace TvixFuseBuild.Fuse.CastoreFs;

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using TvixFuseBuild.Fuse.Interop;
+using TvixFuseBuild.Native;
 using TvixFuseBuild.Fuse.Session;
 
 namespace TvixFuseBuild.Fuse.Mounting;
@@ -40,12 +40,12 @@ internal sealed unsafe class KernelMount : IDisposable
 
     public static KernelMount Mount(string mountpoint, MountSettings settings, Action<string> log)
     {
-        if (Libc.GetEuid() == 0)
+        if (Libc.geteuid() == 0)
         {
             var channel = FuseChannel.OpenDevice();
             string data = $"fd={channel.Fd},rootmode=40000,user_id={settings.Uid},group_id={settings.Gid},default_permissions" +
                 (settings.AllowOther ? ",allow_other" : string.Empty);
-            if (Libc.Mount(settings.FsName, mountpoint, "fuse." + settings.Subtype,
+            if (Libc.mount(settings.FsName, mountpoint, "fuse." + settings.Subtype,
                     Libc.MS_RDONLY | Libc.MS_NOSUID | Libc.MS_NODEV, data) == 0)
             {
                 return new KernelMount(mountpoint, channel, viaFusermount: false, log);
@@ -71,7 +71,7 @@ internal sealed unsafe class KernelMount : IDisposable
             throw new FuseException("mounting as a user needs fusermount3 (Debian package fuse3), which is not installed");
 
         int* pair = stackalloc int[2];
-        if (Libc.SocketPair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, pair) < 0)
+        if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, pair) < 0)
         {
             throw FuseException.FromErrno("socketpair");
         }
@@ -81,7 +81,7 @@ internal sealed unsafe class KernelMount : IDisposable
         try
         {
             // Only fusermount3 may inherit its end (a build started from this process later must not).
-            Libc.Fcntl(theirs, Libc.F_SETFD, 0);
+            Libc.fcntl(theirs, Libc.F_SETFD, 0);
             string options = $"ro,nosuid,nodev,default_permissions,fsname={settings.FsName},subtype={settings.Subtype}" +
                 (settings.AllowOther ? ",allow_other" : string.Empty);
             var start = new ProcessStartInfo(fusermount)
@@ -110,7 +110,7 @@ internal sealed unsafe class KernelMount : IDisposable
             process.OutputDataReceived += static (_, _) => { };
             process.BeginErrorReadLine();
             process.BeginOutputReadLine();
-            Libc.Close(theirs);
+            Libc.close(theirs);
             theirs = -1;
 
             int fd = ReceiveFd(ours);
@@ -143,12 +143,12 @@ internal sealed unsafe class KernelMount : IDisposable
         {
             if (theirs >= 0)
             {
-                Libc.Close(theirs);
+                Libc.close(theirs);
             }
 
             if (ours >= 0)
             {
-                Libc.Close(ours);
+                Libc.close(ours);
             }
 
             process?.Dispose();
@@ -168,7 +168,7 @@ internal sealed unsafe class KernelMount : IDisposable
         var message = new Libc.MsgHdr { Iov = &iov, IovLength = 1, Control = control, ControlLength = ControlSize };
         while (true)
         {
-            nint n = Libc.RecvMsg(socket, &message, Libc.MSG_CMSG_CLOEXEC);
+            nint n = Libc.recvmsg(socket, &message, Libc.MSG_CMSG_CLOEXEC);
             if (n < 0 && Marshal.GetLastPInvokeError() == Errno.EINTR)
             {
                 continue;
@@ -217,12 +217,12 @@ internal sealed unsafe class KernelMount : IDisposable
 
         if (!ViaFusermount)
         {
-            if (Libc.Umount2(Mountpoint, Libc.MNT_DETACH) != 0)
+            if (Libc.umount2(Mountpoint, Libc.MNT_DETACH) != 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
                 if (errno != Errno.EINVAL && errno != Errno.ENOENT)
                 {
-                    _log($"unmounting {Mountpoint} failed: {Libc.StrError(errno)}");
+                    _log($"unmounting {Mountpoint} failed: {Errno.Text(errno)}");
                 }
             }
 

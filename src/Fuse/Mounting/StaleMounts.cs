@@ -1,7 +1,5 @@
 using System.Globalization;
-using System.Runtime.InteropServices;
-using System.Text;
-using TvixFuseBuild.Fuse.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Fuse.Mounting;
 
@@ -26,30 +24,21 @@ internal static class StaleMounts
     public static IReadOnlyList<OurMount> List()
     {
         var mounts = new List<OurMount>();
-        string[] lines;
+        List<MountInfo> all;
         try
         {
-            lines = File.ReadAllLines("/proc/self/mountinfo");
+            all = MountInfo.ReadSelf();
         }
         catch (IOException)
         {
             return mounts;
         }
 
-        foreach (string line in lines)
+        foreach (var mount in all)
         {
-            // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
-            string[] fields = line.Split(' ');
-            int dash = Array.IndexOf(fields, "-");
-            if (dash < 5 || dash + 2 >= fields.Length || fields[dash + 1] != "fuse." + Subtype)
+            if (mount.FileSystemType == "fuse." + Subtype && TryParseFsName(mount.Source, out int pid, out ulong start))
             {
-                continue;
-            }
-
-            string source = Unescape(fields[dash + 2]);
-            if (TryParseFsName(source, out int pid, out ulong start))
-            {
-                mounts.Add(new OurMount(Unescape(fields[4]), source, pid, start));
+                mounts.Add(new OurMount(mount.MountPoint, mount.Source, pid, start));
             }
         }
 
@@ -67,8 +56,8 @@ internal static class StaleMounts
                 continue;
             }
 
-            bool done = Libc.GetEuid() == 0
-                ? Libc.Umount2(mount.Mountpoint, Libc.MNT_DETACH) == 0 || KernelMount.RunFusermountUnmount(mount.Mountpoint, log)
+            bool done = Libc.geteuid() == 0
+                ? Libc.umount2(mount.Mountpoint, Libc.MNT_DETACH) == 0 || KernelMount.RunFusermountUnmount(mount.Mountpoint, log)
                 : KernelMount.RunFusermountUnmount(mount.Mountpoint, log);
             if (done)
             {
@@ -77,7 +66,7 @@ internal static class StaleMounts
             }
             else
             {
-                log($"cannot remove the stale mount at {mount.Mountpoint}: {Libc.StrError(Marshal.GetLastPInvokeError())}");
+                log($"cannot remove the stale mount at {mount.Mountpoint}: {Errno.Text(Errno.Last)}");
             }
         }
 
@@ -91,39 +80,26 @@ internal static class StaleMounts
     /// </summary>
     public static bool DetachUnder(string directory, Action<string> log)
     {
-        string[] lines;
+        List<MountInfo> mounts;
         try
         {
-            lines = File.ReadAllLines("/proc/self/mountinfo");
+            mounts = MountInfo.ReadSelf();
         }
         catch (IOException)
         {
             return false;
         }
 
-        var mountpoints = new List<(string Path, bool Fuse)>();
-        foreach (string line in lines)
-        {
-            string[] fields = line.Split(' ');
-            int dash = Array.IndexOf(fields, "-");
-            if (dash < 5 || dash + 1 >= fields.Length)
-            {
-                continue;
-            }
+        var mountpoints = mounts.Where(m => m.MountPoint == directory || m.MountPoint.StartsWith(directory + "/", StringComparison.Ordinal))
+            .Select(m => (Path: m.MountPoint, Fuse: m.FileSystemType.StartsWith("fuse", StringComparison.Ordinal)))
+            .ToList();
 
-            string mountpoint = Unescape(fields[4]);
-            if (mountpoint == directory || mountpoint.StartsWith(directory + "/", StringComparison.Ordinal))
-            {
-                mountpoints.Add((mountpoint, fields[dash + 1].StartsWith("fuse", StringComparison.Ordinal)));
-            }
-        }
-
-        bool root = Libc.GetEuid() == 0;
+        bool root = Libc.geteuid() == 0;
         bool all = true;
         foreach (var (mountpoint, fuse) in mountpoints.OrderByDescending(m => m.Path.Length))
         {
             bool done = root
-                ? Libc.Umount2(mountpoint, Libc.MNT_DETACH) == 0 || (fuse && KernelMount.RunFusermountUnmount(mountpoint, log))
+                ? Libc.umount2(mountpoint, Libc.MNT_DETACH) == 0 || (fuse && KernelMount.RunFusermountUnmount(mountpoint, log))
                 : fuse && KernelMount.RunFusermountUnmount(mountpoint, log);
             if (done)
             {
@@ -178,13 +154,13 @@ internal static class StaleMounts
     /// </summary>
     private static unsafe bool IsDisconnected(string mountpoint)
     {
-        byte* buffer = stackalloc byte[256];
-        if (Libc.StatFs(mountpoint, buffer) == 0)
+        Libc.StatFs fs;
+        if (Libc.statfs(mountpoint, &fs) == 0)
         {
             return false;
         }
 
-        int errno = Marshal.GetLastPInvokeError();
+        int errno = Errno.Last;
         return errno is Errno.ENOTCONN or Errno.ECONNABORTED;
     }
 
@@ -215,32 +191,4 @@ internal static class StaleMounts
         string[] fields = stat[(close + 2)..].Split(' ');
         return fields.Length > 19 ? fields : null;
     }
-
-    /// <summary>Undoes mountinfo's octal escapes (\040 for a space, \011, \012, \134).</summary>
-    internal static string Unescape(string field)
-    {
-        if (!field.Contains('\\'))
-        {
-            return field;
-        }
-
-        var bytes = new List<byte>(field.Length);
-        byte[] raw = Encoding.UTF8.GetBytes(field);
-        for (int i = 0; i < raw.Length; i++)
-        {
-            if (raw[i] == (byte)'\\' && i + 3 < raw.Length && IsOctal(raw[i + 1]) && IsOctal(raw[i + 2]) && IsOctal(raw[i + 3]))
-            {
-                bytes.Add((byte)(((raw[i + 1] - '0') << 6) | ((raw[i + 2] - '0') << 3) | (raw[i + 3] - '0')));
-                i += 3;
-            }
-            else
-            {
-                bytes.Add(raw[i]);
-            }
-        }
-
-        return Encoding.UTF8.GetString(bytes.ToArray());
-    }
-
-    private static bool IsOctal(byte b) => b is >= (byte)'0' and <= (byte)'7';
 }

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 using TvixFuseBuild.Fuse.Abi;
-using TvixFuseBuild.Fuse.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Fuse.Session;
 
@@ -24,8 +24,8 @@ internal sealed unsafe class FuseChannel : SafeHandleZeroOrMinusOneIsInvalid
     public static FuseChannel Adopt(int fd)
     {
         var channel = new FuseChannel(fd);
-        int flags = Libc.Fcntl(fd, Libc.F_GETFL, 0);
-        if (flags < 0 || Libc.Fcntl(fd, Libc.F_SETFL, flags | Libc.O_NONBLOCK) < 0)
+        int flags = Libc.fcntl(fd, Libc.F_GETFL, 0);
+        if (flags < 0 || Libc.fcntl(fd, Libc.F_SETFL, flags | Libc.O_NONBLOCK) < 0)
         {
             var error = FuseException.FromErrno("fcntl(/dev/fuse, O_NONBLOCK)");
             channel.Dispose();
@@ -38,7 +38,7 @@ internal sealed unsafe class FuseChannel : SafeHandleZeroOrMinusOneIsInvalid
     /// <summary>Opens /dev/fuse for a new mount.</summary>
     public static FuseChannel OpenDevice()
     {
-        int fd = Libc.Open("/dev/fuse", Libc.O_RDWR | Libc.O_CLOEXEC | Libc.O_NONBLOCK);
+        int fd = Libc.open("/dev/fuse", Libc.O_RDWR | Libc.O_CLOEXEC | Libc.O_NONBLOCK, 0);
         if (fd < 0)
         {
             throw FuseException.FromErrno("open /dev/fuse");
@@ -50,7 +50,7 @@ internal sealed unsafe class FuseChannel : SafeHandleZeroOrMinusOneIsInvalid
     /// <summary>A second file on the same connection, or null with the errno when the kernel or permissions refuse.</summary>
     public FuseChannel? TryClone(out int errno)
     {
-        int fd = Libc.Open("/dev/fuse", Libc.O_RDWR | Libc.O_CLOEXEC | Libc.O_NONBLOCK);
+        int fd = Libc.open("/dev/fuse", Libc.O_RDWR | Libc.O_CLOEXEC | Libc.O_NONBLOCK, 0);
         if (fd < 0)
         {
             errno = Marshal.GetLastPInvokeError();
@@ -58,10 +58,10 @@ internal sealed unsafe class FuseChannel : SafeHandleZeroOrMinusOneIsInvalid
         }
 
         uint source = (uint)Fd;
-        if (Libc.Ioctl(fd, (nuint)FuseConstants.DevIocClone, &source) < 0)
+        if (Libc.ioctl(fd, (nuint)FuseConstants.DevIocClone, &source) < 0)
         {
             errno = Marshal.GetLastPInvokeError();
-            Libc.Close(fd);
+            Libc.close(fd);
             return null;
         }
 
@@ -72,7 +72,7 @@ internal sealed unsafe class FuseChannel : SafeHandleZeroOrMinusOneIsInvalid
     /// <summary>Reads one request; the byte count, or -errno (EAGAIN when none is queued).</summary>
     public int Read(byte* buffer, int size)
     {
-        nint n = Libc.Read(Fd, buffer, (nuint)size);
+        nint n = Libc.read(Fd, buffer, (nuint)size);
         return n >= 0 ? (int)n : -Marshal.GetLastPInvokeError();
     }
 
@@ -86,7 +86,7 @@ internal sealed unsafe class FuseChannel : SafeHandleZeroOrMinusOneIsInvalid
             DangerousAddRef(ref added);
             while (true)
             {
-                nint n = Libc.Write(Fd, data, (nuint)length);
+                nint n = Libc.write(Fd, data, (nuint)length);
                 if (n >= 0)
                 {
                     return 0;
@@ -121,7 +121,7 @@ internal sealed unsafe class FuseChannel : SafeHandleZeroOrMinusOneIsInvalid
             DangerousAddRef(ref addedSelf);
             file.DangerousAddRef(ref addedFile);
             var map = new FuseBackingMap { Fd = (int)file.DangerousGetHandle() };
-            int id = Libc.Ioctl(Fd, (nuint)FuseConstants.DevIocBackingOpen, &map);
+            int id = Libc.ioctl(Fd, (nuint)FuseConstants.DevIocBackingOpen, &map);
             return id >= 0 ? id : -Marshal.GetLastPInvokeError();
         }
         catch (ObjectDisposedException)
@@ -149,7 +149,7 @@ internal sealed unsafe class FuseChannel : SafeHandleZeroOrMinusOneIsInvalid
         {
             DangerousAddRef(ref added);
             uint id = (uint)backingId;
-            Libc.Ioctl(Fd, (nuint)FuseConstants.DevIocBackingClose, &id);
+            Libc.ioctl(Fd, (nuint)FuseConstants.DevIocBackingClose, &id);
         }
         catch (ObjectDisposedException)
         {
@@ -164,5 +164,5 @@ internal sealed unsafe class FuseChannel : SafeHandleZeroOrMinusOneIsInvalid
         }
     }
 
-    protected override bool ReleaseHandle() => Libc.Close((int)handle) == 0;
+    protected override bool ReleaseHandle() => Libc.close((int)handle) == 0;
 }

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TvixFuseBuild.Fuse.Abi;
-using TvixFuseBuild.Fuse.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Fuse.Session;
 

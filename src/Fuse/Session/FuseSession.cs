@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Fuse.Abi;
-using TvixFuseBuild.Fuse.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Fuse.Session;
 
@@ -124,7 +124,7 @@ internal sealed class FuseSession : IDisposable
 
     public void Start()
     {
-        _stopFd = Libc.EventFd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
+        _stopFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
         if (_stopFd < 0)
         {
             throw FuseException.FromErrno("eventfd");
@@ -180,7 +180,7 @@ internal sealed class FuseSession : IDisposable
                     if (clone is null && !_cloneFailureLogged)
                     {
                         _cloneFailureLogged = true;
-                        Log($"cannot clone /dev/fuse ({Libc.StrError(errno)}); the workers share one file");
+                        Log($"cannot clone /dev/fuse ({Errno.Text(errno)}); the workers share one file");
                     }
                 }
 
@@ -214,7 +214,7 @@ internal sealed class FuseSession : IDisposable
             ulong one = 1;
             unsafe
             {
-                Libc.Write(_stopFd, &one, sizeof(ulong));
+                Libc.write(_stopFd, &one, sizeof(ulong));
             }
         }
     }
@@ -326,7 +326,7 @@ internal sealed class FuseSession : IDisposable
         // ENOENT: the request is gone (interrupted or aborted); ENODEV: the filesystem is unmounted.
         if (errno is not (Errno.ENOENT or Errno.ENODEV))
         {
-            Log($"writing the reply to {context.Opcode} (unique {context.Unique}) failed: {Libc.StrError(errno)}");
+            Log($"writing the reply to {context.Opcode} (unique {context.Unique}) failed: {Errno.Text(errno)}");
         }
     }
 
@@ -508,7 +508,7 @@ internal sealed class FuseSession : IDisposable
 
         if (_stopFd >= 0)
         {
-            Libc.Close(_stopFd);
+            Libc.close(_stopFd);
             _stopFd = -1;
         }
 

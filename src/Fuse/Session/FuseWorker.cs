@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TvixFuseBuild.Fuse.Abi;
-using TvixFuseBuild.Fuse.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Fuse.Session;
 
@@ -23,7 +23,7 @@ internal sealed unsafe class FuseWorker : IDisposable
     {
         _session = session;
         _channel = channel;
-        _epoll = Libc.EpollCreate1(Libc.EPOLL_CLOEXEC);
+        _epoll = Libc.epoll_create1(Libc.EPOLL_CLOEXEC);
         if (_epoll < 0)
         {
             throw FuseException.FromErrno("epoll_create1");
@@ -31,11 +31,11 @@ internal sealed unsafe class FuseWorker : IDisposable
 
         var device = new Libc.EpollEvent { Events = Libc.EPOLLIN | Libc.EPOLLEXCLUSIVE, Data = 0 };
         var stop = new Libc.EpollEvent { Events = Libc.EPOLLIN, Data = 1 };
-        if (Libc.EpollCtl(_epoll, Libc.EPOLL_CTL_ADD, channel.Fd, &device) < 0 ||
-            Libc.EpollCtl(_epoll, Libc.EPOLL_CTL_ADD, stopFd, &stop) < 0)
+        if (Libc.epoll_ctl(_epoll, Libc.EPOLL_CTL_ADD, channel.Fd, &device) < 0 ||
+            Libc.epoll_ctl(_epoll, Libc.EPOLL_CTL_ADD, stopFd, &stop) < 0)
         {
             var error = FuseException.FromErrno("epoll_ctl");
-            Libc.Close(_epoll);
+            Libc.close(_epoll);
             throw error;
         }
 
@@ -108,7 +108,7 @@ internal sealed unsafe class FuseWorker : IDisposable
                 case Errno.ECONNABORTED: // aborted
                     return null;
                 default:
-                    return $"reading /dev/fuse failed: {Libc.StrError(-n)} (errno {-n})";
+                    return $"reading /dev/fuse failed: {Errno.Text(-n)} (errno {-n})";
             }
         }
 
@@ -126,7 +126,7 @@ internal sealed unsafe class FuseWorker : IDisposable
         Libc.EpollEvent* events = stackalloc Libc.EpollEvent[2];
         while (true)
         {
-            int n = Libc.EpollWait(_epoll, events, 2, -1);
+            int n = Libc.epoll_wait(_epoll, events, 2, -1);
             if (n < 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
@@ -353,6 +353,6 @@ internal sealed unsafe class FuseWorker : IDisposable
             _request = null;
         }
 
-        Libc.Close(_epoll);
+        Libc.close(_epoll);
     }
 }

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Text;
-using TvixFuseBuild.Sandbox.Interop;
-using static TvixFuseBuild.Sandbox.Interop.Libc;
+using TvixFuseBuild.Native;
+using static TvixFuseBuild.Native.Libc;
 
 namespace TvixFuseBuild.Sandbox.Init;
 
@@ -31,7 +31,7 @@ internal static unsafe class BuildLauncher
         // Under a pids cgroup, which counts the same tasks but unshare, the cgroup must be the one that says no: it
         // records that it did (pids.events), the rlimit does not.
         limit.Cur = limit.Max = (ulong)plan.MaxProcesses + (ulong)ThreadCount() + 1 + (plan.WaitForCgroup ? 16UL : 0);
-        Errno.Check(setrlimit(RLIMIT_NPROC, &limit), "set RLIMIT_NPROC");
+        SandboxSetupException.Check(setrlimit(RLIMIT_NPROC, &limit), "set RLIMIT_NPROC");
 
         // The OOM killer (of the build's memory cgroup, or of the host) takes the build's processes first: otherwise it
         // would pick the init, whose runtime is bigger than a shell filling /dev/shm, and the command's status would be
@@ -60,25 +60,25 @@ internal static unsafe class BuildLauncher
 
     private static int SpawnUnprivileged(string program, InitPlan plan, int outputFd)
     {
-        Errno.Check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs");
+        SandboxSetupException.Check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs");
         for (nuint cap = 0; cap < 64; cap++)
         {
             if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
             {
-                if (Errno.Last == EINVAL)
+                if (Errno.Last == Errno.EINVAL)
                 {
                     break; // past the last capability this kernel knows
                 }
 
-                throw Errno.Exception($"drop capability {cap} from the bounding set", Errno.Last);
+                throw SandboxSetupException.FromErrno($"drop capability {cap} from the bounding set", Errno.Last);
             }
         }
 
-        Errno.Check(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear the ambient capabilities");
+        SandboxSetupException.Check(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear the ambient capabilities");
         uint* header = stackalloc uint[2] { 0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0 };
         uint* data = stackalloc uint[6];
         new Span<uint>(data, 6).Clear();
-        Errno.Check(capset(header, data), "drop all capabilities");
+        SandboxSetupException.Check(capset(header, data), "drop all capabilities");
         if (plan.Seccomp.Length == 0)
         {
             throw new SandboxSetupException("the plan carries no seccomp filter; the command never runs without one");
@@ -143,13 +143,13 @@ internal static unsafe class BuildLauncher
         private static int s_fd = -1;
 
         public static void Open() =>
-            s_fd = Errno.Check(openat(AT_FDCWD, "/proc/self/oom_score_adj", O_RDWR | O_CLOEXEC, 0), "open /proc/self/oom_score_adj");
+            s_fd = SandboxSetupException.Check(openat(AT_FDCWD, "/proc/self/oom_score_adj", O_RDWR | O_CLOEXEC, 0), "open /proc/self/oom_score_adj");
 
         public static byte[] Read()
         {
             byte* buf = stackalloc byte[16];
             nint n = pread(s_fd, buf, 16, 0);
-            Errno.Check((int)n, "read oom_score_adj");
+            SandboxSetupException.Check((int)n, "read oom_score_adj");
             return new ReadOnlySpan<byte>(buf, (int)n).TrimEnd((byte)'\n').ToArray();
         }
 
@@ -157,7 +157,7 @@ internal static unsafe class BuildLauncher
         {
             fixed (byte* p = value)
             {
-                Errno.Check((int)write(s_fd, p, (nuint)value.Length), "set oom_score_adj");
+                SandboxSetupException.Check((int)write(s_fd, p, (nuint)value.Length), "set oom_score_adj");
             }
         }
     }

@@ -1,5 +1,5 @@
-using TvixFuseBuild.Sandbox.Interop;
-using static TvixFuseBuild.Sandbox.Interop.Libc;
+using TvixFuseBuild.Native;
+using static TvixFuseBuild.Native.Libc;
 
 namespace TvixFuseBuild.Sandbox.Init;
 
@@ -191,7 +191,7 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
             int mode = StatMode(inputs, name, AT_SYMLINK_NOFOLLOW);
             if (mode < 0)
             {
-                throw Errno.Exception($"input {name}", Errno.Last);
+                throw SandboxSetupException.FromErrno($"input {name}", Errno.Last);
             }
 
             int rc;
@@ -217,9 +217,9 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
                     throw new SandboxSetupException($"input {name} is neither a directory, a file nor a symlink");
             }
 
-            if (rc < 0 && Errno.Last != EEXIST)
+            if (rc < 0 && Errno.Last != Errno.EEXIST)
             {
-                throw Errno.Exception($"create the mountpoint of input {name} in {path}", Errno.Last);
+                throw SandboxSetupException.FromErrno($"create the mountpoint of input {name} in {path}", Errno.Last);
             }
 
             int clone = Check(OpenTree(inputs, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW), $"clone input {name}");
@@ -285,9 +285,9 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
             if (i == path.Length || path[i] == '/')
             {
                 string prefix = path[..i];
-                if (prefix.Length > 1 && mkdirat(AT_FDCWD, prefix, Mode0755) < 0 && Errno.Last != EEXIST)
+                if (prefix.Length > 1 && mkdirat(AT_FDCWD, prefix, Mode0755) < 0 && Errno.Last != Errno.EEXIST)
                 {
-                    throw Errno.Exception($"mkdir {prefix}", Errno.Last);
+                    throw SandboxSetupException.FromErrno($"mkdir {prefix}", Errno.Last);
                 }
             }
         }
@@ -298,7 +298,7 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
         int fd = openat(AT_FDCWD, path, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, Mode0444);
         if (fd < 0)
         {
-            throw Errno.Exception($"create {path}", Errno.Last);
+            throw SandboxSetupException.FromErrno($"create {path}", Errno.Last);
         }
 
         close(fd);
@@ -309,12 +309,12 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
         int fd = openat(AT_FDCWD, path, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, Mode0644);
         if (fd < 0)
         {
-            if (Errno.Last == EEXIST)
+            if (Errno.Last == Errno.EEXIST)
             {
                 return; // provided by a mount
             }
 
-            throw Errno.Exception($"create {path}", Errno.Last);
+            throw SandboxSetupException.FromErrno($"create {path}", Errno.Last);
         }
 
         WriteAndClose(fd, System.Text.Encoding.UTF8.GetBytes(content), path);
@@ -325,7 +325,7 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
         int fd = openat(AT_FDCWD, path, O_CREAT | O_TRUNC | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, Mode0644);
         if (fd < 0)
         {
-            throw Errno.Exception($"create {path}", Errno.Last);
+            throw SandboxSetupException.FromErrno($"create {path}", Errno.Last);
         }
 
         WriteAndClose(fd, content, path);
@@ -343,12 +343,12 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
                     nint n = write(fd, p + done, (nuint)(content.Length - done));
                     if (n < 0)
                     {
-                        if (Errno.Last == EINTR)
+                        if (Errno.Last == Errno.EINTR)
                         {
                             continue;
                         }
 
-                        throw Errno.Exception($"write {path}", Errno.Last);
+                        throw SandboxSetupException.FromErrno($"write {path}", Errno.Last);
                     }
 
                     done += (int)n;
@@ -367,7 +367,7 @@ internal sealed unsafe class RootBuilder(InitPlan plan)
         return slash <= 0 ? "/" : path[..slash];
     }
 
-    private static int Check(int rc, string operation) => Errno.Check(rc, operation);
+    private static int Check(int rc, string operation) => SandboxSetupException.Check(rc, operation);
 
     private enum EntryKind
     {

@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 using System.Reflection;
 #endif
 using System.Text;
-using TvixFuseBuild.Sandbox.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Sandbox.Init;
 
@@ -188,7 +188,7 @@ internal static unsafe class SandboxInit
         while (true)
         {
             nint n = Libc.read(ControlFd, &b, 1);
-            if (n < 0 && Errno.Last == Libc.EINTR)
+            if (n < 0 && Errno.Last == Errno.EINTR)
             {
                 continue;
             }
@@ -215,9 +215,9 @@ internal static unsafe class SandboxInit
             if (rc < 0)
             {
                 int errno = Errno.Last;
-                if (errno != Libc.EINTR)
+                if (errno != Errno.EINTR)
                 {
-                    throw Errno.Exception("waitpid", errno);
+                    throw SandboxSetupException.FromErrno("waitpid", errno);
                 }
             }
         }
@@ -235,7 +235,7 @@ internal static unsafe class SandboxInit
             while (done < frame.Length)
             {
                 nint n = Libc.write(StatusFd, p + done, (nuint)(frame.Length - done));
-                if (n < 0 && Errno.Last == Libc.EINTR)
+                if (n < 0 && Errno.Last == Errno.EINTR)
                 {
                     continue;
                 }
@@ -258,7 +258,7 @@ internal static unsafe class SandboxInit
             while (done < buffer.Length)
             {
                 nint n = Libc.read(fd, p + done, (nuint)(buffer.Length - done));
-                if (n < 0 && Errno.Last == Libc.EINTR)
+                if (n < 0 && Errno.Last == Errno.EINTR)
                 {
                     continue;
                 }

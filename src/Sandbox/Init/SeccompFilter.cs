@@ -1,5 +1,5 @@
 using System.Runtime.InteropServices;
-using TvixFuseBuild.Sandbox.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Sandbox.Init;
 
@@ -64,7 +64,7 @@ internal static unsafe partial class SeccompFilter
             fixed (byte* filter = &programs[at + 4])
             {
                 var fprog = new SockFprog { Length = (ushort)(length / 8), Filter = filter };
-                Errno.Check(Libc.prctl(22 /* PR_SET_SECCOMP */, 2 /* SECCOMP_MODE_FILTER */, (nuint)(&fprog), 0, 0), "install the seccomp filter");
+                SandboxSetupException.Check(Libc.prctl(22 /* PR_SET_SECCOMP */, 2 /* SECCOMP_MODE_FILTER */, (nuint)(&fprog), 0, 0), "install the seccomp filter");
             }
 
             at += 4 + length;
@@ -155,7 +155,7 @@ internal static unsafe partial class SeccompFilter
         nint ctx = Create();
         try
         {
-            int fd = Errno.Check(Libc.memfd_create("seccomp", 1 /* MFD_CLOEXEC */), "memfd_create");
+            int fd = SandboxSetupException.Check(Libc.memfd_create("seccomp", 1 /* MFD_CLOEXEC */), "memfd_create");
             try
             {
                 Check(bpf ? seccomp_export_bpf(ctx, fd) : seccomp_export_pfc(ctx, fd), "export the seccomp filter");

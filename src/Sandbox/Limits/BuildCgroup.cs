@@ -1,5 +1,5 @@
 using System.Globalization;
-using TvixFuseBuild.Sandbox.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Sandbox;
 
@@ -145,26 +145,18 @@ internal sealed class BuildCgroup : IBuildCgroup
         try
         {
             var mounts = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (string line in File.ReadLines("/proc/self/mountinfo"))
+            foreach (var mount in MountInfo.ReadSelf())
             {
-                int dash = line.IndexOf(" - ", StringComparison.Ordinal);
-                if (dash < 0)
+                if (mount.FileSystemType != "cgroup" || mount.Root != "/")
                 {
                     continue;
                 }
 
-                var fields = line[..dash].Split(' ');
-                var tail = line[(dash + 3)..].Split(' ');
-                if (tail.Length < 3 || tail[0] != "cgroup" || fields.Length < 5 || fields[3] != "/")
-                {
-                    continue;
-                }
-
-                foreach (string option in tail[2].Split(','))
+                foreach (string option in mount.SuperOptions.Split(','))
                 {
                     if (option is "pids" or "memory")
                     {
-                        mounts.TryAdd(option, fields[4].Replace("\\040", " "));
+                        mounts.TryAdd(option, mount.MountPoint);
                     }
                 }
             }

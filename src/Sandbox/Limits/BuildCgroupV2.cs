@@ -1,4 +1,4 @@
-using TvixFuseBuild.Sandbox.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Sandbox;
 
@@ -30,20 +30,12 @@ internal sealed record CgroupV2Parent(string Path, IReadOnlyList<string> Enable)
     {
         string? mount = null;
         bool readOnly = false;
-        foreach (string line in mountinfo)
+        foreach (var entry in MountInfo.Parse(mountinfo))
         {
-            int dash = line.IndexOf(" - ", StringComparison.Ordinal);
-            if (dash < 0)
+            if (entry.FileSystemType == "cgroup2" && entry.Root == "/")
             {
-                continue;
-            }
-
-            var fields = line[..dash].Split(' ');
-            var tail = line[(dash + 3)..].Split(' ');
-            if (tail.Length >= 1 && tail[0] == "cgroup2" && fields.Length >= 6 && fields[3] == "/")
-            {
-                mount = fields[4].Replace("\\040", " ");
-                readOnly = fields[5].Split(',').Contains("ro");
+                mount = entry.MountPoint;
+                readOnly = entry.Options.Split(',').Contains("ro");
                 break;
             }
         }

@@ -1,5 +1,5 @@
 using System.Globalization;
-using TvixFuseBuild.Sandbox.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Sandbox;
 
@@ -76,7 +76,7 @@ internal sealed class CgroupFs : ICgroupFs
     public static CgroupFs Real { get; } = new();
 
     public void MakeDirectory(string path) =>
-        Errno.Check(Libc.mkdirat(Libc.AT_FDCWD, path, 0x1ED /* 0755 */), $"create cgroup {path}");
+        SandboxSetupException.Check(Libc.mkdirat(Libc.AT_FDCWD, path, 0x1ED /* 0755 */), $"create cgroup {path}");
 
     public void RemoveDirectory(string path) => Directory.Delete(path);
 }

@@ -1,5 +1,5 @@
 using System.Runtime.InteropServices;
-using System.Text;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Build.Refscan.Native;
 
@@ -30,14 +30,14 @@ internal sealed unsafe class FileDescriptor : SafeHandle
             {
                 while (true)
                 {
-                    int fd = Libc.OpenAt(dirfd, p, flags, 0);
+                    int fd = Libc.openat(dirfd, p, flags, 0);
                     if (fd >= 0)
                     {
                         return new FileDescriptor(fd);
                     }
 
                     int errno = Marshal.GetLastPInvokeError();
-                    if (errno != Libc.EINTR)
+                    if (errno != Errno.EINTR)
                     {
                         throw Error("cannot open", displayPath, errno);
                     }
@@ -59,7 +59,7 @@ internal sealed unsafe class FileDescriptor : SafeHandle
         Libc.Statx stat;
         fixed (byte* empty = ""u8)
         {
-            if (Libc.StatX(Fd, empty, Libc.AT_EMPTY_PATH, Libc.STATX_TYPE | Libc.STATX_SIZE, &stat) != 0)
+            if (Libc.statx(Fd, empty, Libc.AT_EMPTY_PATH, Libc.STATX_TYPE | Libc.STATX_SIZE, &stat) != 0)
             {
                 throw Error("cannot stat", displayPath, Marshal.GetLastPInvokeError());
             }
@@ -74,7 +74,7 @@ internal sealed unsafe class FileDescriptor : SafeHandle
         Libc.Statx stat;
         fixed (byte* p = name)
         {
-            if (Libc.StatX(directory?.Fd ?? Libc.AT_FDCWD, p, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_TYPE | Libc.STATX_SIZE, &stat) != 0)
+            if (Libc.statx(directory?.Fd ?? Libc.AT_FDCWD, p, Libc.AT_SYMLINK_NOFOLLOW, Libc.STATX_TYPE | Libc.STATX_SIZE, &stat) != 0)
             {
                 throw Error("cannot stat", displayPath, Marshal.GetLastPInvokeError());
             }
@@ -91,7 +91,7 @@ internal sealed unsafe class FileDescriptor : SafeHandle
         fixed (byte* p = name)
         fixed (byte* b = buffer)
         {
-            nint length = Libc.ReadLinkAt(directory?.Fd ?? Libc.AT_FDCWD, p, b, (nuint)buffer.Length);
+            nint length = Libc.readlinkat(directory?.Fd ?? Libc.AT_FDCWD, p, b, (nuint)buffer.Length);
             if (length < 0)
             {
                 throw Error("cannot read symlink", displayPath, Marshal.GetLastPInvokeError());
@@ -101,16 +101,10 @@ internal sealed unsafe class FileDescriptor : SafeHandle
         }
     }
 
-    public static IOException Error(string operation, string displayPath, int errno) =>
-        new($"{operation} {displayPath}: {Libc.ErrorText(errno)}") { HResult = errno };
+    public static IOException Error(string operation, string displayPath, int errno) => new PosixException(operation, displayPath, errno);
 
     /// <summary>NUL-terminated UTF-8 bytes of a path string.</summary>
-    public static byte[] NulTerminated(string path)
-    {
-        var bytes = new byte[Encoding.UTF8.GetByteCount(path) + 1];
-        Encoding.UTF8.GetBytes(path, bytes);
-        return bytes;
-    }
+    public static byte[] NulTerminated(string path) => NativePath.FromString(path);
 
-    protected override bool ReleaseHandle() => Libc.Close(Fd) == 0;
+    protected override bool ReleaseHandle() => Libc.close(Fd) == 0;
 }

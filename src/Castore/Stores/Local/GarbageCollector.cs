@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Text;
-using TvixFuseBuild.Castore.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Castore.Stores.Local;
 
@@ -463,7 +463,7 @@ public static class GarbageCollector
             if (fd < 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno == Libc.ENOENT)
+                if (errno == Errno.ENOENT)
                 {
                     continue;
                 }

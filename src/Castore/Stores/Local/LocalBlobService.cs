@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Win32.SafeHandles;
 using TvixFuseBuild.Castore.Hashing;
-using TvixFuseBuild.Castore.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Castore.Stores.Local;
 

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
-using TvixFuseBuild.Castore.Interop;
+using TvixFuseBuild.Native;
 using TvixFuseBuild.Castore.Transfer;
 
 namespace TvixFuseBuild.Castore.Stores.Local;
@@ -164,7 +164,7 @@ public sealed class LocalStore
             if (rc != 0)
             {
                 DeleteQuietly(temp);
-                if (errno != Libc.EEXIST)
+                if (errno != Errno.EEXIST)
                 {
                     throw new PosixException("create", marker, errno);
                 }
@@ -189,7 +189,7 @@ public sealed class LocalStore
                 }
 
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno != Libc.EEXIST)
+                if (errno != Errno.EEXIST)
                 {
                     throw new PosixException("create the directory", path, errno);
                 }
@@ -198,7 +198,7 @@ public sealed class LocalStore
             if (Libc.fstatat(Libc.AT_FDCWD, p, out var status, Libc.AT_SYMLINK_NOFOLLOW) != 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
-                if (!create && errno == Libc.ENOENT)
+                if (!create && errno == Errno.ENOENT)
                 {
                     return;
                 }
@@ -233,10 +233,10 @@ public sealed class LocalStore
             {
                 return (CreateExclusive(path), path);
             }
-            catch (PosixException e) when (e.Errno == Libc.EEXIST && attempt < 8)
+            catch (PosixException e) when (e.Errno == Errno.EEXIST && attempt < 8)
             {
             }
-            catch (PosixException e) when (e.Errno == Libc.ENOENT && attempt == 0)
+            catch (PosixException e) when (e.Errno == Errno.ENOENT && attempt == 0)
             {
                 // Someone removed tmp/ (e.g. cleaning the store by hand): recreate it once.
                 EnsureDirectory(Root, TempDirectory);
@@ -301,14 +301,14 @@ public sealed class LocalStore
                 }
 
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno == Libc.ENOENT && attempt == 0)
+                if (errno == Errno.ENOENT && attempt == 0)
                 {
                     // Someone removed the fan-out directory (e.g. cleaning the store by hand): recreate it once.
                     EnsureDirectory(Root, Path.GetDirectoryName(finalPath)!);
                     continue;
                 }
 
-                if (errno == Libc.EINVAL && Libc.fstatat(Libc.AT_FDCWD, t, out _, Libc.AT_SYMLINK_NOFOLLOW) != 0)
+                if (errno == Errno.EINVAL && Libc.fstatat(Libc.AT_FDCWD, t, out _, Libc.AT_SYMLINK_NOFOLLOW) != 0)
                 {
                     // A filesystem without RENAME_NOREPLACE, and nothing there: a plain rename, after one more look.
                     if (Libc.renameat(Libc.AT_FDCWD, f, Libc.AT_FDCWD, t) == 0)
@@ -318,7 +318,7 @@ public sealed class LocalStore
 
                     errno = Marshal.GetLastPInvokeError();
                 }
-                else if (errno is Libc.EEXIST or Libc.EINVAL)
+                else if (errno is Errno.EEXIST or Errno.EINVAL)
                 {
                     if (Libc.fstatat(Libc.AT_FDCWD, t, out var existing, Libc.AT_SYMLINK_NOFOLLOW) == 0 && !existing.IsRegularFile)
                     {
@@ -372,7 +372,7 @@ public sealed class LocalStore
             if (Libc.fstatat(Libc.AT_FDCWD, p, out var seen, Libc.AT_SYMLINK_NOFOLLOW) != 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
-                return errno is Libc.ENOENT or Libc.ENOTDIR ? null : throw new PosixException("stat", path, errno);
+                return errno is Errno.ENOENT or Errno.ENOTDIR ? null : throw new PosixException("stat", path, errno);
             }
 
             if (!seen.IsRegularFile)
@@ -384,7 +384,7 @@ public sealed class LocalStore
             if (fd < 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
-                return errno is Libc.ENOENT or Libc.ENOTDIR ? null : throw new PosixException("open", path, errno);
+                return errno is Errno.ENOENT or Errno.ENOTDIR ? null : throw new PosixException("open", path, errno);
             }
 
             var handle = new SafeFileHandle(fd, ownsHandle: true);
@@ -422,7 +422,7 @@ public sealed class LocalStore
             }
 
             int errno = Marshal.GetLastPInvokeError();
-            return errno == Libc.ENOENT
+            return errno == Errno.ENOENT
                 ? QuarantineDirectory // Another process quarantined it first.
                 : throw new PosixException("move aside", path, errno);
         }
@@ -453,5 +453,5 @@ public sealed class LocalStore
         }
     }
 
-    private static bool IsAlive(int pid) => Libc.kill(pid, 0) == 0 || Marshal.GetLastPInvokeError() != Libc.ESRCH;
+    private static bool IsAlive(int pid) => Libc.kill(pid, 0) == 0 || Marshal.GetLastPInvokeError() != Errno.ESRCH;
 }

@@ -2,7 +2,7 @@ using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
-using TvixFuseBuild.Castore.Interop;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Castore.Stores.Local;
 
@@ -266,7 +266,7 @@ internal sealed class TempRootsFile
             if (fd < 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno == Libc.EEXIST && attempt < 8)
+                if (errno == Errno.EEXIST && attempt < 8)
                 {
                     continue;
                 }
@@ -280,7 +280,7 @@ internal sealed class TempRootsFile
             while (Libc.flock(fd, Libc.LOCK_EX) != 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno != Libc.EINTR)
+                if (errno != Errno.EINTR)
                 {
                     handle.Dispose();
                     throw new PosixException("lock", path, errno);
@@ -366,12 +366,12 @@ internal sealed class GcLock : IDisposable
             }
 
             int errno = Marshal.GetLastPInvokeError();
-            if (errno == Libc.EAGAIN)
+            if (errno == Errno.EAGAIN)
             {
                 return false;
             }
 
-            if (errno != Libc.EINTR)
+            if (errno != Errno.EINTR)
             {
                 throw new PosixException("lock", path, errno);
             }

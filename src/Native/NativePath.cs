@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace TvixFuseBuild.Castore.Interop;
+namespace TvixFuseBuild.Native;
 
 /// <summary>NUL-terminated path bytes for libc calls.</summary>
 internal static class NativePath
