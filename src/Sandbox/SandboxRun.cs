@@ -495,13 +495,12 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     /// </summary>
     private static FileStream OpenLog(string path)
     {
-        const int ELOOP = 40, S_IFIFO = 0x1000;
         int fd = Libc.openat(Libc.AT_FDCWD, path, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0x1B6);
         if (fd < 0)
         {
-            int errno = Marshal.GetLastPInvokeError();
+            int errno = Errno.Last;
             throw new SandboxException(
-                $"cannot open the log file {path}: {(errno == ELOOP ? "it is a symbolic link" : Marshal.GetPInvokeErrorMessage(errno))}");
+                $"cannot open the log file {path}: {(errno == Errno.ELOOP ? "it is a symbolic link" : Errno.Text(errno))}");
         }
 
         var handle = new SafeFileHandle(fd, ownsHandle: true);
@@ -510,7 +509,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         {
             RandomAccess.SetLength(handle, 0);
         }
-        else if (type != (int)Libc.S_IFCHR && type != S_IFIFO)
+        else if (type != (int)Libc.S_IFCHR && type != (int)Libc.S_IFIFO)
         {
             handle.Dispose();
             throw new SandboxException($"cannot open the log file {path}: it is not a regular file, character device or FIFO");

@@ -23,6 +23,7 @@ public sealed class PackageTests(PackedFeed feed)
             "tasks/net10.0/TvixFuseBuild.Build.dll",
             "tasks/net10.0/TvixFuseBuild.Fuse.dll",
             "tasks/net10.0/TvixFuseBuild.Sandbox.dll",
+            "tasks/net10.0/TvixFuseBuild.Native.dll",
             "tasks/net10.0/TvixFuseBuild.Sandbox.runtimeconfig.json",
             "tasks/net10.0/tvix-sandbox-init",
             "tasks/net10.0/Google.Protobuf.dll",

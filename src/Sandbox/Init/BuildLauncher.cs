@@ -117,8 +117,7 @@ internal static unsafe class BuildLauncher
             int rc = posix_spawn(&pid, path, actions, attr, argv, envp);
             if (rc != 0)
             {
-                throw new SandboxSetupException(
-                    $"cannot run {program} in {plan.WorkingDirectory}: {Marshal.GetPInvokeErrorMessage(rc)} (errno {rc})", rc);
+                throw SandboxSetupException.FromErrno($"cannot run {program} in {plan.WorkingDirectory}", rc);
             }
 
             return pid;
@@ -215,7 +214,7 @@ internal static unsafe class BuildLauncher
     {
         if (rc != 0)
         {
-            throw new SandboxSetupException($"posix_spawn {what}: {Marshal.GetPInvokeErrorMessage(rc)} (errno {rc})", rc);
+            throw SandboxSetupException.FromErrno($"posix_spawn {what}", rc);
         }
     }
 

@@ -259,7 +259,7 @@ internal static unsafe partial class SeccompFilter
     {
         if (rc < 0)
         {
-            throw new SandboxException($"cannot build the seccomp filter: {what}: {Marshal.GetPInvokeErrorMessage(-rc)} (errno {-rc})");
+            throw new SandboxException($"cannot build the seccomp filter: {Errno.Describe(what, null, -rc)} (errno {-rc})");
         }
     }
 

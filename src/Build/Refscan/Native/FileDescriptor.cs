@@ -101,7 +101,8 @@ internal sealed unsafe class FileDescriptor : SafeHandle
         }
     }
 
-    public static IOException Error(string operation, string displayPath, int errno) => new PosixException(operation, displayPath, errno);
+    public static IOException Error(string operation, string displayPath, int errno) =>
+        new(Errno.Describe(operation, displayPath, errno)) { HResult = errno };
 
     /// <summary>NUL-terminated UTF-8 bytes of a path string.</summary>
     public static byte[] NulTerminated(string path) => NativePath.FromString(path);
