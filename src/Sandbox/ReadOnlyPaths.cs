@@ -160,7 +160,7 @@ internal static class ReadOnlyPaths
         foreach (var mount in mounts)
         {
             string type = mount.FileSystemType;
-            if (IsSameOrUnder(mount.MountPoint, directory) &&
+            if (mount.IsAtOrUnder(directory) &&
                 (KernelFilesystemTypes.Contains(type) || type == "fuse.tvix-fuse-build"))
             {
                 return type == "fuse.tvix-fuse-build" ? $"a build's inputs (mounted at {mount.MountPoint})" : $"a {type} filesystem (mounted at {mount.MountPoint})";
