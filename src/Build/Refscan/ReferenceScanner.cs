@@ -39,9 +39,9 @@ public sealed record ReferenceScanOptions
             throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, $"must be a multiple of the page size ({Environment.SystemPageSize}) up to 1 GiB");
         }
 
-        if (ReadBelow < 0 || ReadBelow > (16 << 20))
+        if (ReadBelow < 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(ReadBelow), ReadBelow, "must be between 0 and 16 MiB");
+            throw new ArgumentOutOfRangeException(nameof(ReadBelow), ReadBelow, "must not be negative");
         }
     }
 }
