@@ -34,6 +34,13 @@ internal sealed partial class RefscanBench : IBenchScenario
         var all = new ReferenceScanner(set);
         var one = new ReferenceScanner(set, new ReferenceScanOptions { MaxDegreeOfParallelism = 1 });
 
+        // How files are read, one thread: every file mapped (MAP_POPULATE), every file read with pread through a
+        // reused 1 MiB buffer. The default (above) is one of the two, or a mix by size.
+        var oneMapped = new ReferenceScanner(set, new ReferenceScanOptions { MaxDegreeOfParallelism = 1, ReadBelow = 0 });
+        var oneRead = new ReferenceScanner(set, new ReferenceScanOptions { MaxDegreeOfParallelism = 1, ReadBelow = int.MaxValue });
+        Check("in-process scanner, all mapped", oneMapped.ScanPath(tree).Select(i => needles[i]), planted);
+        Check("in-process scanner, all read", oneRead.ScanPath(tree).Select(i => needles[i]), planted);
+
         // Correctness first, and warm-up: every scanner must report exactly the planted needles.
         Check("in-process scanner", all.ScanPath(tree).Select(i => needles[i]), planted);
         Check("tvix-fuse-build refscan", ParseOurs(RunTool(tool, needlesFile, tree, threads: null)), planted);
@@ -61,6 +68,8 @@ internal sealed partial class RefscanBench : IBenchScenario
             Time("cli1", child: true, () => RunTool(tool, needlesFile, tree, threads: 1));
             Time("rg1", child: true, () => RunRg(needlesFile, tree, oneThread: true));
             Time("api1", child: false, () => one.ScanPath(tree));
+            Time("api1map", child: false, () => oneMapped.ScanPath(tree));
+            Time("api1read", child: false, () => oneRead.ScanPath(tree));
         }
 
         static double Median(List<double> values)
@@ -97,6 +106,8 @@ internal sealed partial class RefscanBench : IBenchScenario
             PerCore("tvix-fuse-build refscan -j 1, whole process, per CPU-second", "cli1", "rg1"),
             Wall($"ReferenceScanner.ScanPath, {cores} threads, in process", "api", "rg"),
             PerCore("ReferenceScanner.ScanPath, 1 thread, in process, per CPU-second", "api1", "rg1"),
+            PerCore("ReferenceScanner.ScanPath, 1 thread, every file mapped (MAP_POPULATE), per CPU-second", "api1map", "rg1"),
+            PerCore("ReferenceScanner.ScanPath, 1 thread, every file read (pread, 1 MiB buffer), per CPU-second", "api1read", "rg1"),
         ];
         return Task.FromResult(rows);
     }

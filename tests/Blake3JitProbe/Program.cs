@@ -14,10 +14,16 @@ using TvixFuseBuild.Castore.Hashing;
 // "checked N" or one "mismatch" line per failure. With "refscan DIR ENGINE" (NixHash or General): writes 1 MiB with
 // needles planted into DIR, then, JIT events recorded, compiles the needles and scans the bytes as a build does (the
 // import's observer, fed in two pieces) and the file as the refscan command does (ReferenceScanner.ScanPath); prints
-// the "jit" lines, "import FOUND", "path FOUND" (needle indexes, comma-separated) and "done".
+// the "jit" lines, "import FOUND", "path FOUND" (needle indexes, comma-separated) and "done". With "throughput SIZE
+// REPS" (for docs/benchmarks.md, not the tests): hashes SIZE random bytes REPS times and prints the best rate.
 if (args is ["vectors", string vectorFile])
 {
     return CheckVectors(vectorFile);
+}
+
+if (args is ["throughput", string sizeText, string repsText])
+{
+    return Throughput(int.Parse(sizeText), int.Parse(repsText));
 }
 
 if (args is ["refscan", string scanDirectory, string engine])
@@ -93,6 +99,23 @@ static int ProbeRefscan(string directory, RefscanEngine engine)
     Console.WriteLine($"import {string.Join(',', imported)}");
     Console.WriteLine($"path {string.Join(',', scanned)}");
     Console.WriteLine("done");
+    return 0;
+}
+
+static int Throughput(int size, int reps)
+{
+    var data = new byte[size];
+    new Random(1).NextBytes(data);
+    double best = double.MaxValue;
+    for (int r = 0; r < reps; r++)
+    {
+        long started = Stopwatch.GetTimestamp();
+        Blake3.Hash(data);
+        best = Math.Min(best, Stopwatch.GetElapsedTime(started).TotalSeconds);
+    }
+
+    Console.WriteLine($"level {Blake3Backend.Best}");
+    Console.WriteLine($"best {size / best / 1e9:F2} GB/s");
     return 0;
 }
 

@@ -20,6 +20,7 @@ public sealed class PackageTests(PackedFeed feed)
             "tasks/net10.0/TvixFuseBuild.MSBuild.dll",
             "tasks/net10.0/TvixFuseBuild.MSBuild.deps.json",
             "tasks/net10.0/TvixFuseBuild.Castore.dll",
+            "tasks/net10.0/TvixFuseBuild.Avx512.dll",
             "tasks/net10.0/TvixFuseBuild.Build.dll",
             "tasks/net10.0/TvixFuseBuild.Fuse.dll",
             "tasks/net10.0/TvixFuseBuild.Sandbox.dll",

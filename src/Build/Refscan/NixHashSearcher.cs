@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using TvixFuseBuild.Castore;
 
 namespace TvixFuseBuild.Build.Refscan;
 
@@ -83,7 +84,8 @@ internal sealed unsafe class NixHashSearcher : NeedleSearcher
         // call that hands a CoreLib vector type to a helper such as Vector512.LoadUnsafe (see docs/benchmarks.md).
         fixed (byte* start = haystack)
         {
-            if (Avx512BW.IsSupported)
+            // The AVX-512 classifier lives in TvixFuseBuild.Avx512, touched only where the CPU has AVX-512 (Avx512Cpu).
+            if (Avx512Cpu.Present && NixBase32Avx512.IsSupported)
             {
                 Search(haystack, start, hits, default(Avx512Classifier));
             }
@@ -98,43 +100,56 @@ internal sealed unsafe class NixHashSearcher : NeedleSearcher
         }
     }
 
-    // Generic over the classifier so that one loop is compiled per instruction set, with the lookup tables loaded into
-    // registers once per call. No AggressiveOptimization here or below: it keeps a method out of the ReadyToRun image.
+    // Generic over the classifier so that one loop is compiled per instruction set. No AggressiveOptimization here or
+    // below: it keeps a method out of the ReadyToRun image.
     private void Search<TClassifier>(ReadOnlySpan<byte> haystack, byte* start, NeedleHits hits, TClassifier classifier)
         where TClassifier : struct, IClassifier
     {
         int n = haystack.Length;
         int run = 0; // alphabet bytes ending at the previous block's end (capped at 64)
-        int i = 0;
+        int blocks = n / 64;
 
-        // Two blocks per step, with one well-predicted branch. A window of 32 alphabet bytes either lies inside a
-        // block (which then holds at least 32 alphabet bytes: a popcount tells) or crosses into it from the run
-        // carried in (its leading alphabet bytes tell). Only then are the blocks looked at closely.
-        for (; i <= n - 128; i += 128)
+        // The classifier fills masks for a batch of blocks (4 KiB of haystack, 512 bytes of masks: both stay in L1), so
+        // that the AVX-512 one, in another assembly, is called once per batch rather than per block.
+        const int Batch = 64;
+        ulong* masks = stackalloc ulong[Batch];
+        for (int first = 0; first < blocks; first += Batch)
         {
-            ulong m1 = classifier.Classify64(start + i);
-            ulong m2 = classifier.Classify64(start + i + 64);
-            int lead1 = BitOperations.TrailingZeroCount(~m1);
-            int lead2 = BitOperations.TrailingZeroCount(~m2);
-            int tail1 = BitOperations.LeadingZeroCount(~m1);
-            bool quiet = (BitOperations.PopCount(m1) < Length) & (BitOperations.PopCount(m2) < Length) &
-                (run + lead1 < Length) & (tail1 + lead2 < Length);
-            if (quiet)
+            int count = Math.Min(Batch, blocks - first);
+            classifier.Classify(start + ((nint)first * 64), count, masks);
+
+            // Two blocks per step, with one well-predicted branch. A window of 32 alphabet bytes either lies inside a
+            // block (which then holds at least 32 alphabet bytes: a popcount tells) or crosses into it from the run
+            // carried in (its leading alphabet bytes tell). Only then are the blocks looked at closely.
+            int k = 0;
+            for (; k + 1 < count; k += 2)
             {
-                // Neither block is all alphabet (that would be a run of 32), so the carry is block 2's tail.
-                run = BitOperations.LeadingZeroCount(~m2);
-                continue;
+                ulong m1 = masks[k];
+                ulong m2 = masks[k + 1];
+                int lead1 = BitOperations.TrailingZeroCount(~m1);
+                int lead2 = BitOperations.TrailingZeroCount(~m2);
+                int tail1 = BitOperations.LeadingZeroCount(~m1);
+                bool quiet = (BitOperations.PopCount(m1) < Length) & (BitOperations.PopCount(m2) < Length) &
+                    (run + lead1 < Length) & (tail1 + lead2 < Length);
+                if (quiet)
+                {
+                    // Neither block is all alphabet (that would be a run of 32), so the carry is block 2's tail.
+                    run = BitOperations.LeadingZeroCount(~m2);
+                    continue;
+                }
+
+                int at = (first + k) * 64;
+                run = Block(haystack, at, m1, run, hits);
+                run = Block(haystack, at + 64, m2, run, hits);
             }
 
-            run = Block(haystack, i, m1, run, hits);
-            run = Block(haystack, i + 64, m2, run, hits);
+            if (k < count)
+            {
+                run = Block(haystack, (first + k) * 64, masks[k], run, hits);
+            }
         }
 
-        for (; i <= n - 64; i += 64)
-        {
-            run = Block(haystack, i, classifier.Classify64(start + i), run, hits);
-        }
-
+        int i = blocks * 64;
         if (i < n)
         {
             // The last partial block, zero padded (zero is not in the alphabet).
@@ -142,7 +157,8 @@ internal sealed unsafe class NixHashSearcher : NeedleSearcher
             var tailSpan = new Span<byte>(tail, 64);
             tailSpan.Clear();
             haystack[i..].CopyTo(tailSpan);
-            Block(haystack, i, classifier.Classify64(tail), run, hits);
+            classifier.Classify(tail, 1, masks);
+            Block(haystack, i, masks[0], run, hits);
         }
     }
 
@@ -220,45 +236,38 @@ internal sealed unsafe class NixHashSearcher : NeedleSearcher
         }
     }
 
-    /// <summary>Classifies 64 bytes: bit j is set when byte j is in the nixbase32 alphabet.</summary>
+    /// <summary>Classifies <c>blocks</c> 64-byte blocks: bit j of <c>masks[k]</c> is set when byte 64k + j is in the nixbase32 alphabet.</summary>
     internal interface IClassifier
     {
-        ulong Classify64(byte* p);
+        void Classify(byte* p, int blocks, ulong* masks);
     }
 
-    // A byte is in the alphabet when the classes of its low nibble and of its high nibble share a bit (one pshufb
-    // lookup each): bit 1 = '0'..'9' (high nibble 3), bit 2 = 'a'..'n' except 'e' (high nibble 6), bit 4 = 'p'..'z'
-    // except 't' and 'u' (high nibble 7). The 16-entry tables as two little-endian words, low nibble:
-    // 5 7 7 7 3 1 7 7 7 7 6 2 2 2 2 0, high nibble: 0 0 0 1 0 0 2 4 0 0 0 0 0 0 0 0. Built from scalars, not with
-    // Vector512.Create(Vector128): crossgen2 precompiles no method calling a CoreLib helper with a vector argument.
-    private const ulong LowNibbleClasses0 = 0x0707010307070705;
-    private const ulong LowNibbleClasses1 = 0x0002020202060707;
-    private const ulong HighNibbleClasses0 = 0x0402000001000000;
-    private const ulong HighNibbleClasses1 = 0;
+    // The nibble tables (see NixBase32Avx512) as constants: crossgen2 precompiles nothing that passes or holds a struct
+    // with CoreLib vector fields, and the constant tables are loaded once per loop anyway.
+    private const ulong LowNibbleClasses0 = NixBase32Avx512.LowNibbleClasses0;
+    private const ulong LowNibbleClasses1 = NixBase32Avx512.LowNibbleClasses1;
+    private const ulong HighNibbleClasses0 = NixBase32Avx512.HighNibbleClasses0;
+    private const ulong HighNibbleClasses1 = NixBase32Avx512.HighNibbleClasses1;
 
-    // The classifiers hold no vector fields and their tables are constants: crossgen2 precompiles nothing that passes
-    // or holds a struct with CoreLib vector fields, and the constant tables are loaded once per loop anyway.
     internal readonly struct Avx512Classifier : IClassifier
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public ulong Classify64(byte* p)
-        {
-            var v = Avx512BW.LoadVector512(p);
-            var nibble = Vector512.Create((byte)0x0f);
-            var low = Vector512.Create(
-                LowNibbleClasses0, LowNibbleClasses1, LowNibbleClasses0, LowNibbleClasses1, LowNibbleClasses0, LowNibbleClasses1, LowNibbleClasses0, LowNibbleClasses1).AsByte();
-            var high = Vector512.Create(
-                HighNibbleClasses0, HighNibbleClasses1, HighNibbleClasses0, HighNibbleClasses1, HighNibbleClasses0, HighNibbleClasses1, HighNibbleClasses0, HighNibbleClasses1).AsByte();
-            var lo = Avx512BW.Shuffle(low, v & nibble);
-            var hi = Avx512BW.Shuffle(high, Avx512BW.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & nibble);
-            return ~Vector512.Equals(lo & hi, Vector512<byte>.Zero).ExtractMostSignificantBits();
-        }
+        public void Classify(byte* p, int blocks, ulong* masks) => NixBase32Avx512.Classify(p, blocks, masks);
     }
 
     internal readonly struct Avx2Classifier : IClassifier
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public ulong Classify64(byte* p) => Classify32(Avx.LoadVector256(p)) | ((ulong)Classify32(Avx.LoadVector256(p + 32)) << 32);
+        public void Classify(byte* p, int blocks, ulong* masks)
+        {
+            for (int k = 0; k < blocks; k++)
+            {
+                masks[k] = Classify64(p + (64 * k));
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static ulong Classify64(byte* p) => Classify32(Avx.LoadVector256(p)) | ((ulong)Classify32(Avx.LoadVector256(p + 32)) << 32);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static uint Classify32(Vector256<byte> v)
@@ -279,7 +288,16 @@ internal sealed unsafe class NixHashSearcher : NeedleSearcher
     internal readonly struct PortableClassifier : IClassifier
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public ulong Classify64(byte* p)
+        public void Classify(byte* p, int blocks, ulong* masks)
+        {
+            for (int k = 0; k < blocks; k++)
+            {
+                masks[k] = Classify64(p + (64 * k));
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static ulong Classify64(byte* p)
         {
             if (Vector128.IsHardwareAccelerated)
             {

@@ -13,6 +13,9 @@ public sealed unsafe partial class ReferenceScanner
 {
     private const int DirentBufferSize = 32 << 10;
 
+    /// <summary>Files read rather than mapped go through a per-thread buffer of this size (it fits in L2).</summary>
+    private const int ReadBufferSize = 1 << 20;
+
     [ThreadStatic]
     private static byte[]? t_readBuffer;
 
@@ -60,24 +63,31 @@ public sealed unsafe partial class ReferenceScanner
             return;
         }
 
-        if (size < (ulong)Options.ReadBelow)
-        {
-            ReadAndScan(file, (int)size, displayPath, hits);
-            return;
-        }
-
         for (ulong offset = 0; offset < size && !hits.AllFound; offset += (ulong)Options.ChunkSize)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            ScanMapped(file, size, offset, displayPath, hits);
+            ScanPiece(file, size, offset, displayPath, hits);
         }
     }
 
-    /// <summary>Maps the piece of <paramref name="file"/> at <paramref name="offset"/> (plus the overlap into the next piece) and scans it.</summary>
-    private void ScanMapped(FileDescriptor file, ulong size, ulong offset, string displayPath, NeedleHits hits)
+    /// <summary>Scans the piece of <paramref name="file"/> at <paramref name="offset"/>, plus the overlap into the next piece.</summary>
+    private void ScanPiece(FileDescriptor file, ulong size, ulong offset, string displayPath, NeedleHits hits)
     {
         ulong overlap = (ulong)Math.Max(0, Needles.MaxLength - 1);
         ulong length = Math.Min((ulong)Options.ChunkSize + overlap, size - offset);
+        if (size < (ulong)Options.ReadBelow)
+        {
+            ReadAndScan(file, offset, length, displayPath, hits);
+        }
+        else
+        {
+            ScanMapped(file, offset, length, displayPath, hits);
+        }
+    }
+
+    /// <summary>Maps <paramref name="length"/> bytes of <paramref name="file"/> at <paramref name="offset"/> and scans them.</summary>
+    private void ScanMapped(FileDescriptor file, ulong offset, ulong length, string displayPath, NeedleHits hits)
+    {
         bool added = false;
         try
         {
@@ -106,42 +116,61 @@ public sealed unsafe partial class ReferenceScanner
         }
     }
 
-    /// <summary>Small files: one pread into a per-thread buffer costs less than a map and an unmap.</summary>
-    private void ReadAndScan(FileDescriptor file, int size, string displayPath, NeedleHits hits)
+    /// <summary>
+    /// Reads <paramref name="length"/> bytes of <paramref name="file"/> at <paramref name="offset"/> through a per-thread
+    /// buffer of <see cref="ReadBufferSize"/> bytes, which stays in the cache between the copy and the scan; the last
+    /// (longest needle - 1) bytes of each read are carried to the front of the next, so matches across reads are found.
+    /// </summary>
+    private void ReadAndScan(FileDescriptor file, ulong offset, ulong length, string displayPath, NeedleHits hits)
     {
-        byte[] buffer = t_readBuffer ??= GC.AllocateUninitializedArray<byte>(Options.ReadBelow < (64 << 10) ? 64 << 10 : Options.ReadBelow, pinned: true);
-        if (buffer.Length < size)
-        {
-            buffer = t_readBuffer = GC.AllocateUninitializedArray<byte>(size, pinned: true);
-        }
+        int overlap = Math.Max(0, Needles.MaxLength - 1);
+        int capacity = Math.Max(ReadBufferSize, 2 * overlap);
+        byte[] buffer = t_readBuffer is { } cached && cached.Length >= capacity
+            ? cached
+            : t_readBuffer = GC.AllocateUninitializedArray<byte>(capacity, pinned: true);
 
-        int total = 0;
+        int carry = 0;
+        ulong end = offset + length;
         fixed (byte* p = buffer)
         {
-            while (total < size)
+            while (offset < end && !hits.AllFound)
             {
-                nint n = Libc.pread(file.Fd, p + total, (nuint)(size - total), total);
-                if (n < 0)
+                int want = (int)Math.Min((ulong)(buffer.Length - carry), end - offset);
+                int got = 0;
+                while (got < want)
                 {
-                    int errno = Marshal.GetLastPInvokeError();
-                    if (errno == Errno.EINTR)
+                    nint n = Libc.pread(file.Fd, p + carry + got, (nuint)(want - got), (long)offset + got);
+                    if (n < 0)
                     {
-                        continue;
+                        int errno = Marshal.GetLastPInvokeError();
+                        if (errno == Errno.EINTR)
+                        {
+                            continue;
+                        }
+
+                        throw FileDescriptor.Error("cannot read", displayPath, errno);
                     }
 
-                    throw FileDescriptor.Error("cannot read", displayPath, errno);
+                    if (n == 0)
+                    {
+                        break; // the file shrank: scan what is there
+                    }
+
+                    got += (int)n;
                 }
 
-                if (n == 0)
+                int filled = carry + got;
+                Needles.Searcher.Search(new ReadOnlySpan<byte>(p, filled), hits);
+                if (got < want)
                 {
-                    break; // the file shrank: scan what is there
+                    return;
                 }
 
-                total += (int)n;
+                offset += (ulong)got;
+                carry = Math.Min(overlap, filled);
+                Buffer.MemoryCopy(p + filled - carry, p, buffer.Length, carry);
             }
         }
-
-        Needles.Searcher.Search(buffer.AsSpan(0, total), hits);
     }
 
     private enum WorkKind
@@ -296,7 +325,7 @@ public sealed unsafe partial class ReferenceScanner
                     break;
 
                 case WorkKind.FilePiece:
-                    scanner.ScanMapped(item.Handle, item.Size, item.Offset, item.DisplayPath, hits);
+                    scanner.ScanPiece(item.Handle, item.Size, item.Offset, item.DisplayPath, hits);
                     break;
             }
         }

@@ -24,8 +24,12 @@ public sealed record ReferenceScanOptions
     /// </summary>
     public long ChunkSize { get; init; } = DefaultChunkSize;
 
-    /// <summary>Files smaller than this are read with pread into a buffer instead of being mapped (mapping a small file costs more than copying it). 0 maps every non-empty file.</summary>
-    public int ReadBelow { get; init; } = 64 << 10;
+    /// <summary>
+    /// Files smaller than this are read with pread through a reused 1 MiB buffer, larger ones are mapped (with
+    /// MAP_POPULATE). By default every file is read: on this project's machines the page faults and unmaps of a
+    /// mapping cost more than the copy (docs/benchmarks.md, Reference scanning). 0 maps every non-empty file.
+    /// </summary>
+    public long ReadBelow { get; init; } = long.MaxValue;
 
     internal void Validate()
     {
@@ -39,9 +43,9 @@ public sealed record ReferenceScanOptions
             throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, $"must be a multiple of the page size ({Environment.SystemPageSize}) up to 1 GiB");
         }
 
-        if (ReadBelow < 0 || ReadBelow > (16 << 20))
+        if (ReadBelow < 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(ReadBelow), ReadBelow, "must be between 0 and 16 MiB");
+            throw new ArgumentOutOfRangeException(nameof(ReadBelow), ReadBelow, "must not be negative");
         }
     }
 }
@@ -49,15 +53,16 @@ public sealed record ReferenceScanOptions
 /// <summary>
 /// Finds which needles occur in build outputs: in file contents and symlink targets (and entry names with
 /// <see cref="ReferenceScanOptions.IncludeNames"/>). Matches may overlap and may span any read or mapping boundary.
-/// Files are read through memory maps (those under <see cref="ReferenceScanOptions.ReadBelow"/> with one pread).
+/// Files are read with pread through a per-thread buffer, or mapped (see <see cref="ReferenceScanOptions.ReadBelow"/>).
 /// Thread-safe: one scanner can serve many scans at once.
 /// </summary>
 /// <remarks>
 /// A tree is walked by file descriptor (<c>openat</c> with <c>O_NOFOLLOW</c>, names as raw bytes), so no symlink is
 /// ever followed and names that are not UTF-8 are fine. Entries other than regular files, directories and symlinks
-/// (devices, FIFOs, sockets) have no contents and are skipped. A mapped file that another process truncates while it
-/// is scanned raises SIGBUS, as for any reader that maps files (ripgrep documents the same): scan outputs after the
-/// build has stopped.
+/// (devices, FIFOs, sockets) have no contents and are skipped. A file that another process truncates while it is
+/// scanned is scanned as far as it goes; were it mapped (a lower <see cref="ReferenceScanOptions.ReadBelow"/>), that
+/// raises SIGBUS, as for any reader that maps files (ripgrep documents the same): scan outputs after the build has
+/// stopped.
 /// </remarks>
 public sealed partial class ReferenceScanner
 {

@@ -25,7 +25,7 @@ internal enum Blake3Level
 /// <summary>Picks the implementation for a level and runs the many-inputs and single-block compressions.</summary>
 internal static unsafe class Blake3Backend
 {
-    /// <summary>The widest level this machine runs well (the JIT decides whether 512-bit vectors are worth it).</summary>
+    /// <summary>The widest level this machine runs well (the runtime decides whether 512-bit vectors are worth it).</summary>
     public static readonly Blake3Level Best = Detect();
 
     /// <summary>The most inputs any level compresses at once.</summary>
@@ -36,7 +36,8 @@ internal static unsafe class Blake3Backend
         Blake3Level.Scalar => true,
         Blake3Level.Vector128 => Blake3Simd128.IsSupported,
         Blake3Level.Vector256 => Blake3Simd256.IsSupported && Blake3Simd128.IsSupported,
-        Blake3Level.Vector512 => Blake3Simd512.IsSupported && Blake3Simd256.IsSupported && Blake3Simd128.IsSupported,
+        // TvixFuseBuild.Avx512 is only touched where the CPU has AVX-512 (see Avx512Cpu).
+        Blake3Level.Vector512 => Avx512Cpu.Present && Blake3Avx512.IsSupported && Blake3Simd256.IsSupported && Blake3Simd128.IsSupported,
         _ => false,
     };
 
@@ -61,7 +62,7 @@ internal static unsafe class Blake3Backend
 
     private static Blake3Level Detect()
     {
-        if (Vector512.IsHardwareAccelerated && IsSupported(Blake3Level.Vector512))
+        if (IsSupported(Blake3Level.Vector512))
         {
             return Blake3Level.Vector512;
         }
@@ -95,7 +96,9 @@ internal static unsafe class Blake3Backend
             switch (lanes)
             {
                 case 16:
-                    Blake3SimdKernel.Hash<Blake3Simd512, Blake3Vec512>(input, n, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
+                    // In TvixFuseBuild.Avx512, precompiled for AVX-512 (this assembly is precompiled for AVX2).
+                    CvWords key16 = key;
+                    Blake3Avx512.HashMany(input, n, blocks, (uint*)&key16, counter, incrementCounter, flags, flagsStart, flagsEnd, output);
                     break;
                 case 8:
                     Blake3SimdKernel.Hash<Blake3Simd256, Blake3Vec256>(input, n, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output);

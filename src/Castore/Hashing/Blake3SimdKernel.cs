@@ -41,7 +41,11 @@ internal unsafe interface IBlake3Lanes<TVec>
     void StoreTransposed(TVec* cv, byte* output);
 }
 
-/// <summary>The many-inputs compression ("hash_many"), written once for every SIMD width.</summary>
+/// <summary>
+/// The many-inputs compression ("hash_many"), written once for every SIMD width. This file is compiled into Castore
+/// (128 and 256 bits) and into TvixFuseBuild.Avx512 (512 bits): crossgen2 precompiles a generic instantiation only in
+/// the assembly that defines the method, and each assembly is precompiled for its own instruction set.
+/// </summary>
 [SkipLocalsInit]
 internal static unsafe class Blake3SimdKernel
 {

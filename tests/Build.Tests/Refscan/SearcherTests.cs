@@ -190,6 +190,28 @@ public sealed class SearcherTests
     }
 
     [Fact]
+    public void TheNixEngineFindsHashesAcrossTheClassifiersBatches()
+    {
+        // The haystack is classified 4 KiB (64 blocks) at a time: needles across those boundaries, in runs that start
+        // a batch earlier, an odd number of blocks in the last batch, and a partial block at the end.
+        var random = new Random(11);
+        var needles = Enumerable.Range(0, 12).Select(_ => RandomNixHash(random)).ToArray();
+        var haystack = RandomFrom(random, (64 * 131) + 5, Encoding.ASCII.GetBytes(NeedleSet.NixBase32Alphabet + "e-/\0"));
+        int[] offsets = [4096 - 96, 4096 - 31, 4096 + 44, 8192 - 16, 8192 + 48, (64 * 130) - 20, haystack.Length - 32];
+        for (int i = 0; i < offsets.Length; i++)
+        {
+            needles[i].CopyTo(haystack, offsets[i]);
+        }
+
+        int[] expected = Naive(needles, haystack);
+        Assert.Equal(Enumerable.Range(0, offsets.Length), expected);
+        foreach (var set in Engines(needles))
+        {
+            Assert.Equal(expected, new ReferenceScanner(set).Scan(haystack).ToArray());
+        }
+    }
+
+    [Fact]
     public void NeedleHitsAreASet()
     {
         var hits = new NeedleHits(130);
@@ -220,7 +242,7 @@ public sealed class SearcherTests
         return bytes;
     }
 
-    private static byte[] RandomFrom(Random random, int length, byte[] alphabet)
+    internal static byte[] RandomFrom(Random random, int length, byte[] alphabet)
     {
         var bytes = new byte[length];
         for (int i = 0; i < length; i++)
@@ -239,7 +261,9 @@ public sealed unsafe class ClassifierTests
     {
         fixed (byte* p = block)
         {
-            return default(NixHashSearcher.PortableClassifier).Classify64(p);
+            ulong mask;
+            default(NixHashSearcher.PortableClassifier).Classify(p, 1, &mask);
+            return mask;
         }
     }
 
@@ -247,7 +271,9 @@ public sealed unsafe class ClassifierTests
     {
         fixed (byte* p = block)
         {
-            return default(NixHashSearcher.Avx2Classifier).Classify64(p);
+            ulong mask;
+            default(NixHashSearcher.Avx2Classifier).Classify(p, 1, &mask);
+            return mask;
         }
     }
 
@@ -255,8 +281,39 @@ public sealed unsafe class ClassifierTests
     {
         fixed (byte* p = block)
         {
-            return default(NixHashSearcher.Avx512Classifier).Classify64(p);
+            ulong mask;
+            default(NixHashSearcher.Avx512Classifier).Classify(p, 1, &mask);
+            return mask;
         }
+    }
+
+    private static List<(string Name, Func<byte[], ulong[]> Classify)> ManyClassifiers()
+    {
+        var list = new List<(string, Func<byte[], ulong[]>)> { ("portable", Many<NixHashSearcher.PortableClassifier>) };
+        if (System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+        {
+            list.Add(("avx2", Many<NixHashSearcher.Avx2Classifier>));
+        }
+
+        if (System.Runtime.Intrinsics.X86.Avx512BW.IsSupported)
+        {
+            list.Add(("avx512", Many<NixHashSearcher.Avx512Classifier>));
+        }
+
+        return list;
+    }
+
+    private static ulong[] Many<T>(byte[] blocks)
+        where T : struct, NixHashSearcher.IClassifier
+    {
+        var masks = new ulong[blocks.Length / 64];
+        fixed (byte* p = blocks)
+        fixed (ulong* m = masks)
+        {
+            default(T).Classify(p, masks.Length, m);
+        }
+
+        return masks;
     }
 
     [Fact]
@@ -290,6 +347,15 @@ public sealed unsafe class ClassifierTests
                     Assert.True(expected == classify(block), $"{name}: byte 0x{value:x2} at {position}");
                 }
             }
+        }
+
+        // Several blocks at once, as the search loop asks: the same masks as one at a time.
+        var random = new Random(3);
+        var blocks = SearcherTests.RandomFrom(random, 64 * 5, Encoding.ASCII.GetBytes(NeedleSet.NixBase32Alphabet + "e-/\0"));
+        var single = Enumerable.Range(0, 5).Select(k => Portable(blocks[(64 * k)..(64 * (k + 1))])).ToArray();
+        foreach (var (name, classifyMany) in ManyClassifiers())
+        {
+            Assert.True(single.SequenceEqual(classifyMany(blocks)), name);
         }
 
         // And a block of alphabet bytes with one outsider.
