@@ -9,6 +9,7 @@ using TvixFuseBuild.Castore.Grpc;
 using TvixFuseBuild.Castore.Hashing;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Castore.Transfer;
+using TvixFuseBuild.Server;
 using TvixBuild = Tvix.Build.V1;
 
 namespace TvixFuseBuild.Tool.Tests;
@@ -302,11 +303,10 @@ public sealed class ServeCommandTests : IDisposable
         var input = await ImportInputAsync(local, _temp);
         var blobs = new CountingBlobService(local.Blobs);
         var directories = new CountingDirectoryService(local.Directories);
-        var chunks = new BlobChunkIndex();
-        await using var server = new GrpcServer()
+        var chunks = new Server.BlobChunkIndex();
+        await using var server = new Server.GrpcServer()
             .Listen("unix:" + Socket)
-            .AddService(new BlobGrpcService(blobs, chunks))
-            .AddService(new DirectoryGrpcService(directories));
+            .AddCastore(new Server.BlobGrpcService(blobs, chunks), new Server.DirectoryGrpcService(directories));
         await server.StartAsync();
 
         // The building instance: a separate tvix-fuse-build process whose inputs come through grpc+unix://.
