@@ -22,5 +22,5 @@ public sealed record GrpcServerOptions
     public ServerTls? Tls { get; init; }
 
     /// <summary>Calls must carry <c>authorization: Bearer TOKEN</c> with this token (compared in constant time). Null: no token needed.</summary>
-    public ReadOnlyMemory<byte>? BearerToken { get; init; }
+    public byte[]? BearerToken { get; init; }
 }

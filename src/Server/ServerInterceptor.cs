@@ -95,7 +95,7 @@ internal sealed class ServerInterceptor(GrpcServerOptions options) : Interceptor
             throw new RpcException(new Status(StatusCode.Unauthenticated, certificateProblem));
         }
 
-        if (options.BearerToken is { } token && CheckToken(context.RequestHeaders.GetValue("authorization"), token.Span) is { } tokenProblem)
+        if (options.BearerToken is { } token && CheckToken(context.RequestHeaders.GetValue("authorization"), token) is { } tokenProblem)
         {
             throw new RpcException(new Status(StatusCode.Unauthenticated, tokenProblem));
         }
