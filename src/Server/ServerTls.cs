@@ -33,7 +33,7 @@ public sealed class ServerTls
             // Kestrel wants a key it can use from any thread: a PKCS#12 round trip turns the ephemeral key into one.
             certificate = X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
         }
-        catch (Exception e) when (e is CryptographicException or ArgumentException or FormatException)
+        catch (Exception e) when (e is CryptographicException or ArgumentException or FormatException or IOException or UnauthorizedAccessException)
         {
             throw new IOException($"cannot load the TLS certificate {certificateFile} with the key {keyFile}: {e.Message}", e);
         }
@@ -51,7 +51,7 @@ public sealed class ServerTls
             {
                 clientCa.ImportFromPemFile(clientCaFile);
             }
-            catch (CryptographicException e)
+            catch (Exception e) when (e is CryptographicException or IOException or UnauthorizedAccessException)
             {
                 throw new IOException($"cannot load the client CA {clientCaFile}: {e.Message}", e);
             }
