@@ -1,4 +1,3 @@
-using System.Net.Sockets;
 using System.Security.Authentication;
 using Grpc.AspNetCore.Server;
 using Grpc.Health.V1;

@@ -244,4 +244,4 @@ internal sealed class ServerInterceptor(GrpcServerOptions options) : Interceptor
 }
 
 /// <summary>The server is draining or stopping: the call was refused or cut short (UNAVAILABLE: try another server).</summary>
-public sealed class ServerShuttingDownException(string message) : Exception(message);
+internal sealed class ServerShuttingDownException(string message) : Exception(message);
