@@ -1,10 +1,10 @@
 using System.Buffers;
 using System.Diagnostics;
-using TvixFuseBuild.Build.Grpc;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Grpc;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Castore.Stores.Local;
+using TvixFuseBuild.Server;
 using ReadBlobRequest = Tvix.Castore.V1.ReadBlobRequest;
 
 namespace TvixFuseBuild.Bench.Scenarios;
@@ -169,7 +169,7 @@ internal sealed partial class RemoteBench : IBenchScenario
 
     private static async Task<GrpcServer> StartAsync(BlobGrpcService blobs, IDirectoryService directories)
     {
-        var server = new GrpcServer().Listen("127.0.0.1:0").AddService(blobs).AddService(new DirectoryGrpcService(directories));
+        var server = new GrpcServer().Listen("127.0.0.1:0").AddCastore(blobs, new DirectoryGrpcService(directories));
         await server.StartAsync();
         return server;
     }

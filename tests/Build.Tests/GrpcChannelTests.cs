@@ -7,7 +7,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using TvixFuseBuild.Build.Grpc;
+using TvixFuseBuild.Server;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Grpc;
 using TvixFuseBuild.Castore.Hashing;
@@ -22,12 +22,12 @@ public sealed class GrpcChannelTests
     [InlineData(true)]
     public async Task UnaryServerStreamingAndClientStreaming(bool unixSocket)
     {
-        await using var server = await GrpcCastoreTestServer.StartAsync(unixSocket, extraServices: new GrpcTestService());
+        await using var server = await GrpcCastoreTestServer.StartAsync(unixSocket, configure: s => s.AddService(new GrpcTestService()));
         using var channel = new GrpcChannel(Endpoint(server));
 
-        Assert.Equal("ping"u8.ToArray(), await channel.UnaryAsync(GrpcTestService.Echo, "ping"u8.ToArray()));
+        Assert.Equal("ping"u8.ToArray(), await channel.UnaryAsync(GrpcTestService.Client.Echo, "ping"u8.ToArray()));
 
-        using (var call = channel.ServerStreaming(GrpcTestService.Repeat, [3, 0, 0, 0, .. "ab"u8]))
+        using (var call = channel.ServerStreaming(GrpcTestService.Client.Repeat, [3, 0, 0, 0, .. "ab"u8]))
         {
             var received = new List<byte[]>();
             await foreach (var message in call.ReadAllAsync())
@@ -40,13 +40,13 @@ public sealed class GrpcChannelTests
         }
 
         // No messages at all: a Trailers-Only OK.
-        using (var call = channel.ServerStreaming(GrpcTestService.Repeat, [0, 0, 0, 0]))
+        using (var call = channel.ServerStreaming(GrpcTestService.Client.Repeat, [0, 0, 0, 0]))
         {
             Assert.False(await call.MoveNextAsync());
         }
 
         // Messages, then an error status in the trailers.
-        using (var call = channel.ServerStreaming(GrpcTestService.Repeat, [2, 0, 0, 0, .. "fail"u8]))
+        using (var call = channel.ServerStreaming(GrpcTestService.Client.Repeat, [2, 0, 0, 0, .. "fail"u8]))
         {
             Assert.True(await call.MoveNextAsync());
             Assert.True(await call.MoveNextAsync());
@@ -55,7 +55,7 @@ public sealed class GrpcChannelTests
             Assert.Equal("failed after the messages", e.Detail);
         }
 
-        using (var call = channel.ClientStreaming(GrpcTestService.Concat))
+        using (var call = channel.ClientStreaming(GrpcTestService.Client.Concat))
         {
             await call.WriteAsync("a"u8.ToArray());
             await call.WriteAsync(new byte[100_000]);
@@ -67,7 +67,7 @@ public sealed class GrpcChannelTests
         }
 
         // The server rejects the stream early: the status comes out of a later write or the completion.
-        using (var call = channel.ClientStreaming(GrpcTestService.Concat))
+        using (var call = channel.ClientStreaming(GrpcTestService.Client.Concat))
         {
             var e = await Assert.ThrowsAsync<RpcStatusException>(async () =>
             {
@@ -87,12 +87,12 @@ public sealed class GrpcChannelTests
     [Fact]
     public async Task ManyConcurrentCallsShareTheChannel()
     {
-        await using var server = await GrpcCastoreTestServer.StartAsync(extraServices: new GrpcTestService());
+        await using var server = await GrpcCastoreTestServer.StartAsync(configure: s => s.AddService(new GrpcTestService()));
         using var channel = new GrpcChannel(Endpoint(server));
         var calls = Enumerable.Range(0, 200).Select(async i =>
         {
             byte[] payload = BitConverter.GetBytes(i);
-            Assert.Equal(payload, await channel.UnaryAsync(GrpcTestService.Echo, payload));
+            Assert.Equal(payload, await channel.UnaryAsync(GrpcTestService.Client.Echo, payload));
         });
         await Task.WhenAll(calls);
     }
@@ -101,37 +101,37 @@ public sealed class GrpcChannelTests
     public async Task DeadlineAndCancellation()
     {
         var test = new GrpcTestService();
-        await using var server = await GrpcCastoreTestServer.StartAsync(extraServices: test);
+        await using var server = await GrpcCastoreTestServer.StartAsync(configure: s => s.AddService(test));
         using var channel = new GrpcChannel(Endpoint(server));
 
         var e = await Assert.ThrowsAsync<RpcStatusException>(() =>
-            channel.UnaryAsync(GrpcTestService.Slow, [], new GrpcCallOptions(TimeSpan.FromMilliseconds(200))));
+            channel.UnaryAsync(GrpcTestService.Client.Slow, [], new GrpcCallOptions(TimeSpan.FromMilliseconds(200))));
         Assert.Equal(GrpcStatusCode.DeadlineExceeded, e.Code);
         Assert.NotNull(await test.SlowCallsEnded.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
 
         using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
         var cancelled = await Assert.ThrowsAnyAsync<OperationCanceledException>(() =>
-            channel.UnaryAsync(GrpcTestService.Slow, [], new GrpcCallOptions(null, cts.Token)));
+            channel.UnaryAsync(GrpcTestService.Client.Slow, [], new GrpcCallOptions(null, cts.Token)));
         Assert.Equal(cts.Token, cancelled.CancellationToken);
         Assert.Equal("cancelled", await test.SlowCallsEnded.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
 
         // Disposing a streaming call early resets the stream; the channel stays usable.
-        using (var call = channel.ServerStreaming(GrpcTestService.Repeat, [100, 0, 0, 0, .. new byte[10_000]]))
+        using (var call = channel.ServerStreaming(GrpcTestService.Client.Repeat, [100, 0, 0, 0, .. new byte[10_000]]))
         {
             Assert.True(await call.MoveNextAsync());
         }
 
-        Assert.Equal("ok"u8.ToArray(), await channel.UnaryAsync(GrpcTestService.Echo, "ok"u8.ToArray()));
+        Assert.Equal("ok"u8.ToArray(), await channel.UnaryAsync(GrpcTestService.Client.Echo, "ok"u8.ToArray()));
     }
 
     [Fact]
     public async Task ResponsesOverTheLimitAreResourceExhausted()
     {
-        await using var server = await GrpcCastoreTestServer.StartAsync(extraServices: new GrpcTestService());
+        await using var server = await GrpcCastoreTestServer.StartAsync(configure: s => s.AddService(new GrpcTestService()));
         using var channel = new GrpcChannel(Endpoint(server), new GrpcChannelOptions { MaxReceiveMessageSize = 1000 });
-        var e = await Assert.ThrowsAsync<RpcStatusException>(() => channel.UnaryAsync(GrpcTestService.Echo, new byte[1001]));
+        var e = await Assert.ThrowsAsync<RpcStatusException>(() => channel.UnaryAsync(GrpcTestService.Client.Echo, new byte[1001]));
         Assert.Equal(GrpcStatusCode.ResourceExhausted, e.Code);
-        Assert.Equal(new byte[1000], await channel.UnaryAsync(GrpcTestService.Echo, new byte[1000]));
+        Assert.Equal(new byte[1000], await channel.UnaryAsync(GrpcTestService.Client.Echo, new byte[1000]));
     }
 
     [Fact]
@@ -145,7 +145,7 @@ public sealed class GrpcChannelTests
         }
 
         using var channel = new GrpcChannel(GrpcEndpoint.Tcp("127.0.0.1", port));
-        var e = await Assert.ThrowsAsync<RpcStatusException>(() => channel.UnaryAsync(GrpcTestService.Echo, []));
+        var e = await Assert.ThrowsAsync<RpcStatusException>(() => channel.UnaryAsync(GrpcTestService.Client.Echo, []));
         Assert.Equal(GrpcStatusCode.Unavailable, e.Code);
         Assert.Contains($"127.0.0.1:{port}", e.Detail);
 
@@ -163,7 +163,7 @@ public sealed class GrpcChannelTests
         await using var server = new GrpcServer().Listen("unix:" + socket).AddService(test);
         await server.StartAsync();
         using var channel = new GrpcChannel(GrpcEndpoint.UnixSocket(socket));
-        using var call = channel.ClientStreaming(GrpcTestService.Concat);
+        using var call = channel.ClientStreaming(GrpcTestService.Client.Concat);
         await call.WriteAsync("before"u8.ToArray());
         await test.ConcatStarted.Task.WaitAsync(TimeSpan.FromSeconds(30));
 
@@ -175,7 +175,7 @@ public sealed class GrpcChannelTests
         await stopping.WaitAsync(TimeSpan.FromSeconds(30));
 
         Assert.False(File.Exists(socket), "the socket file was left behind");
-        var e = await Assert.ThrowsAsync<RpcStatusException>(() => channel.UnaryAsync(GrpcTestService.Echo, []));
+        var e = await Assert.ThrowsAsync<RpcStatusException>(() => channel.UnaryAsync(GrpcTestService.Client.Echo, []));
         Assert.Equal(GrpcStatusCode.Unavailable, e.Code);
     }
 

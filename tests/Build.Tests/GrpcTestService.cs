@@ -1,23 +1,25 @@
 using System.Globalization;
 using System.Text;
 using System.Threading.Channels;
-using TvixFuseBuild.Build.Grpc;
-using TvixFuseBuild.Castore.Grpc;
+using Grpc.Core;
+using OldGrpc = TvixFuseBuild.Castore.Grpc;
 
 namespace TvixFuseBuild.Build.Tests.Grpc;
 
-/// <summary>A small service for exercising the gRPC layer itself: raw byte messages, chosen statuses, slow calls.</summary>
-internal sealed class GrpcTestService : IGrpcService
+/// <summary>
+/// A small service (grpc-dotnet, raw byte messages) for exercising the gRPC layer itself: chosen statuses, slow calls,
+/// streams. <see cref="Client"/> has its methods for the castore client's channel.
+/// </summary>
+internal sealed class GrpcTestService : GrpcTestServiceBase
 {
-    public static readonly GrpcMethod<byte[], byte[]> Echo = Unary("Echo");
-    public static readonly GrpcMethod<byte[], byte[]> Fail = Unary("Fail");
-    public static readonly GrpcMethod<byte[], byte[]> Throw = Unary("Throw");
-    public static readonly GrpcMethod<byte[], byte[]> Slow = Unary("Slow");
-    public static readonly GrpcMethod<byte[], byte[]> Repeat =
-        new(GrpcMethodType.ServerStreaming, "interop.Test", "Repeat", RawBytesMarshaller.Instance, RawBytesMarshaller.Instance);
+    private static readonly Marshaller<byte[]> Raw = Marshallers.Create(static b => b, static b => b);
 
-    public static readonly GrpcMethod<byte[], byte[]> Concat =
-        new(GrpcMethodType.ClientStreaming, "interop.Test", "Concat", RawBytesMarshaller.Instance, RawBytesMarshaller.Instance);
+    public static readonly Method<byte[], byte[]> EchoMethod = new(MethodType.Unary, "interop.Test", "Echo", Raw, Raw);
+    public static readonly Method<byte[], byte[]> FailMethod = new(MethodType.Unary, "interop.Test", "Fail", Raw, Raw);
+    public static readonly Method<byte[], byte[]> ThrowMethod = new(MethodType.Unary, "interop.Test", "Throw", Raw, Raw);
+    public static readonly Method<byte[], byte[]> SlowMethod = new(MethodType.Unary, "interop.Test", "Slow", Raw, Raw);
+    public static readonly Method<byte[], byte[]> RepeatMethod = new(MethodType.ServerStreaming, "interop.Test", "Repeat", Raw, Raw);
+    public static readonly Method<byte[], byte[]> ConcatMethod = new(MethodType.ClientStreaming, "interop.Test", "Concat", Raw, Raw);
 
     /// <summary>Completed when a Concat call has received its first message.</summary>
     public TaskCompletionSource ConcatStarted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -25,21 +27,19 @@ internal sealed class GrpcTestService : IGrpcService
     /// <summary>One entry per Slow call that ended: "deadline" or "cancelled".</summary>
     public Channel<string> SlowCallsEnded { get; } = Channel.CreateUnbounded<string>();
 
-    public void Bind(GrpcServiceBinder binder) => binder
-        .AddUnary(Echo, static (request, _) => ValueTask.FromResult(request))
-        .AddUnary(Fail, static (request, _) =>
-        {
-            // "CODE:message"
-            string text = Encoding.UTF8.GetString(request);
-            int colon = text.IndexOf(':');
-            throw new RpcStatusException((GrpcStatusCode)int.Parse(text[..colon], CultureInfo.InvariantCulture), text[(colon + 1)..]);
-        })
-        .AddUnary<byte[], byte[]>(Throw, static (_, _) => throw new InvalidOperationException("boom"))
-        .AddUnary(Slow, SlowAsync)
-        .AddServerStreaming(Repeat, RepeatAsync)
-        .AddClientStreaming(Concat, ConcatAsync);
+    public override Task<byte[]> Echo(byte[] request, ServerCallContext context) => Task.FromResult(request);
 
-    private async ValueTask<byte[]> SlowAsync(byte[] request, GrpcServerCallContext context)
+    /// <summary>Request "CODE:message".</summary>
+    public override Task<byte[]> Fail(byte[] request, ServerCallContext context)
+    {
+        string text = Encoding.UTF8.GetString(request);
+        int colon = text.IndexOf(':');
+        throw new RpcException(new Status((StatusCode)int.Parse(text[..colon], CultureInfo.InvariantCulture), text[(colon + 1)..]));
+    }
+
+    public override Task<byte[]> Throw(byte[] request, ServerCallContext context) => throw new InvalidOperationException("boom");
+
+    public override async Task<byte[]> Slow(byte[] request, ServerCallContext context)
     {
         try
         {
@@ -48,13 +48,13 @@ internal sealed class GrpcTestService : IGrpcService
         }
         catch (OperationCanceledException)
         {
-            SlowCallsEnded.Writer.TryWrite(context.DeadlineExceeded ? "deadline" : "cancelled");
+            SlowCallsEnded.Writer.TryWrite(context.Deadline <= DateTime.UtcNow ? "deadline" : "cancelled");
             throw;
         }
     }
 
     /// <summary>Request: 4 bytes count, then a payload; answers with the payload count times, then fails if the payload says "fail".</summary>
-    private static async Task RepeatAsync(byte[] request, GrpcServerStreamWriter<byte[]> responses, GrpcServerCallContext context)
+    public override async Task Repeat(byte[] request, IServerStreamWriter<byte[]> responses, ServerCallContext context)
     {
         int count = BitConverter.ToInt32(request, 0);
         byte[] payload = request[4..];
@@ -65,19 +65,19 @@ internal sealed class GrpcTestService : IGrpcService
 
         if (payload.AsSpan().SequenceEqual("fail"u8))
         {
-            throw new RpcStatusException(GrpcStatusCode.Aborted, "failed after the messages");
+            throw new RpcException(new Status(StatusCode.Aborted, "failed after the messages"));
         }
     }
 
-    private async ValueTask<byte[]> ConcatAsync(GrpcServerStreamReader<byte[]> requests, GrpcServerCallContext context)
+    public override async Task<byte[]> Concat(IAsyncStreamReader<byte[]> requests, ServerCallContext context)
     {
         var all = new MemoryStream();
-        while (await requests.MoveNextAsync())
+        while (await requests.MoveNext(context.CancellationToken))
         {
             ConcatStarted.TrySetResult();
             if (requests.Current.AsSpan().SequenceEqual("reject"u8))
             {
-                throw new RpcStatusException(GrpcStatusCode.InvalidArgument, "rejected early");
+                throw new RpcException(new Status(StatusCode.InvalidArgument, "rejected early"));
             }
 
             all.Write(requests.Current);
@@ -86,6 +86,50 @@ internal sealed class GrpcTestService : IGrpcService
         return all.ToArray();
     }
 
-    private static GrpcMethod<byte[], byte[]> Unary(string name) =>
-        new(GrpcMethodType.Unary, "interop.Test", name, RawBytesMarshaller.Instance, RawBytesMarshaller.Instance);
+    /// <summary>The same methods for the castore client's own channel.</summary>
+    public static class Client
+    {
+        public static readonly OldGrpc.GrpcMethod<byte[], byte[]> Echo = Unary("Echo");
+        public static readonly OldGrpc.GrpcMethod<byte[], byte[]> Fail = Unary("Fail");
+        public static readonly OldGrpc.GrpcMethod<byte[], byte[]> Throw = Unary("Throw");
+        public static readonly OldGrpc.GrpcMethod<byte[], byte[]> Slow = Unary("Slow");
+        public static readonly OldGrpc.GrpcMethod<byte[], byte[]> Repeat =
+            new(OldGrpc.GrpcMethodType.ServerStreaming, "interop.Test", "Repeat", RawBytesMarshaller.Instance, RawBytesMarshaller.Instance);
+
+        public static readonly OldGrpc.GrpcMethod<byte[], byte[]> Concat =
+            new(OldGrpc.GrpcMethodType.ClientStreaming, "interop.Test", "Concat", RawBytesMarshaller.Instance, RawBytesMarshaller.Instance);
+
+        private static OldGrpc.GrpcMethod<byte[], byte[]> Unary(string name) =>
+            new(OldGrpc.GrpcMethodType.Unary, "interop.Test", name, RawBytesMarshaller.Instance, RawBytesMarshaller.Instance);
+    }
+}
+
+/// <summary>
+/// What Grpc.Tools would generate for the test service: grpc-dotnet binds with a null service to learn the methods,
+/// then calls the overrides of these virtual methods on the registered instance.
+/// </summary>
+[BindServiceMethod(typeof(GrpcTestServiceBase), nameof(BindService))]
+internal abstract class GrpcTestServiceBase
+{
+    public static void BindService(ServiceBinderBase binder, GrpcTestServiceBase? service)
+    {
+        binder.AddMethod(GrpcTestService.EchoMethod, service is null ? null : service.Echo);
+        binder.AddMethod(GrpcTestService.FailMethod, service is null ? null : service.Fail);
+        binder.AddMethod(GrpcTestService.ThrowMethod, service is null ? null : service.Throw);
+        binder.AddMethod(GrpcTestService.SlowMethod, service is null ? null : service.Slow);
+        binder.AddMethod(GrpcTestService.RepeatMethod, service is null ? null : service.Repeat);
+        binder.AddMethod(GrpcTestService.ConcatMethod, service is null ? null : service.Concat);
+    }
+
+    public abstract Task<byte[]> Echo(byte[] request, ServerCallContext context);
+
+    public abstract Task<byte[]> Fail(byte[] request, ServerCallContext context);
+
+    public abstract Task<byte[]> Throw(byte[] request, ServerCallContext context);
+
+    public abstract Task<byte[]> Slow(byte[] request, ServerCallContext context);
+
+    public abstract Task Repeat(byte[] request, IServerStreamWriter<byte[]> responses, ServerCallContext context);
+
+    public abstract Task<byte[]> Concat(IAsyncStreamReader<byte[]> requests, ServerCallContext context);
 }

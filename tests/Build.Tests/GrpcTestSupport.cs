@@ -1,7 +1,7 @@
 using System.Text.Json;
-using TvixFuseBuild.Build.Grpc;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Castore.Stores.Memory;
+using TvixFuseBuild.Server;
 
 namespace TvixFuseBuild.Build.Tests.Grpc;
 
@@ -71,19 +71,15 @@ internal sealed class GrpcCastoreTestServer : IAsyncDisposable
         IBlobService? blobs = null,
         IDirectoryService? directories = null,
         int chunkSize = 64 << 10,
-        params IGrpcService[] extraServices)
+        Func<GrpcServer, GrpcServer>? configure = null)
     {
         blobs ??= new MemoryBlobService();
         directories ??= new MemoryDirectoryService();
         var temp = unixSocket ? new GrpcTempDirectory() : null;
         var server = new GrpcServer(options)
             .Listen(unixSocket ? "unix:" + temp!.File("castore.sock") : "127.0.0.1:0")
-            .AddService(new BlobGrpcService(blobs, new BlobChunkIndex(chunkSize)))
-            .AddService(new DirectoryGrpcService(directories));
-        foreach (var service in extraServices)
-        {
-            server.AddService(service);
-        }
+            .AddCastore(new BlobGrpcService(blobs, new BlobChunkIndex(chunkSize)), new DirectoryGrpcService(directories));
+        server = configure?.Invoke(server) ?? server;
 
         try
         {

@@ -9,6 +9,7 @@ using TvixFuseBuild.Castore.Grpc;
 using TvixFuseBuild.Castore.Hashing;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Castore.Transfer;
+using TvixFuseBuild.Server;
 using TvixBuild = Tvix.Build.V1;
 
 namespace TvixFuseBuild.Tool.Tests;
@@ -294,6 +295,82 @@ public sealed class ServeCommandTests : IDisposable
         await Task.CompletedTask;
     }
 
+    /// <summary>A grpc-dotnet channel to the server's unix socket.</summary>
+    private Grpc.Net.Client.GrpcChannel DotnetChannel() => Grpc.Net.Client.GrpcChannel.ForAddress("http://localhost", new Grpc.Net.Client.GrpcChannelOptions
+    {
+        HttpHandler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (_, ct) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+                await socket.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(Socket), ct);
+                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+            },
+        },
+    });
+
+    [Fact]
+    public async Task ItChecksTheTokenAndDrainsWithHealthNotServing()
+    {
+        var input = await PrepareServingStoreAsync();
+        string tokenFile = Path.Combine(_temp, "token");
+        await File.WriteAllTextAsync(tokenFile, "a-long-random-token\n");
+        var server = await StartServerAsync("--token-file", tokenFile, "--verbose");
+        using var channel = DotnetChannel();
+        var health = new Grpc.Health.V1.Health.HealthClient(channel);
+        var builds = new TvixBuild.BuildService.BuildServiceClient(channel);
+        var token = new Grpc.Core.Metadata { { "authorization", "Bearer a-long-random-token" } };
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        async Task<Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus> StatusAsync(string service) =>
+            (await health.CheckAsync(new Grpc.Health.V1.HealthCheckRequest { Service = service }, deadline: deadline)).Status;
+
+        // Health answers without a token; a build without one is refused, saying why.
+        Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.Serving, await StatusAsync(""));
+        Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.Serving, await StatusAsync("snix.build.v1.BuildService"));
+        var refused = await Assert.ThrowsAsync<Grpc.Core.RpcException>(async () =>
+            await builds.DoBuildAsync(Spec(input, "echo no > $out").ToTvix(), deadline: deadline));
+        Assert.Equal(Grpc.Core.StatusCode.Unauthenticated, refused.StatusCode);
+        Assert.StartsWith("no bearer token", refused.Status.Detail, StringComparison.Ordinal);
+
+        // SIGTERM while a build runs: health flips to NOT_SERVING, a new build is refused, the running one finishes.
+        var build = builds.DoBuildAsync(Spec(input, "echo started; sleep 3; echo finished > $out").ToTvix(), token, deadline).ResponseAsync;
+        await WaitForAsync(ABuildIsRunning);
+        Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
+        await WaitForAsync(() => ServerLog.Contains("SIGTERM: stopping", StringComparison.Ordinal));
+        Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.NotServing, await StatusAsync(""));
+        Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.NotServing, await StatusAsync("tvix.build.v1.BuildService"));
+        var late = await Assert.ThrowsAsync<Grpc.Core.RpcException>(async () =>
+            await builds.DoBuildAsync(Spec(input, "echo late > $out").ToTvix(), token, deadline));
+        Assert.Equal(Grpc.Core.StatusCode.Unavailable, late.StatusCode);
+
+        var reply = await build;
+        var (exitCode, stderr) = await WaitForExitAsync(server);
+        Assert.Equal(Blake3.Hash("finished\n"u8), ((FileNode)BuildResult.FromTvixBuild(reply).Outputs.Single().Node).Digest);
+        Assert.True(exitCode == 143, stderr);
+        AssertNothingLeftBehind();
+    }
+
+    [Fact]
+    public void BadTlsAndTokenOptionsAreUsageErrors()
+    {
+        string empty = Path.Combine(_temp, "empty-token");
+        File.WriteAllText(empty, "\n");
+        var keyOnly = ToolProcess.Run(["serve", "--listen", "unix:" + Socket, "--tls-key", "/x.key"], _environment);
+        var certOnly = ToolProcess.Run(["serve", "--listen", "unix:" + Socket, "--tls-cert", "/x.pem"], _environment);
+        var caOnly = ToolProcess.Run(["serve", "--listen", "unix:" + Socket, "--client-ca", "/ca.pem"], _environment);
+        var emptyToken = ToolProcess.Run(["serve", "--listen", "unix:" + Socket, "--token-file", empty], _environment);
+        var missingCert = ToolProcess.Run(["serve", "--listen", "unix:" + Socket, "--tls-cert", _temp + "/none.pem", "--tls-key", _temp + "/none.key"], _environment);
+
+        Assert.Equal((2, "tvix-fuse-build: error: --tls-key needs --tls-cert"), (keyOnly.ExitCode, keyOnly.Stderr.Split('\n')[0]));
+        Assert.Equal((2, "tvix-fuse-build: error: --tls-cert needs --tls-key"), (certOnly.ExitCode, certOnly.Stderr.Split('\n')[0]));
+        Assert.Equal((2, "tvix-fuse-build: error: --client-ca needs TLS: give --tls-cert and --tls-key too"), (caOnly.ExitCode, caOnly.Stderr.Split('\n')[0]));
+        Assert.Equal((2, $"tvix-fuse-build: error: --token-file {empty} is empty"), (emptyToken.ExitCode, emptyToken.Stderr.Split('\n')[0]));
+        Assert.Equal(1, missingCert.ExitCode);
+        Assert.Contains("none.pem", missingCert.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", keyOnly.Stderr + certOnly.Stderr + caOnly.Stderr + emptyToken.Stderr + missingCert.Stderr, StringComparison.Ordinal);
+        Assert.False(File.Exists(Socket));
+    }
+
     [Fact]
     public async Task ASecondInstanceBuildsFromTheServedStoreFetchingOnlyWhatItsBuildTouches()
     {
@@ -302,11 +379,10 @@ public sealed class ServeCommandTests : IDisposable
         var input = await ImportInputAsync(local, _temp);
         var blobs = new CountingBlobService(local.Blobs);
         var directories = new CountingDirectoryService(local.Directories);
-        var chunks = new BlobChunkIndex();
-        await using var server = new GrpcServer()
+        var chunks = new Server.BlobChunkIndex();
+        await using var server = new Server.GrpcServer()
             .Listen("unix:" + Socket)
-            .AddService(new BlobGrpcService(blobs, chunks))
-            .AddService(new DirectoryGrpcService(directories));
+            .AddCastore(new Server.BlobGrpcService(blobs, chunks), new Server.DirectoryGrpcService(directories));
         await server.StartAsync();
 
         // The building instance: a separate tvix-fuse-build process whose inputs come through grpc+unix://.

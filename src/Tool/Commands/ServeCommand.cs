@@ -1,15 +1,19 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Runtime.InteropServices;
-using TvixFuseBuild.Build.Grpc;
+using System.Text;
 using TvixFuseBuild.Build.Pipeline;
+using TvixFuseBuild.Build.Service;
 using TvixFuseBuild.Castore.Stores.Local;
+using TvixFuseBuild.Server;
 
 namespace TvixFuseBuild.Tool.Commands;
 
 /// <summary>
-/// <c>serve --listen ADDR... [--max-builds N]</c>: the castore BlobService and DirectoryService over the store, and
-/// the BuildService, over gRPC (tvix and snix packages), until SIGTERM or Ctrl-C; then a graceful shutdown.
+/// <c>serve --listen ADDR... [--max-builds N] [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--token-file FILE]</c>:
+/// the castore BlobService and DirectoryService over the store, and the BuildService, over gRPC (tvix and snix
+/// packages), with the standard health service and server reflection, until SIGTERM or Ctrl-C; then a graceful
+/// shutdown (health NOT_SERVING, running builds get the grace period).
 /// </summary>
 internal static class ServeCommand
 {
@@ -20,7 +24,8 @@ internal static class ServeCommand
         var listen = new Option<string[]>("--listen", "-l")
         {
             Description = "Where to listen, as tvix writes it: [::1]:8000, 127.0.0.1:8000, localhost:8000 or unix:/ABSOLUTE/PATH; " +
-                          "port 0 picks a free port. Repeat for several. There is no authentication: anyone who can connect can run builds.",
+                          "port 0 picks a free port. Repeat for several. Without --token-file or --client-ca anyone who can connect can run builds: " +
+                          "keep to loopback and unix sockets (the default examples) unless the network is yours.",
             HelpName = "ADDR",
             Arity = ArgumentArity.OneOrMore,
             Required = true,
@@ -50,13 +55,33 @@ internal static class ServeCommand
             Arity = ArgumentArity.ZeroOrMore,
         };
 
+        var tlsCert = new Option<string?>("--tls-cert")
+        {
+            Description = "Serve TLS (HTTP/2 with ALPN) instead of cleartext h2c, with this certificate (PEM; intermediates may follow it). Needs --tls-key.",
+            HelpName = "FILE",
+        };
+        var tlsKey = new Option<string?>("--tls-key") { Description = "The private key of --tls-cert (PEM).", HelpName = "FILE" };
+        var clientCa = new Option<string?>("--client-ca")
+        {
+            Description = "Require a client certificate issued by this CA (PEM bundle); calls without one, or with another, get UNAUTHENTICATED saying why. Needs TLS.",
+            HelpName = "FILE",
+        };
+        var tokenFile = new Option<string?>("--token-file")
+        {
+            Description = "Require 'authorization: Bearer TOKEN' on every call, TOKEN being this file's content (surrounding whitespace ignored; compared in constant time); " +
+                          "calls without it or with another get UNAUTHENTICATED. The health service (grpc.health.v1.Health) answers without it, so that orchestrators can probe.",
+            HelpName = "FILE",
+        };
+
         var limits = new LimitOptions();
         var command = new Command(
             "serve",
             "Serve the store (castore BlobService, DirectoryService) and run builds for remote clients (BuildService.DoBuild), " +
-            "under the tvix.*.v1 and snix.*.v1 packages, over HTTP/2 cleartext on TCP or unix sockets. Prints " +
-            $"'{ReadyPrefix}ADDR...' once listening; runs until SIGTERM or Ctrl-C. A failed build's reason and log tail go " +
-            "to its client; the server itself stays quiet unless told otherwise.")
+            "under the tvix.*.v1 and snix.*.v1 packages, over HTTP/2 on TCP or unix sockets (cleartext, or TLS with --tls-cert), " +
+            "with the standard health service (grpc.health.v1.Health) and server reflection. Prints " +
+            $"'{ReadyPrefix}ADDR...' once listening; runs until SIGTERM or Ctrl-C, then drains: health says NOT_SERVING, new builds " +
+            "are refused (UNAVAILABLE), running ones get the grace period, and the store is served until they end. A failed " +
+            "build's reason and log tail go to its client; the server itself stays quiet unless told otherwise.")
         {
             listen,
             maxBuilds,
@@ -68,6 +93,10 @@ internal static class ServeCommand
             verbose,
             buildLogs,
             allowReadOnly,
+            tlsCert,
+            tlsKey,
+            clientCa,
+            tokenFile,
         };
         limits.AddTo(command);
 
@@ -91,7 +120,21 @@ internal static class ServeCommand
                 parse.GetValue(verbose),
                 parse.GetValue(buildLogs),
                 [.. (parse.GetValue(allowReadOnly) ?? []).Select(AllowedPrefix)],
-                limits.Parse(parse));
+                limits.Parse(parse),
+                parse.GetValue(tlsCert),
+                parse.GetValue(tlsKey),
+                parse.GetValue(clientCa),
+                parse.GetValue(tokenFile));
+            if ((settings.TlsCert is null) != (settings.TlsKey is null))
+            {
+                throw new UsageException(settings.TlsCert is null ? "--tls-key needs --tls-cert" : "--tls-cert needs --tls-key");
+            }
+
+            if (settings.ClientCa is not null && settings.TlsCert is null)
+            {
+                throw new UsageException("--client-ca needs TLS: give --tls-cert and --tls-key too");
+            }
+
             return ServeAsync(parse, settings).GetAwaiter().GetResult();
         });
 
@@ -110,10 +153,18 @@ internal static class ServeCommand
         bool Verbose,
         bool BuildLogs,
         string[] AllowedReadOnlyPaths,
-        Sandbox.SandboxLimits Limits);
+        Sandbox.SandboxLimits Limits,
+        string? TlsCert,
+        string? TlsKey,
+        string? ClientCa,
+        string? TokenFile);
 
     private static async Task<int> ServeAsync(ParseResult parse, Settings settings)
     {
+        // Credentials first: a bad file is reported before the store is opened or anything listens.
+        var tls = settings.TlsCert is null ? null : ServerTls.Load(settings.TlsCert, settings.TlsKey!, settings.ClientCa);
+        byte[]? token = settings.TokenFile is null ? null : ReadToken(settings.TokenFile);
+
         // Before anything listens: a signal right after the ready line must already mean a graceful stop.
         using var signals = new ShutdownSignals();
         await using var store = StoreSelection.Open(parse);
@@ -135,18 +186,22 @@ internal static class ServeCommand
 
         // What builds of earlier servers (or CLI runs) killed mid-build left behind.
         runner.RemoveStaleBuilds();
-        var builds = new BuildGrpcService(runner, new BuildGrpcServiceOptions
+        var builds = new BuildGrpcService(new LocalBuildService(runner), new BuildGrpcServiceOptions
         {
             MaxConcurrentBuilds = settings.MaxBuilds,
             Events = settings.Verbose ? Note : null,
             BuildOutput = settings.BuildLogs ? line => Console.Error.WriteLine(line) : null,
-            Errors = Note,
         });
-        // Calls still open this long after the grace period (the builds are cancelled by then) are cut off.
-        var server = new GrpcServer(new GrpcServerOptions { ShutdownTimeout = settings.Grace + TimeSpan.FromSeconds(10), ErrorLog = Note })
-            .AddService(new BlobGrpcService(store.Blobs, inUse: inUse))
-            .AddService(new DirectoryGrpcService(store.Directories))
-            .AddService(builds);
+        // Calls still open this long after the drain (the builds have ended by then) are cut off.
+        var server = new GrpcServer(new GrpcServerOptions
+            {
+                ShutdownTimeout = TimeSpan.FromSeconds(10),
+                ErrorLog = Note,
+                Tls = tls,
+                BearerToken = token,
+            })
+            .AddCastore(new BlobGrpcService(store.Blobs, inUse: inUse), new DirectoryGrpcService(store.Directories))
+            .AddBuildService(builds);
         foreach (var address in settings.Listen)
         {
             server.Listen(address);
@@ -161,11 +216,12 @@ internal static class ServeCommand
             var deadline = DateTime.UtcNow + settings.Grace;
             Note($"{signal}: stopping; {Plural(builds.RunningBuilds, "build")} running, {builds.WaitingBuilds} waiting " +
                  $"(grace period {settings.Grace.TotalSeconds.ToString("0.#", CultureInfo.InvariantCulture)} s)");
+            server.BeginDrain();
             builds.BeginShutdown();
 
-            // The server stops accepting connections at once and lets the running calls end; the builds get the grace
-            // period, then are cancelled so that their clients hear UNAVAILABLE before the server closes connections.
-            var stopping = server.StopAsync();
+            // Draining: health says NOT_SERVING and new builds are refused, while the running builds get the grace
+            // period (their clients can still fetch the outputs); then they are cancelled so that their clients hear
+            // UNAVAILABLE, and the server stops.
             var drained = builds.WaitForCallsAsync();
             var ended = await Task.WhenAny(drained, Task.Delay(Max(deadline - DateTime.UtcNow, TimeSpan.Zero)), signals.Second);
             if (ended != drained)
@@ -176,7 +232,7 @@ internal static class ServeCommand
                 await builds.CancelAndWaitAsync();
             }
 
-            await stopping;
+            await server.StopAsync();
         }
         finally
         {
@@ -186,6 +242,23 @@ internal static class ServeCommand
         }
 
         return ToolConsole.Ok;
+    }
+
+    /// <summary>The token in <paramref name="file"/>, without surrounding whitespace (a trailing newline is usual).</summary>
+    private static byte[] ReadToken(string file)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(file);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"--token-file {file}: {e.Message}", e);
+        }
+
+        string token = text.Trim();
+        return token.Length > 0 ? Encoding.UTF8.GetBytes(token) : throw new UsageException($"--token-file {file} is empty");
     }
 
     private static string AllowedPrefix(string text)

@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace TvixFuseBuild.Build.Grpc;
+namespace TvixFuseBuild.Server;
 
 /// <summary>
 /// Cuts a build's output into lines, each handed to a sink with a prefix (<c>[build 7] </c>), so that the logs of

@@ -2,16 +2,17 @@ using System.Collections.Concurrent;
 using System.Text;
 using System.Text.Json.Nodes;
 using Google.Protobuf;
-using TvixFuseBuild.Build.Grpc;
+using Grpc.Core;
+using Grpc.Net.Client;
 using TvixFuseBuild.Build.Requests;
+using TvixFuseBuild.Build.Service;
 using TvixFuseBuild.Build.Tests.Pipeline;
 using TvixFuseBuild.Build.Tests.Requests;
 using TvixFuseBuild.Castore;
-using TvixFuseBuild.Castore.Grpc;
 using SnixBuild = Snix.Build.V1;
 using TvixBuild = Tvix.Build.V1;
 
-namespace TvixFuseBuild.Build.Tests.Grpc;
+namespace TvixFuseBuild.Server.Tests;
 
 /// <summary>
 /// Our BuildService on a real socket, called by Python's grpcio with its own generated stubs: real builds (FUSE inputs,
@@ -36,13 +37,13 @@ public sealed class GrpcBuildServiceTests(PipelineFixture fixture)
 
     private async Task<(GrpcCastoreTestServer Server, BuildGrpcService Builds)> StartAsync(int maxBuilds = 2, ConcurrentQueue<string>? events = null)
     {
-        var builds = new BuildGrpcService(fixture.Runner(), new BuildGrpcServiceOptions
+        var builds = new BuildGrpcService(new LocalBuildService(fixture.Runner()), new BuildGrpcServiceOptions
         {
             MaxConcurrentBuilds = maxBuilds,
             Events = events is null ? null : events.Enqueue,
         });
         var server = await GrpcCastoreTestServer.StartAsync(
-            unixSocket: true, blobs: fixture.Store.Blobs, directories: fixture.Store.Directories, extraServices: builds);
+            unixSocket: true, blobs: fixture.Store.Blobs, directories: fixture.Store.Directories, configure: s => s.AddBuildService(builds));
         return (server, builds);
     }
 
@@ -202,17 +203,17 @@ public sealed class GrpcBuildServiceTests(PipelineFixture fixture)
     [Fact]
     public async Task OurClientCallsDoBuildOverTcpToo()
     {
-        var builds = new BuildGrpcService(fixture.Runner());
+        var builds = new BuildGrpcService(new LocalBuildService(fixture.Runner()));
         await using var server = await GrpcCastoreTestServer.StartAsync(
-            unixSocket: false, blobs: fixture.Store.Blobs, directories: fixture.Store.Directories, extraServices: builds);
-        using var channel = new GrpcChannel(GrpcEndpoint.Tcp("127.0.0.1", int.Parse(server.ListenAddress.Split(':')[1])));
+            unixSocket: false, blobs: fixture.Store.Blobs, directories: fixture.Store.Directories, configure: s => s.AddBuildService(builds));
+        using var channel = GrpcChannel.ForAddress($"http://{server.ListenAddress}");
         var spec = Spec("echo over tcp > $out");
 
-        var reply = await channel.UnaryAsync(BuildGrpcMethods.TvixDoBuild, spec.ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2)));
-        var bad = await Assert.ThrowsAsync<RpcStatusException>(() =>
-            channel.UnaryAsync(BuildGrpcMethods.SnixDoBuild, new SnixBuild.BuildRequest(), new GrpcCallOptions(TimeSpan.FromMinutes(1))));
+        var reply = await new TvixBuild.BuildService.BuildServiceClient(channel).DoBuildAsync(spec.ToTvix(), deadline: DateTime.UtcNow.AddMinutes(2));
+        var bad = await Assert.ThrowsAsync<RpcException>(async () =>
+            await new SnixBuild.BuildService.BuildServiceClient(channel).DoBuildAsync(new SnixBuild.BuildRequest(), deadline: DateTime.UtcNow.AddMinutes(1)));
 
         Assert.Equal(Castore.Hashing.Blake3.Hash(Encoding.UTF8.GetBytes("over tcp\n")), ((FileNode)BuildResult.FromTvixBuild(reply).Outputs.Single().Node).Digest);
-        Assert.Equal(GrpcStatusCode.InvalidArgument, bad.Code);
+        Assert.Equal(StatusCode.InvalidArgument, bad.StatusCode);
     }
 }

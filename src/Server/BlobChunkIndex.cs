@@ -4,7 +4,7 @@ using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Hashing;
 using TvixFuseBuild.Castore.Stores;
 
-namespace TvixFuseBuild.Build.Grpc;
+namespace TvixFuseBuild.Server;
 
 /// <summary>
 /// Chunk lists for stores that keep blobs whole: a large blob is cut into fixed-size pieces (1 MiB by default) whose

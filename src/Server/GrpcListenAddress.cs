@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Net;
 
-namespace TvixFuseBuild.Build.Grpc;
+namespace TvixFuseBuild.Server;
 
 /// <summary>
 /// Where a <see cref="GrpcServer"/> listens, written like tvix's listen addresses: <c>[::1]:8000</c>,

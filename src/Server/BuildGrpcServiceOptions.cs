@@ -1,4 +1,4 @@
-namespace TvixFuseBuild.Build.Grpc;
+namespace TvixFuseBuild.Server;
 
 /// <summary>How a <see cref="BuildGrpcService"/> admits builds and what it reports. Quiet by default.</summary>
 public sealed record BuildGrpcServiceOptions
@@ -6,15 +6,9 @@ public sealed record BuildGrpcServiceOptions
     /// <summary>Builds run at once; further DoBuild calls wait their turn (honouring their deadline and cancellation).</summary>
     public int MaxConcurrentBuilds { get; init; } = Environment.ProcessorCount;
 
-    /// <summary>Lines of the build's log sent back (in the INTERNAL status message) when a build fails.</summary>
-    public int FailureLogLines { get; init; } = 25;
-
     /// <summary>Receives one line per notable event of a build (accepted, waiting, done, failed, refused, cancelled).</summary>
     public Action<string>? Events { get; init; }
 
     /// <summary>Receives every line the builds print, prefixed with <c>[build N]</c>. Null: logs are not shown.</summary>
     public Action<string>? BuildOutput { get; init; }
-
-    /// <summary>Receives one line per problem of the server itself (it cannot sandbox, its disk fails), whatever the client did.</summary>
-    public Action<string>? Errors { get; init; }
 }
