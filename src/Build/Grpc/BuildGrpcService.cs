@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using TvixFuseBuild.Build.Pipeline;
 using TvixFuseBuild.Build.Requests;
+using TvixFuseBuild.Build.Service;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Grpc;
 using TvixFuseBuild.Sandbox;
@@ -26,7 +27,6 @@ public sealed class BuildGrpcService : IGrpcService
 {
     /// <summary>The grpc-message budget: the failure text is cut (oldest log lines first) to stay under common clients' 8 KiB metadata limit.</summary>
     internal const int MaxStatusMessageLength = 4096;
-    private const int MaxLogLineLength = 300;
 
     private readonly BuildRunner _runner;
     private readonly BuildGrpcServiceOptions _options;
@@ -255,27 +255,9 @@ public sealed class BuildGrpcService : IGrpcService
         return new RpcStatusException(GrpcStatusCode.Unavailable, "the server is shutting down; the build was not started");
     }
 
-    /// <summary>
-    /// <c>build failed: REASON</c>, then the last log lines, each cut to a sane length, the oldest dropped until the text
-    /// fits <see cref="MaxStatusMessageLength"/> once percent-encoded.
-    /// </summary>
-    internal static string FailureDetail(BuildFailedException failure, int lineCount)
-    {
-        string head = $"build failed: {failure.Message}";
-        var lines = failure.LastLogLines(lineCount)
-            .Select(l => l.Length <= MaxLogLineLength ? l : string.Concat(l.AsSpan(0, MaxLogLineLength), "…"))
-            .ToList();
-        while (true)
-        {
-            string detail = lines.Count == 0 ? head : $"{head}\nlast {lines.Count} lines of the log:\n{string.Join('\n', lines)}";
-            if (lines.Count == 0 || GrpcProtocol.EncodeMessage(detail).Length <= MaxStatusMessageLength)
-            {
-                return detail;
-            }
-
-            lines.RemoveAt(0);
-        }
-    }
+    /// <summary>The status detail of a failed build: <see cref="BuildFailureText.StatusDetail"/>, the one wording a client turns back into the failure.</summary>
+    internal static string FailureDetail(BuildFailedException failure, int lineCount) =>
+        BuildFailureText.StatusDetail(failure, lineCount, MaxStatusMessageLength);
 
     private void Event(long id, string text) => _options.Events?.Invoke($"build {id}: {text}");
 }
