@@ -142,7 +142,7 @@ public sealed class GrpcBuildService : IBuildService, IAsyncDisposable
                 var directories = await GrpcDirectoryService.OpenAsync(_storeAddress, cancellationToken: cancellationToken).ConfigureAwait(false);
                 return _remote = new CastoreStore(blobs, directories, _storeAddress, blobs, directories);
             }
-            catch (Exception e) when (e is StoreUnavailableException or HttpRequestException or IOException && !cancellationToken.IsCancellationRequested)
+            catch (Exception e) when (e is CastoreException and not StoreAddressException or HttpRequestException or IOException && !cancellationToken.IsCancellationRequested)
             {
                 if (blobs is not null)
                 {
