@@ -103,9 +103,16 @@ public sealed class GrpcBuildService : IBuildService, IAsyncDisposable
 
         var remote = await OpenStoreAsync(cancellationToken).ConfigureAwait(false);
         var uploaded = new CopyCount();
-        foreach (var input in spec.Inputs)
+        try
         {
-            await StoreCopy.CopyAsync(input, _local, remote, uploaded, cancellationToken).ConfigureAwait(false);
+            foreach (var input in spec.Inputs)
+            {
+                await StoreCopy.CopyAsync(input, _local, remote, uploaded, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (StoreUnavailableException e) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new BuilderException(e.Message, e);
         }
 
         Log($"uploaded {uploaded} to {_storeAddress}");
@@ -149,7 +156,7 @@ public sealed class GrpcBuildService : IBuildService, IAsyncDisposable
                     await blobs.DisposeAsync().ConfigureAwait(false);
                 }
 
-                throw new BuilderException($"cannot reach the builders' store {_storeAddress}: {e.Message}", e);
+                throw new BuilderException(e.Message, e);
             }
         }
         finally
