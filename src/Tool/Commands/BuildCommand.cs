@@ -226,7 +226,7 @@ internal static class BuildCommand
                 }
                 catch (StoreAddressException e)
                 {
-                    throw new UsageException(parse.GetValue(_builderStore) is null && builders.Count > 1 ? $"{e.Message} (--builder-store URL)" : e.Message);
+                    throw new UsageException(parse.GetValue(_builderStore) is null ? $"{e.Message} (--builder-store URL)" : e.Message);
                 }
             }
 
