@@ -86,6 +86,7 @@ public sealed class GrpcBuildClientTests(PipelineFixture fixture)
         Assert.Equal("the command exited with status 5", remote.Message);
         Assert.Equal(local.Message, remote.Message);
         Assert.Equal(["first", "second"], remote.LastLogLines(25));
+        Assert.Equal((Sandbox.SandboxOutcome.Exited, 5), (remote.Sandbox!.Outcome, remote.Sandbox.ExitCode));
         Assert.Equal(BuildFailureText.Headline(local), BuildFailureText.Headline(remote));
         Assert.Equal(BuildFailureText.Details(local), BuildFailureText.Details(remote));
     }

@@ -1,5 +1,8 @@
+using System.Globalization;
 using System.Text;
+using System.Text.RegularExpressions;
 using TvixFuseBuild.Build.Pipeline;
+using TvixFuseBuild.Sandbox;
 
 namespace TvixFuseBuild.Build.Service;
 
@@ -86,8 +89,32 @@ public static class BuildFailureText
         var lines = detail.Split('\n');
         int logStart = Array.FindIndex(lines, 1, l => l.StartsWith(LogHeadPrefix, StringComparison.Ordinal) && l.EndsWith(LogHeadSuffix, StringComparison.Ordinal));
         string reason = string.Join('\n', lines[..(logStart < 0 ? lines.Length : logStart)])[Head.Length..];
-        string? tail = logStart < 0 ? null : string.Join('\n', lines[(logStart + 1)..]);
-        return new BuildFailedException(reason, sandbox: null, keptDirectory: null, logTail: tail);
+        string tail = logStart < 0 ? "" : string.Join('\n', lines[(logStart + 1)..]) + "\n";
+        return new BuildFailedException(reason, OutcomeOf(reason, tail), keptDirectory: null, logTail: tail);
+    }
+
+    /// <summary>
+    /// How the command ended, read back from the reason as <see cref="BuildRunner"/> words it (a builder of ours), so
+    /// that whoever looks at <see cref="BuildFailedException.Sandbox"/> (exit codes, error codes) sees what a local run
+    /// shows; null for a reason worded otherwise (another builder).
+    /// </summary>
+    private static SandboxResult? OutcomeOf(string reason, string tail)
+    {
+        var match = Regex.Match(reason, @"^the command (?:exited with status (?<status>\d+)|was killed by signal (?<signal>\d+)|(?<timeout>timed out and was killed)|(?<silence>printed nothing for too long and was killed)|(?<log>wrote more log than allowed and was killed)|(?<missing>succeeded but did not produce the output))");
+        if (!match.Success)
+        {
+            return null;
+        }
+
+        return match switch
+        {
+            _ when match.Groups["status"].Success => new SandboxResult { Outcome = SandboxOutcome.Exited, ExitCode = int.Parse(match.Groups["status"].Value, CultureInfo.InvariantCulture), LogTail = tail },
+            _ when match.Groups["signal"].Success => new SandboxResult { Outcome = SandboxOutcome.Signaled, Signal = int.Parse(match.Groups["signal"].Value, CultureInfo.InvariantCulture), LogTail = tail },
+            _ when match.Groups["timeout"].Success => new SandboxResult { Outcome = SandboxOutcome.TimedOut, LogTail = tail },
+            _ when match.Groups["silence"].Success => new SandboxResult { Outcome = SandboxOutcome.SilenceTimedOut, LogTail = tail },
+            _ when match.Groups["log"].Success => new SandboxResult { Outcome = SandboxOutcome.LogLimitExceeded, LogTail = tail },
+            _ => new SandboxResult { Outcome = SandboxOutcome.Exited, ExitCode = 0, LogTail = tail },
+        };
     }
 
     /// <summary>The length of <paramref name="text"/> percent-encoded as grpc-message: UTF-8, bytes outside printable ASCII and '%' as %XX.</summary>
