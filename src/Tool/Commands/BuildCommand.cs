@@ -109,7 +109,8 @@ internal static class BuildCommand
                           "stands for every address it resolves to. Builds are spread over them round-robin, and one whose builder becomes " +
                           "unreachable is retried on another. Only what the builders' store lacks is uploaded; the outputs come back into the " +
                           "local store, and the result cache is used as for a local build. The log is shown only when the build fails; " +
-                          "--timeout is the deadline of the call; the other limits are the builder's own.",
+                          "--timeout is the deadline of the call; --keep-failed, --log-file, --max-silent-time, --max-log-size and the limits are " +
+                          "the builder's own settings and are refused with --builder.",
             HelpName = "URL",
             Arity = ArgumentArity.ZeroOrMore,
         };
