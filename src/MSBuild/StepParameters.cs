@@ -40,7 +40,7 @@ internal sealed record StepParameters
     /// <summary>A store address, or null for the default (the local store, or BLOB_SERVICE_ADDR / DIRECTORY_SERVICE_ADDR).</summary>
     public string? Store { get; init; }
 
-    /// <summary>A remote BuildService that runs the build instead of this host (see <see cref="RemoteBuilder.ToStoreAddress"/>), or null.</summary>
+    /// <summary>A remote BuildService that runs the build instead of this host (see <see cref="Build.Grpc.BuilderAddress"/>), or null.</summary>
     public string? Builder { get; init; }
 
     public TimeSpan? Timeout { get; init; }
@@ -169,7 +169,14 @@ internal sealed record StepParameters
         if (!string.IsNullOrEmpty(builder))
         {
             // Checked now, so that a mistyped address is an invalid request and not a failed build.
-            _ = RemoteBuilder.ToStoreAddress(builder);
+            try
+            {
+                _ = Build.Grpc.BuilderAddress.Parse(builder);
+            }
+            catch (StoreAddressException e)
+            {
+                throw new TvixBuildException(TvixBuildError.InvalidRequest, $"Builder: {e.Message}");
+            }
         }
 
         var limits = ParseLimits(maxProcesses, maxMemory, tmpSize);

@@ -1,6 +1,8 @@
+using TvixFuseBuild.Build.Grpc;
 using TvixFuseBuild.Build.Nix;
 using TvixFuseBuild.Build.Pipeline;
 using TvixFuseBuild.Build.Requests;
+using TvixFuseBuild.Build.Service;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Castore.Transfer;
@@ -30,15 +32,13 @@ internal sealed record StepResult(IReadOnlyList<MaterializedOutput> Outputs, boo
 
 /// <summary>
 /// One build step, start to end: import the inputs by content, write the Nix-shaped request, run it through the build
-/// pipeline (or take its earlier result from the result cache), and materialize the outputs. Every failure comes out
+/// service (here, or on <see cref="StepParameters.Builder"/>; the result cache answers first either way), and
+/// materialize the outputs. Every failure comes out
 /// as a <see cref="TvixBuildException"/> carrying its error code; cancellation as <see cref="OperationCanceledException"/>,
 /// after everything the step started is gone.
 /// </summary>
 internal static class StepRunner
 {
-    /// <summary>How much of the log a failure shows.</summary>
-    public const int FailureLogLines = 25;
-
     public static async Task<StepResult> RunAsync(
         StepParameters step, CastoreStore store, ResultCache? cache, IStepLog log, CancellationToken cancellationToken)
     {
@@ -56,13 +56,7 @@ internal static class StepRunner
 
         var spec = plan.Spec with { RefscanNeedles = [.. plan.Spec.RefscanNeedles, .. step.ExtraNeedles] };
         string[] needleOwners = [.. plan.NeedleOwners, .. step.ExtraNeedles];
-        var run = step.Builder is { } builder
-            ? await RemoteBuilder.RunAsync(builder, spec, store, cache, step.Rebuild, step.Timeout, log, cancellationToken).ConfigureAwait(false)
-            : await RunLocallyAsync(step, store, cache, spec, log, cancellationToken).ConfigureAwait(false);
-        if (run.Cached && step.Builder is not null)
-        {
-            log.Detail($"{step.Name}: an identical build's outputs are in the store; not building it again");
-        }
+        var run = await BuildAsync(step, store, cache, spec, log, cancellationToken).ConfigureAwait(false);
 
         var outputs = new List<MaterializedOutput>(plan.OutputNames.Length);
         for (int i = 0; i < plan.OutputNames.Length; i++)
@@ -115,23 +109,47 @@ internal static class StepRunner
         return inputs;
     }
 
-    private static async Task<BuildRun> RunLocallyAsync(
+    /// <summary>The build service the step asks for: this host's pipeline, or the remote builder.</summary>
+    private static IBuildService CreateService(StepParameters step, CastoreStore store, ResultCache? cache, IStepLog log)
+    {
+        if (step.Builder is not { } builder)
+        {
+            return new LocalBuildService(new BuildRunner(store, new BuildRunnerOptions
+            {
+                WorkRoot = step.WorkRoot,
+                ResultCache = cache,
+                Rebuild = step.Rebuild,
+                Timeout = step.Timeout,
+                Log = log.Detail,
+                Limits = step.Limits,
+                LimitNames = new LimitNames("TvixBuildMaxProcesses", "TvixBuildMaxMemory", "TvixBuildTmpSize"),
+            }));
+        }
+
+        try
+        {
+            return new GrpcBuildService(store, [BuilderAddress.Parse(builder)], new GrpcBuildServiceOptions
+            {
+                ResultCache = cache,
+                Rebuild = step.Rebuild,
+                Timeout = step.Timeout,
+                Log = log.Detail,
+            });
+        }
+        catch (StoreAddressException e)
+        {
+            throw new TvixBuildException(TvixBuildError.InvalidRequest, $"Builder: {e.Message}");
+        }
+    }
+
+    private static async Task<BuildRun> BuildAsync(
         StepParameters step, CastoreStore store, ResultCache? cache, BuildSpec spec, IStepLog log, CancellationToken cancellationToken)
     {
-        var runner = new BuildRunner(store, new BuildRunnerOptions
-        {
-            WorkRoot = step.WorkRoot,
-            ResultCache = cache,
-            Rebuild = step.Rebuild,
-            Timeout = step.Timeout,
-            Log = log.Detail,
-            Limits = step.Limits,
-            LimitNames = new LimitNames("TvixBuildMaxProcesses", "TvixBuildMaxMemory", "TvixBuildTmpSize"),
-        });
+        var service = CreateService(step, store, cache, log);
         var lines = new OutputLines(log.Output);
         try
         {
-            var run = await runner.RunAsync(spec, BuildProtocol.Tvix, lines.WriteAsync, cancellationToken).ConfigureAwait(false);
+            var run = await service.DoBuildAsync(spec, BuildProtocol.Tvix, new BuildCallOptions { Output = lines.WriteAsync }, cancellationToken).ConfigureAwait(false);
             if (run.Cached)
             {
                 log.Detail($"{step.Name}: an identical build's outputs are in the store; the command did not run again");
@@ -153,13 +171,11 @@ internal static class StepRunner
         }
         catch (BuildFailedException e)
         {
-            string code = e.Sandbox switch
-            {
-                { Succeeded: true } => TvixBuildError.OutputMissing,
-                { Outcome: SandboxOutcome.TimedOut or SandboxOutcome.SilenceTimedOut } => TvixBuildError.TimedOut,
-                _ => TvixBuildError.CommandFailed,
-            };
-            throw new TvixBuildException(code, Describe(step, e));
+            throw new TvixBuildException(Code(e), Describe(step, e));
+        }
+        catch (BuilderException e)
+        {
+            throw new TvixBuildException(TvixBuildError.BuilderFailed, $"{step.Name}: {e.Message}");
         }
         catch (Exception e) when (e is CastoreException or IOException or UnauthorizedAccessException)
         {
@@ -168,8 +184,24 @@ internal static class StepRunner
         finally
         {
             lines.Flush();
+            if (service is IAsyncDisposable disposable)
+            {
+                await disposable.DisposeAsync().ConfigureAwait(false);
+            }
         }
     }
+
+    /// <summary>The error code of a failed build; a remote one has only its reason, worded as a local one's.</summary>
+    private static string Code(BuildFailedException failure) => failure.Sandbox switch
+    {
+        { Succeeded: true } => TvixBuildError.OutputMissing,
+        { Outcome: SandboxOutcome.TimedOut or SandboxOutcome.SilenceTimedOut } => TvixBuildError.TimedOut,
+        { } => TvixBuildError.CommandFailed,
+        null when failure.Message.Contains("did not produce the output", StringComparison.Ordinal) => TvixBuildError.OutputMissing,
+        null when failure.Message.Contains("timed out", StringComparison.Ordinal) ||
+                  failure.Message.Contains("printed nothing for too long", StringComparison.Ordinal) => TvixBuildError.TimedOut,
+        null => TvixBuildError.CommandFailed,
+    };
 
     private static async Task MaterializeAsync(Node node, CastoreStore store, string destination, CancellationToken cancellationToken)
     {
@@ -188,24 +220,11 @@ internal static class StepRunner
         }
     }
 
+    /// <summary><c>STEP: REASON; the last N lines of its log:</c> and the lines, as <see cref="BuildFailureText"/> words them.</summary>
     private static string Describe(StepParameters step, BuildFailedException failure)
     {
-        var text = new System.Text.StringBuilder($"{step.Name}: {failure.Message}");
-        var tail = failure.LastLogLines(FailureLogLines);
-        if (tail.Count > 0)
-        {
-            text.Append($"; the last {tail.Count} line{(tail.Count == 1 ? "" : "s")} of its log:");
-            foreach (string line in tail)
-            {
-                text.Append("\n  ").Append(line);
-            }
-        }
-        else
-        {
-            text.Append("; it printed nothing");
-        }
-
-        return text.ToString();
+        var details = BuildFailureText.Details(failure);
+        return $"{step.Name}: {failure.Message}; {details[0]}" + string.Concat(details.Skip(1).Select(l => "\n" + l));
     }
 
     private static string Describe(Node node) => node switch

@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
 using TvixFuseBuild.Build.Pipeline;
 using TvixFuseBuild.Build.Requests;
+using TvixFuseBuild.Build.Service;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Sandbox;
 
@@ -204,43 +205,9 @@ internal sealed class ServerInterceptor(GrpcServerOptions options) : Interceptor
 
     private static RpcException Status(StatusCode code, string detail, Exception e) => new(new Status(code, detail, e));
 
-    /// <summary>The grpc-message budget: the failure text is cut (oldest log lines first) to stay under common clients' 8 KiB metadata limit.</summary>
-    internal const int MaxStatusMessageLength = 4096;
-    private const int MaxLogLineLength = 300;
-
-    /// <summary>
-    /// <c>build failed: REASON</c>, then the last log lines, each cut to a sane length, the oldest dropped until the text
-    /// fits <see cref="MaxStatusMessageLength"/> once percent-encoded.
-    /// </summary>
-    internal static string FailureDetail(BuildFailedException failure, int lineCount)
-    {
-        string head = $"build failed: {failure.Message}";
-        var lines = failure.LastLogLines(lineCount)
-            .Select(l => l.Length <= MaxLogLineLength ? l : string.Concat(l.AsSpan(0, MaxLogLineLength), "…"))
-            .ToList();
-        while (true)
-        {
-            string detail = lines.Count == 0 ? head : $"{head}\nlast {lines.Count} lines of the log:\n{string.Join('\n', lines)}";
-            if (lines.Count == 0 || PercentEncodedLength(detail) <= MaxStatusMessageLength)
-            {
-                return detail;
-            }
-
-            lines.RemoveAt(0);
-        }
-    }
-
-    /// <summary>The length of grpc-message's percent-encoding: printable ASCII but '%' as is, every other UTF-8 byte as %XX.</summary>
-    private static int PercentEncodedLength(string text)
-    {
-        int length = 0;
-        foreach (byte b in Encoding.UTF8.GetBytes(text))
-        {
-            length += b is >= 0x20 and <= 0x7E and not (byte)'%' ? 1 : 3;
-        }
-
-        return length;
-    }
+    /// <summary>The status detail of a failed build: the one wording (<see cref="BuildFailureText.StatusDetail"/>) a client turns back into the failure.</summary>
+    internal static string FailureDetail(BuildFailedException failure, int lineCount) =>
+        BuildFailureText.StatusDetail(failure, lineCount);
 }
 
 /// <summary>The server is draining or stopping: the call was refused or cut short (UNAVAILABLE: try another server).</summary>

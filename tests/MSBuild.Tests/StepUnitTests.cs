@@ -100,7 +100,7 @@ public sealed class StepParametersTests
     [InlineData("127.0.0.1:8000", "grpc+http://127.0.0.1:8000")]
     [InlineData("grpc+http://[::1]:9000", "grpc+http://[::1]:9000")]
     public void BuilderAddressesTakeTheServeAndStoreForms(string builder, string address) =>
-        Assert.Equal(address, RemoteBuilder.ToStoreAddress(builder));
+        Assert.Equal(address, Build.Grpc.BuilderAddress.Parse(builder).StoreAddress);
 
     private static string Invalid(Action action)
     {

@@ -35,6 +35,9 @@ public enum BuildRequestErrorKind
 
     /// <summary>Beyond tvix: an environment value or input name that is not UTF-8, which this builder cannot hand to a process.</summary>
     NotUtf8,
+
+    /// <summary>A remote builder refused the request as invalid (INVALID_ARGUMENT) for a reason this side's checks do not know.</summary>
+    RefusedByBuilder,
 }
 
 /// <summary>A BuildRequest is refused. <see cref="Exception.Message"/> is the one-line text to show (tvix's exact text for tvix's kinds).</summary>

@@ -1,6 +1,9 @@
 using System.CommandLine;
+using TvixFuseBuild.Build.Grpc;
 using TvixFuseBuild.Build.Pipeline;
 using TvixFuseBuild.Build.Requests;
+using TvixFuseBuild.Build.Service;
+using TvixFuseBuild.Castore;
 using TvixFuseBuild.Sandbox;
 
 namespace TvixFuseBuild.Tool.Commands;
@@ -8,8 +11,6 @@ namespace TvixFuseBuild.Tool.Commands;
 /// <summary><c>tvix-fuse-build build [REQUEST]</c>: a BuildRequest in, a Build (or snix BuildResponse) out.</summary>
 internal static class BuildCommand
 {
-    private const int FailureLogLines = 25;
-
     public static Command Create()
     {
         var request = new Argument<string?>("REQUEST")
@@ -101,6 +102,25 @@ internal static class BuildCommand
         private readonly Option<double?> _silenceTimeout = new("--max-silent-time") { Description = "Kill the build when it prints nothing for SECONDS.", HelpName = "SECONDS" };
         private readonly Option<long?> _logLimit = new("--max-log-size") { Description = "Kill the build when its log exceeds BYTES.", HelpName = "BYTES" };
         private readonly Option<bool> _quiet = new("--quiet", "-q") { Description = "Do not copy the build's log to stderr (it is still shown when the build fails)." };
+        private readonly Option<string[]> _builders = new("--builder")
+        {
+            Description = "Build on the remote builder at URL (tvix-fuse-build serve, or tvix's or snix's BuildService) instead of here: " +
+                          $"{BuilderAddress.Usage}. Repeat for several (also ${BuilderAddress.BuildersVariable}, space-separated); a dns:/// name " +
+                          "stands for every address it resolves to. Builds are spread over them round-robin, and one whose builder becomes " +
+                          "unreachable is retried on another. Only what the builders' store lacks is uploaded; the outputs come back into the " +
+                          "local store, and the result cache is used as for a local build. The log is shown only when the build fails; " +
+                          "--timeout is the deadline of the call; --keep-failed, --log-file, --max-silent-time, --max-log-size and the limits are " +
+                          "the builder's own settings and are refused with --builder.",
+            HelpName = "URL",
+            Arity = ArgumentArity.ZeroOrMore,
+        };
+        private readonly Option<string?> _builderStore = new("--builder-store")
+        {
+            Description = "The castore the builders build from (a grpc+ store address), where the inputs are uploaded and the outputs fetched. " +
+                          "Default with one builder: the store it serves at its own address. Required with several: the one they all use " +
+                          "(e.g. their serve --store).",
+            HelpName = "URL",
+        };
         private readonly LimitOptions _limits = new();
 
         public void AddTo(Command command)
@@ -112,6 +132,8 @@ internal static class BuildCommand
             command.Options.Add(_silenceTimeout);
             command.Options.Add(_logLimit);
             command.Options.Add(_quiet);
+            command.Options.Add(_builders);
+            command.Options.Add(_builderStore);
             _limits.AddTo(command);
             MustBePositive(_timeout);
             MustBePositive(_silenceTimeout);
@@ -139,23 +161,15 @@ internal static class BuildCommand
                 }
             });
 
+        /// <summary>
+        /// Runs <paramref name="spec"/> through the build service the options select (here, or on the builders) and
+        /// turns its failure into the one wording of <see cref="BuildFailureText"/>.
+        /// </summary>
         public async Task<BuildRun> RunAsync(
             ParseResult parse, Castore.Stores.CastoreStore store, BuildSpec spec, BuildProtocol protocol, CancellationToken cancellationToken,
             Action<BuildFailedException>? onFailure = null)
         {
-            var runner = new BuildRunner(store, new BuildRunnerOptions
-            {
-                KeepFailed = parse.GetValue(_keepFailed),
-                LogFile = parse.GetValue(_logFile),
-                Rebuild = parse.GetValue(_rebuild),
-                ResultCache = ResultCache.Default,
-                Timeout = Seconds(parse.GetValue(_timeout), "--timeout"),
-                SilenceTimeout = Seconds(parse.GetValue(_silenceTimeout), "--max-silent-time"),
-                LogLimit = parse.GetValue(_logLimit) is { } limit and <= 0 ? throw new UsageException("--max-log-size must be positive") : parse.GetValue(_logLimit),
-                Log = line => Console.Error.WriteLine($"{ToolConsole.Name}: {line}"),
-                Limits = _limits.Parse(parse),
-            });
-
+            await using var service = CreateService(parse, store);
             using var stderr = Console.OpenStandardError();
             SandboxOutput? output = parse.GetValue(_quiet)
                 ? null
@@ -166,13 +180,81 @@ internal static class BuildCommand
                 };
             try
             {
-                return await runner.RunAsync(spec, protocol, output, cancellationToken);
+                return await service.Service.DoBuildAsync(spec, protocol, new BuildCallOptions { Output = output }, cancellationToken);
             }
             catch (BuildFailedException failure)
             {
                 onFailure?.Invoke(failure);
-                throw Describe(failure);
+                throw new ReportedFailureException(
+                    BuildFailureText.Headline(failure), [.. BuildFailureText.Details(failure).Select(l => l.StartsWith(' ') ? l : $"{ToolConsole.Name}: {l}")]);
             }
+        }
+
+        private Selected CreateService(ParseResult parse, Castore.Stores.CastoreStore store)
+        {
+            IReadOnlyList<BuilderAddress> builders;
+            try
+            {
+                builders = BuilderAddress.ParseAll(parse.GetValue(_builders) ?? [], Environment.GetEnvironmentVariable(BuilderAddress.BuildersVariable));
+            }
+            catch (StoreAddressException e)
+            {
+                throw new UsageException($"--builder: {e.Message}");
+            }
+
+            var timeout = Seconds(parse.GetValue(_timeout), "--timeout");
+            Action<string> log = line => Console.Error.WriteLine($"{ToolConsole.Name}: {line}");
+            if (builders.Count > 0)
+            {
+                // What the builder decides for itself, not this side: refused rather than silently ignored.
+                Option[] local = [_keepFailed, _logFile, _silenceTimeout, _logLimit, .. _limits.Options];
+                if (local.FirstOrDefault(o => parse.GetResult(o) is { Implicit: false }) is { } given)
+                {
+                    throw new UsageException($"{given.Name} applies to local builds; with --builder the builder's own settings apply");
+                }
+
+                try
+                {
+                    var remote = new GrpcBuildService(store, builders, new GrpcBuildServiceOptions
+                    {
+                        BuilderStore = parse.GetValue(_builderStore),
+                        ResultCache = ResultCache.Default,
+                        Rebuild = parse.GetValue(_rebuild),
+                        Timeout = timeout,
+                        Log = log,
+                    });
+                    return new Selected(remote, remote);
+                }
+                catch (StoreAddressException e)
+                {
+                    throw new UsageException(parse.GetValue(_builderStore) is null ? $"{e.Message} (--builder-store URL)" : e.Message);
+                }
+            }
+
+            if (parse.GetResult(_builderStore) is { Implicit: false })
+            {
+                throw new UsageException("--builder-store needs --builder");
+            }
+
+            var runner = new BuildRunner(store, new BuildRunnerOptions
+            {
+                KeepFailed = parse.GetValue(_keepFailed),
+                LogFile = parse.GetValue(_logFile),
+                Rebuild = parse.GetValue(_rebuild),
+                ResultCache = ResultCache.Default,
+                Timeout = timeout,
+                SilenceTimeout = Seconds(parse.GetValue(_silenceTimeout), "--max-silent-time"),
+                LogLimit = parse.GetValue(_logLimit) is { } limit and <= 0 ? throw new UsageException("--max-log-size must be positive") : parse.GetValue(_logLimit),
+                Log = log,
+                Limits = _limits.Parse(parse),
+            });
+            return new Selected(new LocalBuildService(runner), null);
+        }
+
+        /// <summary>The build service, and what to dispose of with it.</summary>
+        private sealed record Selected(IBuildService Service, IAsyncDisposable? Owned) : IAsyncDisposable
+        {
+            public ValueTask DisposeAsync() => Owned?.DisposeAsync() ?? ValueTask.CompletedTask;
         }
 
         private static TimeSpan? Seconds(double? value, string option) => value switch
@@ -181,24 +263,6 @@ internal static class BuildCommand
             <= 0 => throw new UsageException($"{option} must be positive"),
             _ => TimeSpan.FromSeconds(value.Value),
         };
-
-        private static ReportedFailureException Describe(BuildFailedException failure)
-        {
-            var details = new List<string>();
-            var tail = failure.LastLogLines(FailureLogLines);
-            if (tail.Count > 0)
-            {
-                details.Add($"{ToolConsole.Name}: last {tail.Count} lines of the log:");
-                details.AddRange(tail.Select(l => "  " + l));
-            }
-
-            if (failure.KeptDirectory is { } kept)
-            {
-                details.Add($"{ToolConsole.Name}: the build directory is kept at {kept}");
-            }
-
-            return new ReportedFailureException($"build failed: {failure.Message}", details);
-        }
     }
 
     /// <summary>

@@ -25,6 +25,9 @@ internal sealed class LimitOptions
         HelpName = "SIZE",
     };
 
+    /// <summary>The options, for a caller that refuses them where they do not apply.</summary>
+    public IEnumerable<Option> Options => [_maxProcesses, _maxMemory, _tmpSize];
+
     public void AddTo(Command command)
     {
         command.Options.Add(_maxProcesses);
