@@ -1,4 +1,5 @@
 using System.Buffers;
+using Grpc.Core;
 using TvixFuseBuild.Build.Grpc;
 using TvixFuseBuild.Build.Pipeline;
 using TvixFuseBuild.Build.Requests;
@@ -72,10 +73,10 @@ internal static class RemoteBuilder
 
             log.Detail($"inputs are at {builder}; building there");
             Tvix.Build.V1.Build reply;
-            using (var channel = new GrpcChannel(parsed.Endpoint))
+            using (var channel = GrpcChannels.Create(parsed.Endpoint))
             {
-                reply = await channel.UnaryAsync(
-                    BuildGrpcMethods.TvixDoBuild, spec.ToTvix(), new GrpcCallOptions(timeout, cancellationToken)).ConfigureAwait(false);
+                reply = await new Tvix.Build.V1.BuildService.BuildServiceClient(channel).DoBuildAsync(
+                    spec.ToTvix(), new CallOptions(deadline: DateTime.UtcNow + timeout, cancellationToken: cancellationToken)).ConfigureAwait(false);
             }
 
             BuildResult result;
@@ -101,18 +102,18 @@ internal static class RemoteBuilder
 
             return new BuildRun(result, Cached: false, Sandbox: null);
         }
-        catch (RpcStatusException e) when (!cancellationToken.IsCancellationRequested)
+        catch (RpcException e) when (!cancellationToken.IsCancellationRequested)
         {
             // As tvix-fuse-build serve answers: a failed build is INTERNAL "build failed: REASON" plus the log's last
             // lines; an invalid request INVALID_ARGUMENT; a refused one (constraints, missing inputs) FAILED_PRECONDITION.
-            string code = e.Code switch
+            string code = e.StatusCode switch
             {
-                GrpcStatusCode.InvalidArgument => TvixBuildError.InvalidRequest,
-                GrpcStatusCode.DeadlineExceeded => TvixBuildError.TimedOut,
-                GrpcStatusCode.Internal or GrpcStatusCode.Unknown when e.Detail.StartsWith("build failed:", StringComparison.Ordinal) => TvixBuildError.CommandFailed,
+                StatusCode.InvalidArgument => TvixBuildError.InvalidRequest,
+                StatusCode.DeadlineExceeded => TvixBuildError.TimedOut,
+                StatusCode.Internal or StatusCode.Unknown when e.Status.Detail.StartsWith("build failed:", StringComparison.Ordinal) => TvixBuildError.CommandFailed,
                 _ => TvixBuildError.BuilderFailed,
             };
-            throw new TvixBuildException(code, $"the builder {builder}: {e.Code.ToWireName()}: {e.Detail}");
+            throw new TvixBuildException(code, $"the builder {builder}: {e.StatusCode.ToWireName()}: {e.Status.Detail}");
         }
         catch (CastoreException e) when (!cancellationToken.IsCancellationRequested)
         {

@@ -205,14 +205,14 @@ public sealed class GrpcBuildServiceTests(PipelineFixture fixture)
         var builds = new BuildGrpcService(fixture.Runner());
         await using var server = await GrpcCastoreTestServer.StartAsync(
             unixSocket: false, blobs: fixture.Store.Blobs, directories: fixture.Store.Directories, extraServices: builds);
-        using var channel = new GrpcChannel(GrpcEndpoint.Tcp("127.0.0.1", int.Parse(server.ListenAddress.Split(':')[1])));
+        using var channel = GrpcChannels.Create(GrpcEndpoint.Tcp("127.0.0.1", int.Parse(server.ListenAddress.Split(':')[1])));
         var spec = Spec("echo over tcp > $out");
 
-        var reply = await channel.UnaryAsync(BuildGrpcMethods.TvixDoBuild, spec.ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2)));
-        var bad = await Assert.ThrowsAsync<RpcStatusException>(() =>
-            channel.UnaryAsync(BuildGrpcMethods.SnixDoBuild, new SnixBuild.BuildRequest(), new GrpcCallOptions(TimeSpan.FromMinutes(1))));
+        var reply = await new TvixBuild.BuildService.BuildServiceClient(channel).DoBuildAsync(spec.ToTvix(), deadline: DateTime.UtcNow.AddMinutes(2));
+        var bad = await Assert.ThrowsAsync<global::Grpc.Core.RpcException>(async () =>
+            await new SnixBuild.BuildService.BuildServiceClient(channel).DoBuildAsync(new SnixBuild.BuildRequest(), deadline: DateTime.UtcNow.AddMinutes(1)));
 
         Assert.Equal(Castore.Hashing.Blake3.Hash(Encoding.UTF8.GetBytes("over tcp\n")), ((FileNode)BuildResult.FromTvixBuild(reply).Outputs.Single().Node).Digest);
-        Assert.Equal(GrpcStatusCode.InvalidArgument, bad.Code);
+        Assert.Equal(global::Grpc.Core.StatusCode.InvalidArgument, bad.StatusCode);
     }
 }

@@ -89,3 +89,15 @@ internal sealed class GrpcTestService : IGrpcService
     private static GrpcMethod<byte[], byte[]> Unary(string name) =>
         new(GrpcMethodType.Unary, "interop.Test", name, RawBytesMarshaller.Instance, RawBytesMarshaller.Instance);
 }
+
+/// <summary>Messages as raw bytes (for methods without generated types), for the old server's test service.</summary>
+internal sealed class RawBytesMarshaller : GrpcMarshaller<byte[]>
+{
+    public static RawBytesMarshaller Instance { get; } = new();
+
+    public override int GetSize(byte[] value) => value.Length;
+
+    public override void Write(byte[] value, System.Buffers.IBufferWriter<byte> output) => System.Buffers.BuffersExtensions.Write(output, value);
+
+    public override byte[] Parse(in System.Buffers.ReadOnlySequence<byte> data) => System.Buffers.BuffersExtensions.ToArray(data);
+}

@@ -9,6 +9,9 @@ public enum StoreKind
     GrpcHttp,
     GrpcHttps,
     GrpcUnix,
+
+    /// <summary><c>dns:///HOST:PORT</c>: every address of the name, balanced (see <see cref="Grpc.GrpcChannels"/>).</summary>
+    GrpcDns,
 }
 
 /// <summary>
@@ -19,7 +22,7 @@ public enum StoreKind
 public sealed record StoreAddress(StoreKind Kind, string Display, string? Path, string? Host, int Port, IReadOnlyDictionary<string, string> Query)
 {
     public const string Supported =
-        "memory://, local:///ABS/PATH (or /ABS/PATH), grpc+http://HOST:PORT, grpc+https://HOST:PORT, grpc+unix:///ABS/PATH";
+        "memory://, local:///ABS/PATH (or /ABS/PATH), grpc+http://HOST:PORT, grpc+https://HOST:PORT, grpc+unix:///ABS/PATH, dns:///HOST:PORT";
 
     public static string DefaultLocal => "local://" + LocalStore.DefaultRoot;
 
@@ -70,6 +73,9 @@ public sealed record StoreAddress(StoreKind Kind, string Display, string? Path, 
             case "grpc+https":
             case "grpc+unix":
                 return ParseGrpc(address, scheme);
+            case "dns":
+                var dns = Grpc.GrpcStoreAddress.Parse(address);
+                return new StoreAddress(StoreKind.GrpcDns, address, null, dns.Endpoint.Host, dns.Endpoint.Port, ParseQuery(address, rest.Contains('?') ? rest[rest.IndexOf('?')..] : ""));
             default:
                 throw Invalid(address, $"unknown scheme '{scheme}'");
         }

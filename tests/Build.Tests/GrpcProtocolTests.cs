@@ -1,7 +1,9 @@
 using System.Buffers;
+using TvixFuseBuild.Build.Grpc;
+using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Grpc;
 
-namespace TvixFuseBuild.Castore.Tests;
+namespace TvixFuseBuild.Build.Tests.Grpc;
 
 public sealed class GrpcProtocolTests
 {

@@ -1,14 +1,11 @@
 using System.Buffers;
+using TvixFuseBuild.Castore;
+using TvixFuseBuild.Castore.Grpc;
 using Tvix.Castore.V1;
 
-namespace TvixFuseBuild.Castore.Grpc;
+namespace TvixFuseBuild.Build.Grpc;
 
-/// <summary>Which package the castore services are called under: <c>tvix.castore.v1</c> or <c>snix.castore.v1</c>.</summary>
-public enum CastoreProtocol
-{
-    Tvix,
-    Snix,
-}
+// Legacy: only the old hand-written server (GrpcServer) uses these; they go with it (issue 13, helper grpc-server).
 
 /// <summary>
 /// The castore BlobService and DirectoryService methods of one package. The snix messages have the same field numbers
@@ -71,7 +68,7 @@ internal sealed class BlobChunkMarshaller : GrpcMarshaller<ReadOnlySequence<byte
     public static BlobChunkMarshaller Instance { get; } = new();
 
     public override int GetSize(ReadOnlySequence<byte> value) =>
-        value.IsEmpty ? 0 : ProtoWire.LengthDelimitedFieldLength(checked((int)value.Length));
+        value.IsEmpty ? 0 : 1 + VarintLength((ulong)value.Length) + checked((int)value.Length);
 
     public override void Write(ReadOnlySequence<byte> value, IBufferWriter<byte> output)
     {
@@ -81,9 +78,20 @@ internal sealed class BlobChunkMarshaller : GrpcMarshaller<ReadOnlySequence<byte
         }
 
         var span = output.GetSpan(11);
-        var writer = new ProtoWriter(span);
-        writer.WriteLengthPrefix(1, (int)value.Length);
-        output.Advance(writer.Position);
+        span[0] = DataTag;
+        int n = 1;
+        for (ulong v = (ulong)value.Length; ; v >>= 7)
+        {
+            if (v < 0x80)
+            {
+                span[n++] = (byte)v;
+                break;
+            }
+
+            span[n++] = (byte)(v | 0x80);
+        }
+
+        output.Advance(n);
         foreach (var segment in value)
         {
             output.Write(segment.Span);
@@ -101,7 +109,7 @@ internal sealed class BlobChunkMarshaller : GrpcMarshaller<ReadOnlySequence<byte
             int wireType = (int)(tag & 7);
             switch (wireType)
             {
-                case ProtoWire.WireLengthDelimited:
+                case 2:
                     ulong length = ReadVarint(ref reader);
                     if (length > (ulong)reader.Remaining)
                     {
@@ -115,12 +123,12 @@ internal sealed class BlobChunkMarshaller : GrpcMarshaller<ReadOnlySequence<byte
 
                     reader.Advance((long)length);
                     break;
-                case ProtoWire.WireVarint:
+                case 0:
                     ReadVarint(ref reader);
                     break;
-                case ProtoWire.WireFixed64:
-                case ProtoWire.WireFixed32:
-                    int size = wireType == ProtoWire.WireFixed64 ? 8 : 4;
+                case 1:
+                case 5:
+                    int size = wireType == 1 ? 8 : 4;
                     if (reader.Remaining < size)
                     {
                         throw Malformed();
@@ -134,6 +142,18 @@ internal sealed class BlobChunkMarshaller : GrpcMarshaller<ReadOnlySequence<byte
         }
 
         return result;
+    }
+
+    private static int VarintLength(ulong value)
+    {
+        int n = 1;
+        while (value >= 0x80)
+        {
+            value >>= 7;
+            n++;
+        }
+
+        return n;
     }
 
     private static ulong ReadVarint(ref SequenceReader<byte> reader)

@@ -1,4 +1,4 @@
-namespace TvixFuseBuild.Castore.Grpc;
+namespace TvixFuseBuild.Build.Grpc;
 
 public enum GrpcMethodType
 {

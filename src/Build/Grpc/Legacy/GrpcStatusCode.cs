@@ -1,4 +1,4 @@
-namespace TvixFuseBuild.Castore.Grpc;
+namespace TvixFuseBuild.Build.Grpc;
 
 /// <summary>The gRPC status codes (numbers as on the wire).</summary>
 public enum GrpcStatusCode

@@ -1,4 +1,4 @@
-namespace TvixFuseBuild.Castore.Grpc;
+namespace TvixFuseBuild.Build.Grpc;
 
 /// <summary>
 /// A call ended with a non-OK gRPC status: received from the peer, or produced locally (deadline, transport failure).

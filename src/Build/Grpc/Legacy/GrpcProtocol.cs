@@ -4,7 +4,7 @@ using System.Globalization;
 using System.Net;
 using System.Text;
 
-namespace TvixFuseBuild.Castore.Grpc;
+namespace TvixFuseBuild.Build.Grpc;
 
 /// <summary>The gRPC-over-HTTP/2 wire rules shared by our client and server (PROTOCOL-HTTP2.md in grpc/grpc).</summary>
 public static class GrpcProtocol

@@ -1,7 +1,7 @@
 using System.Buffers;
 using Google.Protobuf;
 
-namespace TvixFuseBuild.Castore.Grpc;
+namespace TvixFuseBuild.Build.Grpc;
 
 /// <summary>Turns a message into bytes and back; one per message type, shared by client and server.</summary>
 public abstract class GrpcMarshaller<T>
