@@ -89,9 +89,8 @@ public sealed class GrpcChannelsTests
     [Fact]
     public async Task SeveralAddressesAreUsedRoundRobin()
     {
-        using var temp = new GrpcTempDirectory();
         await using var a = await PythonCastoreServer.StartAsync(GrpcInteropFixtures.ServerFixture(), "tvix", null, "--health", "SERVING");
-        await using var b = await PythonCastoreServer.StartAsync(GrpcInteropFixtures.ServerFixture(), "tvix", "unix:" + temp.File("b.sock"));
+        await using var b = await PythonCastoreServer.StartAsync(GrpcInteropFixtures.ServerFixture(), "tvix", null);
         await using var c = await PythonCastoreServer.StartAsync(GrpcInteropFixtures.ServerFixture(), "tvix", null);
         using var channel = GrpcChannels.Create([a.Endpoint, b.Endpoint, c.Endpoint]);
         var client = new BlobService.BlobServiceClient(channel);
@@ -159,6 +158,10 @@ public sealed class GrpcChannelsTests
         var mixed = Assert.Throws<StoreAddressException>(() => GrpcChannels.Create(
             [GrpcEndpoint.Parse("grpc+http://127.0.0.1:1"), GrpcEndpoint.Parse("grpc+https://127.0.0.1:2")]));
         Assert.Contains("differ in TLS or credentials", mixed.Message);
+
+        var unix = Assert.Throws<StoreAddressException>(() => GrpcChannels.Create(
+            [GrpcEndpoint.Parse("grpc+http://127.0.0.1:1"), GrpcEndpoint.Parse("grpc+unix:///run/x.sock")]));
+        Assert.Contains("unix socket unix:/run/x.sock cannot be one of several backends", unix.Message);
     }
 
     private static int ClosedPort()

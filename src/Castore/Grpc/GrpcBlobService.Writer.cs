@@ -57,7 +57,7 @@ public sealed partial class GrpcBlobService
             }
             catch (RpcException e)
             {
-                throw Connection.Map(e, "upload a blob");
+                throw Connection.Map(e, "upload a blob", cancellationToken);
             }
         }
 
@@ -79,7 +79,7 @@ public sealed partial class GrpcBlobService
             }
             catch (RpcException e)
             {
-                throw Connection.Map(e, $"upload blob {digest}");
+                throw Connection.Map(e, $"upload blob {digest}", cancellationToken);
             }
 
             if (!B3Digest.TryCreate(response.Span, out var stored) || stored != digest)

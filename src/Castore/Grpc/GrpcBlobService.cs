@@ -68,7 +68,7 @@ public sealed partial class GrpcBlobService : IBlobService
         }
         catch (RpcException e)
         {
-            throw _connection.Map(e, $"stat blob {digest}");
+            throw _connection.Map(e, $"stat blob {digest}", cancellationToken);
         }
     }
 
@@ -186,7 +186,7 @@ public sealed partial class GrpcBlobService : IBlobService
         }
         catch (RpcException e)
         {
-            throw _connection.Map(e, $"read blob {digest}");
+            throw _connection.Map(e, $"read blob {digest}", cancellationToken);
         }
     }
 

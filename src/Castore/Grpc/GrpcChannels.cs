@@ -14,10 +14,13 @@ namespace TvixFuseBuild.Castore.Grpc;
 /// <summary>How a gRPC client retries UNAVAILABLE (connection refused, server restarting, backend draining).</summary>
 public sealed record GrpcRetryPolicy
 {
-    /// <summary>Attempts per call, the first included (grpc-dotnet allows at most 5); about 3 s of waiting with the defaults.</summary>
-    public int MaxAttempts { get; init; } = 5;
+    /// <summary>
+    /// Attempts per call, the first included. gRPC waits a random time up to the backoff before each retry (which
+    /// doubles up to <see cref="MaxBackoff"/>): about 5 s of waiting in all with the defaults.
+    /// </summary>
+    public int MaxAttempts { get; init; } = 8;
 
-    public TimeSpan InitialBackoff { get; init; } = TimeSpan.FromMilliseconds(200);
+    public TimeSpan InitialBackoff { get; init; } = TimeSpan.FromMilliseconds(250);
 
     public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(2);
 
@@ -42,7 +45,7 @@ public sealed record GrpcChannelSettings
 /// The one place gRPC client channels are made, for the castore stores and the build client alike: unix sockets and
 /// TCP, h2c and TLS (<c>ca=</c> to trust a private CA), a bearer token (<c>token-file=</c>, else the file named by
 /// <c>TVIX_FUSE_BUILD_TOKEN_FILE</c>), a client certificate (<c>cert=</c>/<c>key=</c>), retries of UNAVAILABLE, and for
-/// several endpoints or a <c>dns:///</c> name round-robin balancing over the backends whose grpc.health.v1 status is
+/// several TCP endpoints or a <c>dns:///</c> name round-robin balancing over the backends whose grpc.health.v1 status is
 /// SERVING (a backend without the health service counts as serving). Bad files are <see cref="StoreAddressException"/>s.
 /// </summary>
 public static class GrpcChannels
@@ -73,17 +76,22 @@ public static class GrpcChannels
             }
         }
 
-        string? token = ReadToken(first.TokenFile);
         bool balanced = endpoints.Count > 1 || first.IsDnsName;
-        var sockets = new UnixSocketMap(endpoints);
-        var handler = CreateHandler(first, settings, sockets);
+        if (balanced && endpoints.FirstOrDefault(e => e.SocketPath is not null) is { } unix)
+        {
+            // grpc-dotnet balances only over connections it opens itself (TCP): no ConnectCallback, so no unix sockets.
+            throw new StoreAddressException(
+                $"the unix socket {unix.Display} cannot be one of several backends; give one unix socket, or TCP addresses");
+        }
+
+        string? token = ReadToken(first.TokenFile);
+        var handler = CreateHandler(first, settings);
         var options = new GrpcChannelOptions
         {
             HttpHandler = handler,
             DisposeHttpClient = true,
             MaxReceiveMessageSize = settings.MaxReceiveMessageSize,
             MaxSendMessageSize = null,
-            ThrowOperationCanceledOnCancellation = true,
             ServiceConfig = ServiceConfigFor(settings.Retry, balanced),
             MaxRetryAttempts = Math.Max(settings.Retry.MaxAttempts, 1),
         };
@@ -183,7 +191,7 @@ public static class GrpcChannels
         return token;
     }
 
-    private static SocketsHttpHandler CreateHandler(GrpcEndpoint endpoint, GrpcChannelSettings settings, UnixSocketMap sockets)
+    private static SocketsHttpHandler CreateHandler(GrpcEndpoint endpoint, GrpcChannelSettings settings)
     {
         var handler = new SocketsHttpHandler
         {
@@ -197,8 +205,12 @@ public static class GrpcChannels
             PooledConnectionIdleTimeout = TimeSpan.FromMinutes(2),
             KeepAlivePingDelay = TimeSpan.FromSeconds(60),
             KeepAlivePingTimeout = TimeSpan.FromSeconds(30),
-            ConnectCallback = sockets.ConnectAsync,
         };
+
+        if (endpoint.SocketPath is { } path)
+        {
+            handler.ConnectCallback = (_, cancellationToken) => ConnectUnixAsync(path, cancellationToken);
+        }
 
         if (endpoint.UsesTls)
         {
@@ -259,54 +271,18 @@ public static class GrpcChannels
         return chain.Build(leaf);
     }
 
-    /// <summary>
-    /// Connects every HTTP connection of a channel: unix-socket endpoints are named by a placeholder host that maps to
-    /// their path (the balancer only knows host:port), everything else is TCP.
-    /// </summary>
-    internal sealed class UnixSocketMap
+    private static async ValueTask<Stream> ConnectUnixAsync(string path, CancellationToken cancellationToken)
     {
-        private readonly Dictionary<string, string> _paths = new(StringComparer.OrdinalIgnoreCase);
-
-        public UnixSocketMap(IReadOnlyList<GrpcEndpoint> endpoints)
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
         {
-            for (int i = 0; i < endpoints.Count; i++)
-            {
-                if (endpoints[i].SocketPath is { } path)
-                {
-                    _paths[HostFor(endpoints, i)] = path;
-                }
-            }
+            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), cancellationToken).ConfigureAwait(false);
+            return new NetworkStream(socket, ownsSocket: true);
         }
-
-        /// <summary>The host:port a balancer address of endpoint <paramref name="index"/> uses.</summary>
-        public static string HostFor(IReadOnlyList<GrpcEndpoint> endpoints, int index) =>
-            endpoints.Count == 1 && !endpoints[index].IsDnsName ? endpoints[index].Host : $"unix-{index}.socket.invalid";
-
-        public async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
+        catch
         {
-            var target = context.DnsEndPoint;
-            bool unix = _paths.TryGetValue(target.Host, out string? path);
-            var socket = unix
-                ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
-                : new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-            try
-            {
-                if (unix)
-                {
-                    await socket.ConnectAsync(new UnixDomainSocketEndPoint(path!), cancellationToken).ConfigureAwait(false);
-                }
-                else
-                {
-                    await socket.ConnectAsync(target, cancellationToken).ConfigureAwait(false);
-                }
-
-                return new NetworkStream(socket, ownsSocket: true);
-            }
-            catch
-            {
-                socket.Dispose();
-                throw;
-            }
+            socket.Dispose();
+            throw;
         }
     }
 
@@ -357,14 +333,9 @@ public static class GrpcChannels
         protected override async Task ResolveAsync(CancellationToken cancellationToken)
         {
             var candidates = new List<(GrpcEndpoint Probe, BalancerAddress Address)>();
-            for (int i = 0; i < _endpoints.Count; i++)
+            foreach (var endpoint in _endpoints)
             {
-                var endpoint = _endpoints[i];
-                if (endpoint.SocketPath is not null)
-                {
-                    candidates.Add((endpoint, new BalancerAddress(UnixSocketMap.HostFor(_endpoints, i), endpoint.Port)));
-                }
-                else if (endpoint.IsDnsName)
+                if (endpoint.IsDnsName)
                 {
                     IPAddress[] found;
                     try

@@ -73,7 +73,7 @@ public sealed class GrpcDirectoryService : IDirectoryService
         }
         catch (RpcException e)
         {
-            throw _connection.Map(e, $"get directory {digest}");
+            throw _connection.Map(e, $"get directory {digest}", cancellationToken);
         }
     }
 
@@ -100,7 +100,7 @@ public sealed class GrpcDirectoryService : IDirectoryService
             }
             catch (RpcException e)
             {
-                throw _connection.Map(e, $"get the closure of directory {root}");
+                throw _connection.Map(e, $"get the closure of directory {root}", cancellationToken);
             }
 
             if (!more)
@@ -180,7 +180,7 @@ public sealed class GrpcDirectoryService : IDirectoryService
             }
             catch (RpcException e)
             {
-                throw MapPutError(e);
+                throw MapPutError(e, cancellationToken);
             }
 
             _last = directory.Digest;
@@ -202,7 +202,7 @@ public sealed class GrpcDirectoryService : IDirectoryService
             }
             catch (RpcException e)
             {
-                throw MapPutError(e);
+                throw MapPutError(e, cancellationToken);
             }
 
             if (!B3Digest.TryCreate(response.Span, out var stored) || stored != root)
@@ -214,10 +214,10 @@ public sealed class GrpcDirectoryService : IDirectoryService
             return root;
         }
 
-        private CastoreException MapPutError(RpcException e) =>
+        private Exception MapPutError(RpcException e, CancellationToken cancellationToken) =>
             e.StatusCode == StatusCode.InvalidArgument
                 ? new InvalidClosureException($"the store {Connection.Address.Address} rejected the directories: {e.Status.Detail}")
-                : Connection.Map(e, "upload directories");
+                : Connection.Map(e, "upload directories", cancellationToken);
 
         public ValueTask DisposeAsync()
         {

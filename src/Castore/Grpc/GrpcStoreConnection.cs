@@ -42,7 +42,15 @@ internal sealed class GrpcStoreConnection : IDisposable
     /// <summary>Options for a call without a deadline (a whole blob, an upload, a closure: their size is unbounded).</summary>
     public static CallOptions Unbounded(CancellationToken cancellationToken) => new(cancellationToken: cancellationToken);
 
-    /// <summary>Turns a failed call into the castore error its status stands for.</summary>
+    /// <summary>
+    /// Turns a failed call into the castore error its status stands for, or into an <see cref="OperationCanceledException"/>
+    /// when it failed because <paramref name="cancellationToken"/> (the caller's) was cancelled.
+    /// </summary>
+    public Exception Map(RpcException e, string what, CancellationToken cancellationToken) =>
+        e.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested
+            ? new OperationCanceledException($"{what}: cancelled", e, cancellationToken)
+            : Map(e, what);
+
     public CastoreException Map(RpcException e, string what) => e.StatusCode switch
     {
         StatusCode.NotFound => new ObjectNotFoundException($"{what}: not found in {Address.Address}"),
@@ -81,8 +89,13 @@ internal sealed class GrpcStoreConnection : IDisposable
         {
             await Rpc.StatAsync(B3Digest.Empty, withChunks: false, Call(cancellationToken)).ConfigureAwait(false);
         }
-        catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+        catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
         {
+            throw new OperationCanceledException("connecting was cancelled", e, cancellationToken);
+        }
+        catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded || e.Status.DebugException is not null)
+        {
+            // A status made here (with the local cause attached: refused, TLS handshake, ...) is no answer from the store.
             throw new StoreUnavailableException($"cannot reach the store {Address.Address}: {Detail(e)}", e);
         }
         catch (RpcException e) when (e.StatusCode == StatusCode.Unauthenticated)
