@@ -84,6 +84,22 @@ public sealed class GrpcChannelsTests
 
         var missing = Assert.Throws<StoreAddressException>(() => GrpcBlobService.Open(server.StoreAddress($"?token-file={temp.File("absent")}")));
         Assert.Contains("cannot read the token file '" + temp.File("absent") + "'", missing.Message);
+
+        // The default token file of every client. (Other test classes' servers ignore tokens, and the file exists while
+        // the variable is set, so setting it for the process disturbs nobody; this class's tests run one at a time.)
+        Environment.SetEnvironmentVariable(GrpcChannels.TokenFileVariable, temp.File("token"));
+        try
+        {
+            await using (var blobs = await GrpcBlobService.OpenAsync(server.StoreAddress("?cache=none")))
+            {
+                Assert.True(await blobs.HasAsync(HelloDigest));
+            }
+
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(GrpcChannels.TokenFileVariable, null);
+        }
     }
 
     [Fact]
