@@ -321,7 +321,19 @@ public static class GrpcChannels
         {
             _endpoints = endpoints;
             _settings = settings;
-            _timer = new Timer(_ => Refresh(), null, Timeout.Infinite, Timeout.Infinite);
+            _timer = new Timer(_ => RefreshQuietly(), null, Timeout.Infinite, Timeout.Infinite);
+        }
+
+        // A tick may race the channel's disposal; an exception on the timer's thread would end the process.
+        private void RefreshQuietly()
+        {
+            try
+            {
+                Refresh();
+            }
+            catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException)
+            {
+            }
         }
 
         protected override void OnStarted()

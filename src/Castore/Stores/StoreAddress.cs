@@ -17,7 +17,7 @@ public enum StoreKind
 /// <summary>
 /// A parsed store address: <c>memory://</c>, <c>local:///abs/path</c> (or just <c>/abs/path</c>; <c>local:</c> alone
 /// is the default location), <c>grpc+http://host:port</c>, <c>grpc+https://host:port</c>, <c>grpc+unix:///abs/path</c>,
-/// the gRPC ones optionally with <c>?wait-connect=1</c>.
+/// <c>dns:///host:port</c>; the gRPC ones with the parameters of <see cref="Grpc.GrpcStoreAddress"/>.
 /// </summary>
 public sealed record StoreAddress(StoreKind Kind, string Display, string? Path, string? Host, int Port, IReadOnlyDictionary<string, string> Query)
 {
