@@ -279,12 +279,27 @@ public static class GrpcChannels
             await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), cancellationToken).ConfigureAwait(false);
             return new NetworkStream(socket, ownsSocket: true);
         }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+
+            // .NET reports a missing socket file as "Cannot assign requested address".
+            throw new UnixSocketConnectException(e.SocketErrorCode switch
+            {
+                SocketError.AddressNotAvailable when !File.Exists(path) => $"the unix socket {path} does not exist",
+                SocketError.ConnectionRefused => $"nothing listens on the unix socket {path}",
+                _ => $"cannot connect to the unix socket {path}: {e.Message}",
+            }, e);
+        }
         catch
         {
             socket.Dispose();
             throw;
         }
     }
+
+    /// <summary>Why a unix socket could not be connected, in words (see <see cref="GrpcErrors.Describe"/>).</summary>
+    internal sealed class UnixSocketConnectException(string message, Exception inner) : IOException(message, inner);
 
     /// <summary>The services grpc-dotnet looks up for balancing: our resolver; its built-in balancers are added by itself.</summary>
     private sealed class BalancingServices(ResolverFactory resolver) : IServiceProvider

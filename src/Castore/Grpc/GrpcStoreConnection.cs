@@ -65,20 +65,7 @@ internal sealed class GrpcStoreConnection : IDisposable
         _ => new StoreUnavailableException($"{what}: the store {Address.Address} failed: {e.StatusCode}: {Detail(e)}", e),
     };
 
-    /// <summary>The status message, with the local cause when the status was made here (e.g. connection refused).</summary>
-    public static string Detail(RpcException e)
-    {
-        string detail = e.Status.Detail;
-        for (var inner = e.Status.DebugException; inner is not null; inner = inner.InnerException)
-        {
-            if (inner.InnerException is null && !detail.Contains(inner.Message, StringComparison.Ordinal))
-            {
-                detail = $"{detail} ({inner.Message})";
-            }
-        }
-
-        return detail;
-    }
+    public static string Detail(RpcException e) => GrpcErrors.Describe(e);
 
     public CorruptObjectException Corrupt(string message) => new($"the store {Address.Address} sent {message}");
 
