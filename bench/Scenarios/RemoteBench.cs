@@ -20,7 +20,7 @@ internal sealed partial class RemoteBench : IBenchScenario
 
     public string Name => "remote";
 
-    public string Description => "a large blob over loopback gRPC (h2c) vs the local store; recursive vs per-level directory fetches; a build from a served store, cold vs warm cache";
+    public string Description => "a large blob over loopback gRPC (h2c) vs the local store; recursive vs per-level directory fetches; a build from a served store, cold vs warm cache; export of a large tree from a served store";
 
     public async Task<IReadOnlyList<BenchResult>> RunAsync(BenchContext context, CancellationToken cancellationToken)
     {
@@ -35,7 +35,7 @@ internal sealed partial class RemoteBench : IBenchScenario
         var options = new GrpcStoreOptions();
         await using var chunkedClient = await GrpcBlobService.OpenAsync($"grpc+http://{chunking.BoundAddresses[0]}?cache=none", options, cancellationToken);
         await using var wholeClient = await GrpcBlobService.OpenAsync($"grpc+http://{whole.BoundAddresses[0]}?cache=none", options, cancellationToken);
-        using var channel = new GrpcChannel(GrpcEndpoint.Tcp("127.0.0.1", int.Parse(chunking.BoundAddresses[0].Split(':')[1])));
+        using var channel = GrpcChannels.Create(GrpcEndpoint.Tcp("127.0.0.1", int.Parse(chunking.BoundAddresses[0].Split(':')[1])));
 
         // Warm up: the local store verifies the blob once per process; the server computes the chunk list once.
         await ReadThroughAsync(local.Blobs, digest, cancellationToken);
@@ -69,6 +69,7 @@ internal sealed partial class RemoteBench : IBenchScenario
 
         results.AddRange(await DirectoryFetchAsync(context, chunking, local, cancellationToken));
         results.AddRange(BuildOverRemote(context, cancellationToken));
+        results.AddRange(ExportOverRemote(context, cancellationToken));
         return results;
     }
 
@@ -197,14 +198,14 @@ internal sealed partial class RemoteBench : IBenchScenario
     }
 
     /// <summary>The Read RPC alone: every message received and counted, nothing verified.</summary>
-    private static async Task StreamReadAsync(GrpcChannel channel, B3Digest digest, long size, CancellationToken cancellationToken)
+    private static async Task StreamReadAsync(global::Grpc.Net.Client.GrpcChannel channel, B3Digest digest, long size, CancellationToken cancellationToken)
     {
-        using var call = channel.ServerStreaming(
-            CastoreGrpcMethods.Tvix.BlobRead, new ReadBlobRequest { Digest = digest.ToByteString() }, new GrpcCallOptions(null, cancellationToken));
+        using var call = new Tvix.Castore.V1.BlobService.BlobServiceClient(channel).Read(
+            new ReadBlobRequest { Digest = digest.ToByteString() }, cancellationToken: cancellationToken);
         long received = 0;
-        while (await call.MoveNextAsync())
+        while (await call.ResponseStream.MoveNext(cancellationToken))
         {
-            received += call.Current.Length;
+            received += call.ResponseStream.Current.Data.Length;
         }
 
         Check(received == size, $"streamed {received} of {size} bytes");

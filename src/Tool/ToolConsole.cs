@@ -122,7 +122,7 @@ internal static class ToolConsole
             case OperationCanceledException:
                 WriteError("cancelled");
                 return Failed;
-            case CastoreException or IOException or UnauthorizedAccessException or FormatException or Sandbox.SandboxException or Castore.Grpc.RpcStatusException or Build.Service.BuilderException:
+            case CastoreException or IOException or UnauthorizedAccessException or FormatException or Sandbox.SandboxException or global::Grpc.Core.RpcException or Build.Service.BuilderException:
                 WriteError(e.Message);
                 return Failed;
             case AggregateException aggregate when aggregate.InnerExceptions.Count == 1:

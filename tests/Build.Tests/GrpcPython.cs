@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Grpc.Core;
 using TvixFuseBuild.Castore.Grpc;
 
 namespace TvixFuseBuild.Build.Tests.Grpc;
@@ -108,8 +109,8 @@ internal static class GrpcPython
 /// <summary>tests/interop/castore_server.py running with a fixture; stopped (and its files removed) on dispose.</summary>
 internal sealed class PythonCastoreServer : IAsyncDisposable
 {
-    private static readonly GrpcMethod<byte[], byte[]> StatsMethod =
-        new(GrpcMethodType.Unary, "interop.Control", "Stats", RawBytesMarshaller.Instance, RawBytesMarshaller.Instance);
+    private static readonly Marshaller<byte[]> Raw = Marshallers.Create(static b => b, static b => b);
+    private static readonly Method<byte[], byte[]> StatsMethod = new(MethodType.Unary, "interop.Control", "Stats", Raw, Raw);
 
     private readonly Process _process;
     private readonly GrpcTempDirectory _temp;
@@ -173,10 +174,12 @@ internal sealed class PythonCastoreServer : IAsyncDisposable
     }
 
     /// <summary>How many requests of <paramref name="method"/> (stat, read, get) the server saw, per digest (hex).</summary>
-    public async Task<Dictionary<string, int>> CountsAsync(string method)
+    /// <remarks><paramref name="endpoint"/>: how to reach a TLS server (with its CA); the stats need no token.</remarks>
+    public async Task<Dictionary<string, int>> CountsAsync(string method, GrpcEndpoint? endpoint = null)
     {
-        using var channel = new GrpcChannel(Endpoint);
-        byte[] json = await channel.UnaryAsync(StatsMethod, [], new GrpcCallOptions(TimeSpan.FromSeconds(30)));
+        using var channel = GrpcChannels.Create(endpoint ?? Endpoint);
+        byte[] json = await channel.CreateCallInvoker().AsyncUnaryCall(
+            StatsMethod, null, new CallOptions(deadline: DateTime.UtcNow.AddSeconds(30)), []);
         var stats = JsonNode.Parse(json)!.AsObject();
         return stats[method] is JsonObject counts
             ? counts.ToDictionary(p => p.Key, p => p.Value!.GetValue<int>())
@@ -210,16 +213,4 @@ internal sealed class PythonCastoreServer : IAsyncDisposable
             return $"python castore server at {Target}; stderr: {_stderr}";
         }
     }
-}
-
-/// <summary>Messages as raw bytes (for methods without generated types).</summary>
-internal sealed class RawBytesMarshaller : GrpcMarshaller<byte[]>
-{
-    public static RawBytesMarshaller Instance { get; } = new();
-
-    public override int GetSize(byte[] value) => value.Length;
-
-    public override void Write(byte[] value, System.Buffers.IBufferWriter<byte> output) => System.Buffers.BuffersExtensions.Write(output, value);
-
-    public override byte[] Parse(in System.Buffers.ReadOnlySequence<byte> data) => System.Buffers.BuffersExtensions.ToArray(data);
 }

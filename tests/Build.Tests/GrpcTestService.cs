@@ -2,13 +2,12 @@ using System.Globalization;
 using System.Text;
 using System.Threading.Channels;
 using Grpc.Core;
-using OldGrpc = TvixFuseBuild.Castore.Grpc;
 
 namespace TvixFuseBuild.Build.Tests.Grpc;
 
 /// <summary>
 /// A small service (grpc-dotnet, raw byte messages) for exercising the gRPC layer itself: chosen statuses, slow calls,
-/// streams. <see cref="Client"/> has its methods for the castore client's channel.
+/// streams.
 /// </summary>
 internal sealed class GrpcTestService : GrpcTestServiceBase
 {
@@ -84,23 +83,6 @@ internal sealed class GrpcTestService : GrpcTestServiceBase
         }
 
         return all.ToArray();
-    }
-
-    /// <summary>The same methods for the castore client's own channel.</summary>
-    public static class Client
-    {
-        public static readonly OldGrpc.GrpcMethod<byte[], byte[]> Echo = Unary("Echo");
-        public static readonly OldGrpc.GrpcMethod<byte[], byte[]> Fail = Unary("Fail");
-        public static readonly OldGrpc.GrpcMethod<byte[], byte[]> Throw = Unary("Throw");
-        public static readonly OldGrpc.GrpcMethod<byte[], byte[]> Slow = Unary("Slow");
-        public static readonly OldGrpc.GrpcMethod<byte[], byte[]> Repeat =
-            new(OldGrpc.GrpcMethodType.ServerStreaming, "interop.Test", "Repeat", RawBytesMarshaller.Instance, RawBytesMarshaller.Instance);
-
-        public static readonly OldGrpc.GrpcMethod<byte[], byte[]> Concat =
-            new(OldGrpc.GrpcMethodType.ClientStreaming, "interop.Test", "Concat", RawBytesMarshaller.Instance, RawBytesMarshaller.Instance);
-
-        private static OldGrpc.GrpcMethod<byte[], byte[]> Unary(string name) =>
-            new(OldGrpc.GrpcMethodType.Unary, "interop.Test", name, RawBytesMarshaller.Instance, RawBytesMarshaller.Instance);
     }
 }
 

@@ -45,7 +45,41 @@ public sealed class GrpcStoreAddressTests
         Assert.Equal("[::1]:8000", GrpcStoreAddress.Parse("grpc+http://[::1]:8000").Endpoint.Display);
     }
 
+    [Fact]
+    public void ConnectionParametersAndDnsNames()
+    {
+        var tls = GrpcStoreAddress.Parse("grpc+https://h:1?ca=/etc/ca.pem&token-file=/run/token&cert=/c.pem&key=/k.pem&cache=none").Endpoint;
+        Assert.Equal(("/etc/ca.pem", "/run/token", "/c.pem", "/k.pem"), (tls.CaFile, tls.TokenFile, tls.CertFile, tls.KeyFile));
+        Assert.True(tls.UsesTls);
+        Assert.Equal("/run/t", GrpcStoreAddress.Parse("grpc+unix:///run/s.sock?token-file=/run/t").Endpoint.TokenFile);
+
+        var dns = GrpcStoreAddress.Parse("dns:///builders.default.svc:7000?protocol=snix").Endpoint;
+        Assert.True(dns.IsDnsName);
+        Assert.False(dns.UsesTls);
+        Assert.Equal(("builders.default.svc", 7000), (dns.Host, dns.Port));
+        Assert.Equal("dns:///builders.default.svc:7000", dns.Display);
+        Assert.True(GrpcEndpoint.Parse("dns:///b:7000?tls=1&ca=/ca.pem").UsesTls);
+
+        // The endpoint parser alone (what the build client uses) hands unknown keys to its caller.
+        var seen = new List<string>();
+        GrpcEndpoint.Parse("grpc+http://h:1?timeout=5&ca-not=x", (key, _) =>
+        {
+            seen.Add(key);
+            return true;
+        });
+        Assert.Equal(["timeout", "ca-not"], seen);
+        Assert.Contains("unknown parameter 'timeout'", Assert.Throws<StoreAddressException>(() => GrpcEndpoint.Parse("grpc+http://h:1?timeout=5")).Message);
+    }
+
     [Theory]
+    [InlineData("grpc+http://h:1?ca=/ca.pem", "needs TLS")]
+    [InlineData("grpc+https://h:1?ca=ca.pem", "ca must be an absolute file path")]
+    [InlineData("grpc+https://h:1?cert=/c.pem", "needs both cert=FILE and key=FILE")]
+    [InlineData("grpc+http://h:1?token-file", "token-file must be an absolute file path")]
+    [InlineData("dns://8.8.8.8/h:1", "three slashes")]
+    [InlineData("dns:///h", "no port")]
+    [InlineData("dns:///h:1?tls=2", "tls must be 1 or 0")]
+    [InlineData("grpc+http://h:1?tls=1", "unknown parameter 'tls'")]
     [InlineData("grpc+http://h:1?offline=1&wait-connect=1", "contradict")]
     [InlineData("grpc+http://h:1?offline=1&cache=none", "needs the local cache")]
     [InlineData("grpc+http://h:1?offline=maybe", "offline must be 1 or 0")]

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Text;
 using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
 using TvixFuseBuild.Build.Grpc;
 using TvixFuseBuild.Build.Requests;
 using TvixFuseBuild.Build.Tests.Grpc;
@@ -120,7 +122,10 @@ public sealed class ServeCommandTests : IDisposable
         return server;
     }
 
-    private GrpcChannel Channel() => new(GrpcEndpoint.UnixSocket(Socket));
+    private GrpcChannel Channel() => GrpcChannels.Create(GrpcEndpoint.UnixSocket(Socket));
+
+    private static Task<TvixBuild.Build> DoBuildAsync(GrpcChannel channel, TvixBuild.BuildRequest request, TimeSpan timeout) =>
+        new TvixBuild.BuildService.BuildServiceClient(channel).DoBuildAsync(request, deadline: DateTime.UtcNow + timeout).ResponseAsync;
 
     private string ServerLog
     {
@@ -166,8 +171,7 @@ public sealed class ServeCommandTests : IDisposable
         using var channel = Channel();
 
         // A build is running when SIGTERM comes: it finishes (within the grace period) and its client gets the result.
-        var build = channel.UnaryAsync(
-            BuildGrpcMethods.TvixDoBuild, Spec(input, "echo started; sleep 2; echo finished > $out").ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2)));
+        var build = DoBuildAsync(channel, Spec(input, "echo started; sleep 2; echo finished > $out").ToTvix(), TimeSpan.FromMinutes(2));
         await WaitForAsync(ABuildIsRunning);
         Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
 
@@ -192,16 +196,15 @@ public sealed class ServeCommandTests : IDisposable
         var server = await StartServerAsync("--grace-period", "1");
         using var channel = Channel();
 
-        var build = channel.UnaryAsync(
-            BuildGrpcMethods.TvixDoBuild, Spec(input, "sleep 600; echo never > $out").ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2)));
+        var build = DoBuildAsync(channel, Spec(input, "sleep 600; echo never > $out").ToTvix(), TimeSpan.FromMinutes(2));
         await WaitForAsync(ABuildIsRunning);
         await Task.Delay(500); // the sandbox is up
         Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
 
-        var failure = await Assert.ThrowsAsync<RpcStatusException>(() => build);
+        var failure = await Assert.ThrowsAsync<RpcException>(() => build);
         var (exitCode, stderr) = await WaitForExitAsync(server);
 
-        Assert.True(failure.Code is GrpcStatusCode.Unavailable, $"{failure.Code}: {failure.Message}");
+        Assert.True(failure.StatusCode is StatusCode.Unavailable, $"{failure.StatusCode}: {failure.Message}");
         Assert.True(exitCode == 143, stderr); // 128 + SIGTERM, after the graceful stop
         AssertNothingLeftBehind();
     }
@@ -222,9 +225,9 @@ public sealed class ServeCommandTests : IDisposable
         var server = await StartServerAsync();
         using (var channel = Channel())
         {
-            var refused = await Assert.ThrowsAsync<RpcStatusException>(() =>
-                channel.UnaryAsync(BuildGrpcMethods.TvixDoBuild, Reading(allowed).ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2))));
-            Assert.True(refused.Code is GrpcStatusCode.FailedPrecondition, $"{refused.Code}: {refused.Message}");
+            var refused = await Assert.ThrowsAsync<RpcException>(() =>
+                DoBuildAsync(channel, Reading(allowed).ToTvix(), TimeSpan.FromMinutes(2)));
+            Assert.True(refused.StatusCode is StatusCode.FailedPrecondition, $"{refused.StatusCode}: {refused.Message}");
             Assert.Contains($"read-only path {allowed} is not allowed: this server allows no read-only paths", refused.Message, StringComparison.Ordinal);
         }
 
@@ -235,12 +238,12 @@ public sealed class ServeCommandTests : IDisposable
         server = await StartServerAsync("--allow-ro-path", allowed);
         using (var channel = Channel())
         {
-            var refused = await Assert.ThrowsAsync<RpcStatusException>(() =>
-                channel.UnaryAsync(BuildGrpcMethods.TvixDoBuild, Reading("/etc").ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2))));
-            Assert.True(refused.Code is GrpcStatusCode.FailedPrecondition, $"{refused.Code}: {refused.Message}");
+            var refused = await Assert.ThrowsAsync<RpcException>(() =>
+                DoBuildAsync(channel, Reading("/etc").ToTvix(), TimeSpan.FromMinutes(2)));
+            Assert.True(refused.StatusCode is StatusCode.FailedPrecondition, $"{refused.StatusCode}: {refused.Message}");
             Assert.Contains($"read-only path /etc is not allowed: this server allows only paths under {allowed}", refused.Message, StringComparison.Ordinal);
 
-            var reply = await channel.UnaryAsync(BuildGrpcMethods.TvixDoBuild, Reading(allowed).ToTvix(), new GrpcCallOptions(TimeSpan.FromMinutes(2)));
+            var reply = await DoBuildAsync(channel, Reading(allowed).ToTvix(), TimeSpan.FromMinutes(2));
             var output = (FileNode)BuildResult.FromTvixBuild(reply).Outputs.Single().Node;
             Assert.Equal(Blake3.Hash("from the host\n"u8), output.Digest);
         }
@@ -257,16 +260,14 @@ public sealed class ServeCommandTests : IDisposable
         var server = await StartServerAsync("--tmp-size", "16M", "--max-processes", "50");
         using var channel = Channel();
 
-        var failure = await Assert.ThrowsAsync<RpcStatusException>(() => channel.UnaryAsync(
-            BuildGrpcMethods.TvixDoBuild, Spec(input, "busybox dd if=/dev/zero of=/tmp/fill bs=1M count=64; exit 1").ToTvix(),
-            new GrpcCallOptions(TimeSpan.FromMinutes(2))));
-        Assert.True(failure.Code is GrpcStatusCode.Internal, $"{failure.Code}: {failure.Message}");
+        var failure = await Assert.ThrowsAsync<RpcException>(() => DoBuildAsync(channel, Spec(input, "busybox dd if=/dev/zero of=/tmp/fill bs=1M count=64; exit 1").ToTvix(),
+            TimeSpan.FromMinutes(2)));
+        Assert.True(failure.StatusCode is StatusCode.Internal, $"{failure.StatusCode}: {failure.Message}");
         Assert.Contains("the command exited with status 1: /tmp reached its size limit of 16 MiB (--tmp-size)", failure.Message, StringComparison.Ordinal);
 
         // The next build gets the same limits.
-        var again = await Assert.ThrowsAsync<RpcStatusException>(() => channel.UnaryAsync(
-            BuildGrpcMethods.TvixDoBuild, Spec(input, "( while true; do sleep 30 & done ) 2>/dev/null; exit 2").ToTvix(),
-            new GrpcCallOptions(TimeSpan.FromMinutes(2))));
+        var again = await Assert.ThrowsAsync<RpcException>(() => DoBuildAsync(channel, Spec(input, "( while true; do sleep 30 & done ) 2>/dev/null; exit 2").ToTvix(),
+            TimeSpan.FromMinutes(2)));
         Assert.Contains("the command exited with status 2: it reached the process limit of 50 (--max-processes)", again.Message, StringComparison.Ordinal);
 
         Assert.Equal(0, ToolProcess.Signal(server.Id, 15));

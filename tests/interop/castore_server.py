@@ -36,6 +36,10 @@ def main():
     parser.add_argument("--abort-read-after", type=int, default=-1, help="abort Read with DATA_LOSS after N messages")
     parser.add_argument("--read-message-size", type=int, default=1000, help="bytes per BlobChunk message")
     parser.add_argument("--tls", nargs=2, metavar=("CERT_PEM", "KEY_PEM"), help="serve over TLS (h2 via ALPN)")
+    parser.add_argument("--client-ca", help="with --tls: require a client certificate issued by this CA (PEM)")
+    parser.add_argument("--token", help="refuse calls without 'authorization: Bearer TOKEN' (UNAUTHENTICATED)")
+    parser.add_argument("--health", choices=["SERVING", "NOT_SERVING"],
+                        help="offer grpc.health.v1.Health/Check answering this status (raw bytes: no grpc_health module needed)")
     args = parser.parse_args()
 
     with open(args.fixture) as f:
@@ -129,12 +133,55 @@ def main():
     control = grpc.method_handlers_generic_handler(
         "interop.Control", {"Stats": grpc.unary_unary_rpc_method_handler(control_stats)})
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), handlers=[control])
+    handlers = [control]
+    if args.health:
+        # HealthCheckResponse{status = 1 SERVING | 2 NOT_SERVING}, encoded by hand.
+        answer = bytes([0x08, 1 if args.health == "SERVING" else 2])
+
+        def health_check(request, context):
+            count("health", b"")
+            return answer
+
+        handlers.append(grpc.method_handlers_generic_handler(
+            "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(health_check)}))
+
+    interceptors = []
+    if args.token:
+        expected = "Bearer " + args.token
+
+        class TokenCheck(grpc.ServerInterceptor):
+            def intercept_service(self, continuation, details):
+                if details.method.startswith("/interop.Control/"):
+                    return continuation(details)
+                sent = dict(details.invocation_metadata).get("authorization")
+                if sent == expected:
+                    with lock:
+                        stats["authorized"][details.method] += 1
+                    return continuation(details)
+
+                def refuse(request, context):
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token" if sent else "no bearer token")
+
+                handler = continuation(details)
+                if handler is not None and handler.request_streaming:
+                    return grpc.stream_unary_rpc_method_handler(lambda it, ctx: refuse(None, ctx))
+                if handler is not None and handler.response_streaming:
+                    return grpc.unary_stream_rpc_method_handler(lambda r, ctx: refuse(r, ctx))
+                return grpc.unary_unary_rpc_method_handler(refuse)
+
+        interceptors.append(TokenCheck())
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), handlers=handlers, interceptors=interceptors)
     pb.blobs_grpc.add_BlobServiceServicer_to_server(BlobService(), server)
     pb.directories_grpc.add_DirectoryServiceServicer_to_server(DirectoryService(), server)
     if args.tls:
         with open(args.tls[0], "rb") as cert, open(args.tls[1], "rb") as key:
-            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+            pair = [(key.read(), cert.read())]
+        if args.client_ca:
+            with open(args.client_ca, "rb") as ca:
+                credentials = grpc.ssl_server_credentials(pair, root_certificates=ca.read(), require_client_auth=True)
+        else:
+            credentials = grpc.ssl_server_credentials(pair)
         port = server.add_secure_port(args.listen, credentials)
     else:
         port = server.add_insecure_port(args.listen)

@@ -17,31 +17,24 @@ public sealed record BuilderAddress
     /// <summary>The environment variable of the default builders, space-separated (what <c>--builder</c> adds to).</summary>
     public const string BuildersVariable = "TVIX_FUSE_BUILD_BUILDERS";
 
-    private BuilderAddress(string text, GrpcEndpoint? endpoint, string? storeAddress, string? dnsName, int port)
+    private BuilderAddress(string text, GrpcEndpoint endpoint, string? storeAddress)
     {
         Text = text;
         Endpoint = endpoint;
         StoreAddress = storeAddress;
-        DnsName = dnsName;
-        Port = port;
     }
 
     /// <summary>As given.</summary>
     public string Text { get; }
 
-    /// <summary>The one builder's endpoint; null for a <c>dns:///</c> name.</summary>
-    public GrpcEndpoint? Endpoint { get; }
+    /// <summary>Where to connect: one builder, or a <c>dns:///</c> name standing for all it resolves to.</summary>
+    public GrpcEndpoint Endpoint { get; }
 
     /// <summary>The castore the builder serves at its own address (<c>grpc+…</c>); null for a <c>dns:///</c> name.</summary>
     public string? StoreAddress { get; }
 
     /// <summary>The name of a <c>dns:///</c> address.</summary>
-    public string? DnsName { get; }
-
-    /// <summary>The TCP port (80 for a unix socket).</summary>
-    public int Port { get; }
-
-    public bool Tls => Endpoint?.Transport == GrpcTransport.Https;
+    public string? DnsName => Endpoint.IsDnsName ? Endpoint.Host : null;
 
     public override string ToString() => Text;
 
@@ -72,7 +65,7 @@ public sealed record BuilderAddress
             throw Invalid(text, e.Message);
         }
 
-        return new BuilderAddress(text, parsed.Endpoint, address, null, parsed.Endpoint.Port);
+        return new BuilderAddress(text, parsed.Endpoint, address);
     }
 
     /// <summary>
@@ -112,7 +105,7 @@ public sealed record BuilderAddress
             throw Invalid(text, $"invalid port '{port}'");
         }
 
-        return new BuilderAddress(text, null, null, name, int.Parse(port, CultureInfo.InvariantCulture));
+        return new BuilderAddress(text, GrpcEndpoint.DnsName(name, int.Parse(port, CultureInfo.InvariantCulture)), null);
     }
 
     private static StoreAddressException Invalid(string text, string reason) =>

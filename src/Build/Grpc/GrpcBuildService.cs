@@ -76,7 +76,7 @@ public sealed class GrpcBuildService : IBuildService, IAsyncDisposable
         }
 
         GrpcStoreAddress.Parse(_storeAddress);
-        _channel = BuilderChannel.Create(builders);
+        _channel = GrpcChannels.Create([.. builders.Select(b => b.Endpoint)]);
     }
 
     /// <summary>The builders, as given, for messages.</summary>

@@ -1,7 +1,8 @@
 using System.Buffers;
+using Google.Protobuf;
+using Grpc.Core;
 using TvixFuseBuild.Castore.Hashing;
 using TvixFuseBuild.Castore.Stores;
-using Tvix.Castore.V1;
 
 namespace TvixFuseBuild.Castore.Grpc;
 
@@ -16,7 +17,7 @@ public sealed partial class GrpcBlobService
         private const int CoalesceSize = 256 << 10;
 
         private readonly Blake3Hasher _hasher = new();
-        private GrpcClientStreamingCall<ReadOnlySequence<byte>, PutBlobResponse>? _call;
+        private CastoreRpc.Upload<ByteString>? _call;
         private byte[]? _pending;
         private int _pendingLength;
         private bool _completed;
@@ -54,9 +55,9 @@ public sealed partial class GrpcBlobService
                     }
                 }
             }
-            catch (RpcStatusException e)
+            catch (RpcException e)
             {
-                throw Connection.Map(e, "upload a blob");
+                throw Connection.Map(e, "upload a blob", cancellationToken);
             }
         }
 
@@ -69,22 +70,22 @@ public sealed partial class GrpcBlobService
 
             _completed = true;
             var digest = _hasher.Finalize();
-            PutBlobResponse response;
+            ByteString response;
             try
             {
                 await FlushAsync(cancellationToken).ConfigureAwait(false);
                 _call ??= Start(cancellationToken);
                 response = await _call.CompleteAsync().ConfigureAwait(false);
             }
-            catch (RpcStatusException e)
+            catch (RpcException e)
             {
-                throw Connection.Map(e, $"upload blob {digest}");
+                throw Connection.Map(e, $"upload blob {digest}", cancellationToken);
             }
 
-            if (!B3Digest.TryCreate(response.Digest.Span, out var stored) || stored != digest)
+            if (!B3Digest.TryCreate(response.Span, out var stored) || stored != digest)
             {
                 throw new CorruptObjectException(
-                    $"the store {Connection.Address.Address} stored an upload as {(stored == default ? $"a {response.Digest.Length}-byte digest" : stored.ToString())}, but the bytes sent hash to {digest}");
+                    $"the store {Connection.Address.Address} stored an upload as {(stored == default ? $"a {response.Length}-byte digest" : stored.ToString())}, but the bytes sent hash to {digest}");
             }
 
             return digest;
@@ -99,15 +100,17 @@ public sealed partial class GrpcBlobService
             }
         }
 
-        private ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+        // The message wraps the bytes without copying: the write serializes them before it completes, and neither the
+        // caller's buffer nor _pending is touched until then.
+        private async ValueTask SendAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
         {
             _call ??= Start(cancellationToken);
-            return _call.WriteAsync(new ReadOnlySequence<byte>(data));
+            await _call.WriteAsync(UnsafeByteOperations.UnsafeWrap(data)).ConfigureAwait(false);
         }
 
         // An upload has no overall deadline (it may be large); the token of the first write or the completion cancels it.
-        private GrpcClientStreamingCall<ReadOnlySequence<byte>, PutBlobResponse> Start(CancellationToken cancellationToken) =>
-            Connection.Channel.ClientStreaming(Connection.Methods.BlobPut, new GrpcCallOptions(null, cancellationToken));
+        private CastoreRpc.Upload<ByteString> Start(CancellationToken cancellationToken) =>
+            Connection.Rpc.Put(GrpcStoreConnection.Unbounded(cancellationToken));
 
         public ValueTask DisposeAsync()
         {

@@ -1,7 +1,7 @@
-using System.Buffers;
+using Google.Protobuf;
+using Grpc.Core;
 using TvixFuseBuild.Castore.Hashing;
 using TvixFuseBuild.Castore.Stores;
-using Tvix.Castore.V1;
 
 namespace TvixFuseBuild.Castore.Grpc;
 
@@ -56,38 +56,35 @@ public sealed partial class GrpcBlobService : IBlobService
         return response is null ? null : ToBlobInfo(digest, response);
     }
 
-    private async ValueTask<StatBlobResponse?> StatCoreAsync(B3Digest digest, bool withChunks, CancellationToken cancellationToken)
+    private async ValueTask<IReadOnlyList<(ByteString Digest, ulong Size)>?> StatCoreAsync(B3Digest digest, bool withChunks, CancellationToken cancellationToken)
     {
-        var request = new StatBlobRequest { Digest = digest.ToByteString(), SendChunks = withChunks };
         try
         {
-            return await _connection.RetryAsync(
-                async ct => await _connection.Channel.UnaryAsync(_connection.Methods.BlobStat, request, _connection.Call(ct)).ConfigureAwait(false),
-                cancellationToken).ConfigureAwait(false);
+            return await _connection.Rpc.StatAsync(digest, withChunks, _connection.Call(cancellationToken)).ConfigureAwait(false);
         }
-        catch (RpcStatusException e) when (e.Code == GrpcStatusCode.NotFound)
+        catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
         {
             return null;
         }
-        catch (RpcStatusException e)
+        catch (RpcException e)
         {
-            throw _connection.Map(e, $"stat blob {digest}");
+            throw _connection.Map(e, $"stat blob {digest}", cancellationToken);
         }
     }
 
     /// <summary>Checks the chunk list; a single chunk that is the blob itself means "read it whole", with a known size.</summary>
-    private BlobInfo ToBlobInfo(B3Digest digest, StatBlobResponse response)
+    private BlobInfo ToBlobInfo(B3Digest digest, IReadOnlyList<(ByteString Digest, ulong Size)> response)
     {
-        if (response.Chunks.Count == 0)
+        if (response.Count == 0)
         {
             return BlobInfo.Whole(digest, null);
         }
 
-        var chunks = new ChunkMeta[response.Chunks.Count];
+        var chunks = new ChunkMeta[response.Count];
         ulong total = 0;
         for (int i = 0; i < chunks.Length; i++)
         {
-            var meta = response.Chunks[i];
+            var meta = response[i];
             if (!B3Digest.TryCreate(meta.Digest.Span, out var chunkDigest))
             {
                 throw _connection.Corrupt($"an invalid chunk list for blob {digest}: chunk {i} has a digest of {meta.Digest.Length} bytes");
@@ -155,52 +152,41 @@ public sealed partial class GrpcBlobService : IBlobService
     internal async ValueTask<bool> DownloadAsync(
         B3Digest digest, IBlobSink sink, CancellationToken cancellationToken, long? expectedSize = null, TimeSpan? timeout = null)
     {
-        var backoff = _connection.Options.Retry.InitialBackoff;
-        var request = new ReadBlobRequest { Digest = digest.ToByteString() };
-        for (int attempt = 1; ; attempt++)
+        // UNAVAILABLE before the first message is retried by the channel's retry policy; after it, the call is committed.
+        long received = 0;
+        var options = timeout is { } t ? new CallOptions(deadline: DateTime.UtcNow + t, cancellationToken: cancellationToken) : GrpcStoreConnection.Unbounded(cancellationToken);
+        using var call = _connection.Rpc.Read(digest, options);
+        try
         {
-            long received = 0;
-            using var call = _connection.Channel.ServerStreaming(
-                _connection.Methods.BlobRead, request, new GrpcCallOptions(timeout, cancellationToken));
-            try
+            var hasher = new Blake3Hasher();
+            while (await call.MoveNextAsync(cancellationToken).ConfigureAwait(false))
             {
-                var hasher = new Blake3Hasher();
-                while (await call.MoveNextAsync().ConfigureAwait(false))
+                var data = call.Current.Memory;
+                received += data.Length;
+                if (received > expectedSize)
                 {
-                    var data = call.Current;
-                    received += data.Length;
-                    if (received > expectedSize)
-                    {
-                        throw _connection.Corrupt($"more than the {expectedSize} bytes of {digest}");
-                    }
-
-                    foreach (var segment in data)
-                    {
-                        hasher.Update(segment.Span);
-                        await sink.WriteAsync(segment, cancellationToken).ConfigureAwait(false);
-                    }
+                    throw _connection.Corrupt($"more than the {expectedSize} bytes of {digest}");
                 }
 
-                var actual = hasher.Finalize();
-                if (actual != digest)
-                {
-                    throw _connection.Corrupt($"corrupt data for {digest}: the {received} bytes received hash to {actual}");
-                }
+                hasher.Update(data.Span);
+                await sink.WriteAsync(data, cancellationToken).ConfigureAwait(false);
+            }
 
-                return true;
-            }
-            catch (RpcStatusException e) when (e.Code == GrpcStatusCode.NotFound && received == 0)
+            var actual = hasher.Finalize();
+            if (actual != digest)
             {
-                return false;
+                throw _connection.Corrupt($"corrupt data for {digest}: the {received} bytes received hash to {actual}");
             }
-            catch (RpcStatusException e) when (e.IsTransient && received == 0 && attempt < _connection.Options.Retry.MaxAttempts)
-            {
-                await _connection.DelayAsync(ref backoff, cancellationToken).ConfigureAwait(false);
-            }
-            catch (RpcStatusException e)
-            {
-                throw _connection.Map(e, $"read blob {digest}");
-            }
+
+            return true;
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.NotFound && received == 0)
+        {
+            return false;
+        }
+        catch (RpcException e)
+        {
+            throw _connection.Map(e, $"read blob {digest}", cancellationToken);
         }
     }
 

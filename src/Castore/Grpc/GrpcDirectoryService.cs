@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
+using Google.Protobuf;
+using Grpc.Core;
 using TvixFuseBuild.Castore.Stores;
-using Tvix.Castore.V1;
 
 namespace TvixFuseBuild.Castore.Grpc;
 
@@ -45,115 +46,93 @@ public sealed class GrpcDirectoryService : IDirectoryService
 
     public async ValueTask<CastoreDirectory?> GetAsync(B3Digest digest, CancellationToken cancellationToken = default)
     {
-        var request = new GetDirectoryRequest { Digest = digest.ToByteString(), Recursive = false };
         try
         {
-            return await _connection.RetryAsync(
-                async ct =>
-                {
-                    using var call = _connection.Channel.ServerStreaming(_connection.Methods.DirectoryGet, request, _connection.Call(ct));
-                    if (!await NextAsync(call, digest).ConfigureAwait(false))
-                    {
-                        return null;
-                    }
+            using var call = _connection.Rpc.GetDirectory(digest, recursive: false, _connection.Call(cancellationToken));
+            if (!await NextAsync(call, digest, cancellationToken).ConfigureAwait(false))
+            {
+                return null;
+            }
 
-                    var directory = call.Current;
-                    if (directory.Digest != digest)
-                    {
-                        throw _connection.Corrupt($"directory {directory.Digest} when asked for {digest}");
-                    }
+            var directory = call.Current;
+            if (directory.Digest != digest)
+            {
+                throw _connection.Corrupt($"directory {directory.Digest} when asked for {digest}");
+            }
 
-                    if (await NextAsync(call, digest).ConfigureAwait(false))
-                    {
-                        throw _connection.Corrupt($"more than one directory for a non-recursive get of {digest}");
-                    }
+            if (await NextAsync(call, digest, cancellationToken).ConfigureAwait(false))
+            {
+                throw _connection.Corrupt($"more than one directory for a non-recursive get of {digest}");
+            }
 
-                    return directory;
-                },
-                cancellationToken).ConfigureAwait(false);
+            return directory;
         }
-        catch (RpcStatusException e) when (e.Code == GrpcStatusCode.NotFound)
+        catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
         {
             return null;
         }
-        catch (RpcStatusException e)
+        catch (RpcException e)
         {
-            throw _connection.Map(e, $"get directory {digest}");
+            throw _connection.Map(e, $"get directory {digest}", cancellationToken);
         }
     }
 
     public async IAsyncEnumerable<CastoreDirectory> GetRecursiveAsync(
         B3Digest root, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var request = new GetDirectoryRequest { Digest = root.ToByteString(), Recursive = true };
         var validator = new RootToLeavesValidator(root);
-        var backoff = _connection.Options.Retry.InitialBackoff;
-        int attempt = 1;
         int received = 0;
-        var call = _connection.Channel.ServerStreaming(_connection.Methods.DirectoryGet, request, new GrpcCallOptions(null, cancellationToken));
-        try
+
+        // UNAVAILABLE before the first directory is retried by the channel's retry policy.
+        using var call = _connection.Rpc.GetDirectory(root, recursive: true, GrpcStoreConnection.Unbounded(cancellationToken));
+        while (true)
         {
-            while (true)
+            bool more;
+            try
             {
-                bool more;
-                try
-                {
-                    more = await NextAsync(call, root).ConfigureAwait(false);
-                }
-                catch (RpcStatusException e) when (e.IsTransient && received == 0 && attempt < _connection.Options.Retry.MaxAttempts)
-                {
-                    call.Dispose();
-                    await _connection.DelayAsync(ref backoff, cancellationToken).ConfigureAwait(false);
-                    attempt++;
-                    call = _connection.Channel.ServerStreaming(_connection.Methods.DirectoryGet, request, new GrpcCallOptions(null, cancellationToken));
-                    continue;
-                }
-                catch (RpcStatusException e) when (e.Code == GrpcStatusCode.NotFound)
-                {
-                    throw new ObjectNotFoundException(received == 0
-                        ? $"directory {root} not found in {_connection.Address.Address}"
-                        : $"a directory in the closure of {root} is missing in {_connection.Address.Address}: {e.Detail}");
-                }
-                catch (RpcStatusException e)
-                {
-                    throw _connection.Map(e, $"get the closure of directory {root}");
-                }
-
-                if (!more)
-                {
-                    break;
-                }
-
-                var directory = call.Current;
-                try
-                {
-                    validator.Add(directory);
-                }
-                catch (InvalidClosureException e)
-                {
-                    throw _connection.Corrupt($"an invalid closure for {root}: {e.Message}");
-                }
-
-                received++;
-                yield return directory;
+                more = await NextAsync(call, root, cancellationToken).ConfigureAwait(false);
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
+            {
+                throw new ObjectNotFoundException(received == 0
+                    ? $"directory {root} not found in {_connection.Address.Address}"
+                    : $"a directory in the closure of {root} is missing in {_connection.Address.Address}: {e.Status.Detail}");
+            }
+            catch (RpcException e)
+            {
+                throw _connection.Map(e, $"get the closure of directory {root}", cancellationToken);
             }
 
-            validator.Finish();
+            if (!more)
+            {
+                break;
+            }
+
+            var directory = call.Current;
+            try
+            {
+                validator.Add(directory);
+            }
+            catch (InvalidClosureException e)
+            {
+                throw _connection.Corrupt($"an invalid closure for {root}: {e.Message}");
+            }
+
+            received++;
+            yield return directory;
         }
-        finally
-        {
-            call.Dispose();
-        }
+
+        validator.Finish();
     }
 
-    /// <summary>The next directory of a Get stream; an undecodable one is corrupt data, not a transport problem.</summary>
-    private async ValueTask<bool> NextAsync(GrpcServerStreamingCall<CastoreDirectory> call, B3Digest requested)
+    /// <summary>The next directory of a Get stream; an invalid one is corrupt data, not a transport problem.</summary>
+    private async ValueTask<bool> NextAsync(CastoreRpc.Stream<CastoreDirectory> call, B3Digest requested, CancellationToken cancellationToken)
     {
         try
         {
-            return await call.MoveNextAsync().ConfigureAwait(false);
+            return await call.MoveNextAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (RpcStatusException e) when (e.InnerException is DirectoryValidationException invalid)
+        catch (DirectoryValidationException invalid)
         {
             throw _connection.Corrupt($"an invalid directory when asked for {requested}: {invalid.Message}");
         }
@@ -180,7 +159,7 @@ public sealed class GrpcDirectoryService : IDirectoryService
     private sealed class Putter(GrpcDirectoryService owner, CancellationToken callToken, bool validate) : IDirectoryPutter
     {
         private readonly LeavesToRootValidator? _validator = validate ? new() : null;
-        private GrpcClientStreamingCall<CastoreDirectory, PutDirectoryResponse>? _call;
+        private CastoreRpc.Upload<CastoreDirectory>? _call;
         private B3Digest? _last;
         private bool _closed;
 
@@ -194,15 +173,14 @@ public sealed class GrpcDirectoryService : IDirectoryService
             }
 
             _validator?.Add(directory);
-            _call ??= Connection.Channel.ClientStreaming(
-                Connection.Methods.DirectoryPut, new GrpcCallOptions(null, callToken.CanBeCanceled ? callToken : cancellationToken));
+            _call ??= Connection.Rpc.PutDirectory(GrpcStoreConnection.Unbounded(callToken.CanBeCanceled ? callToken : cancellationToken));
             try
             {
                 await _call.WriteAsync(directory).ConfigureAwait(false);
             }
-            catch (RpcStatusException e)
+            catch (RpcException e)
             {
-                throw MapPutError(e);
+                throw MapPutError(e, cancellationToken);
             }
 
             _last = directory.Digest;
@@ -217,29 +195,29 @@ public sealed class GrpcDirectoryService : IDirectoryService
 
             _closed = true;
             var root = _validator?.Finish().Digest ?? _last ?? throw new InvalidClosureException("no directories were sent");
-            PutDirectoryResponse response;
+            ByteString response;
             try
             {
                 response = await _call!.CompleteAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
             }
-            catch (RpcStatusException e)
+            catch (RpcException e)
             {
-                throw MapPutError(e);
+                throw MapPutError(e, cancellationToken);
             }
 
-            if (!B3Digest.TryCreate(response.RootDigest.Span, out var stored) || stored != root)
+            if (!B3Digest.TryCreate(response.Span, out var stored) || stored != root)
             {
                 throw new CorruptObjectException(
-                    $"the store {Connection.Address.Address} answered a directory upload with root {(stored == default ? $"a {response.RootDigest.Length}-byte digest" : stored.ToString())}, but the root sent was {root}");
+                    $"the store {Connection.Address.Address} answered a directory upload with root {(stored == default ? $"a {response.Length}-byte digest" : stored.ToString())}, but the root sent was {root}");
             }
 
             return root;
         }
 
-        private CastoreException MapPutError(RpcStatusException e) =>
-            e.Code == GrpcStatusCode.InvalidArgument
-                ? new InvalidClosureException($"the store {Connection.Address.Address} rejected the directories: {e.Detail}")
-                : Connection.Map(e, "upload directories");
+        private Exception MapPutError(RpcException e, CancellationToken cancellationToken) =>
+            e.StatusCode == StatusCode.InvalidArgument
+                ? new InvalidClosureException($"the store {Connection.Address.Address} rejected the directories: {e.Status.Detail}")
+                : Connection.Map(e, "upload directories", cancellationToken);
 
         public ValueTask DisposeAsync()
         {

@@ -9,17 +9,20 @@ public enum StoreKind
     GrpcHttp,
     GrpcHttps,
     GrpcUnix,
+
+    /// <summary><c>dns:///HOST:PORT</c>: every address of the name, balanced (see <see cref="Grpc.GrpcChannels"/>).</summary>
+    GrpcDns,
 }
 
 /// <summary>
 /// A parsed store address: <c>memory://</c>, <c>local:///abs/path</c> (or just <c>/abs/path</c>; <c>local:</c> alone
 /// is the default location), <c>grpc+http://host:port</c>, <c>grpc+https://host:port</c>, <c>grpc+unix:///abs/path</c>,
-/// the gRPC ones optionally with <c>?wait-connect=1</c>.
+/// <c>dns:///host:port</c>; the gRPC ones with the parameters of <see cref="Grpc.GrpcStoreAddress"/>.
 /// </summary>
 public sealed record StoreAddress(StoreKind Kind, string Display, string? Path, string? Host, int Port, IReadOnlyDictionary<string, string> Query)
 {
     public const string Supported =
-        "memory://, local:///ABS/PATH (or /ABS/PATH), grpc+http://HOST:PORT, grpc+https://HOST:PORT, grpc+unix:///ABS/PATH";
+        "memory://, local:///ABS/PATH (or /ABS/PATH), grpc+http://HOST:PORT, grpc+https://HOST:PORT, grpc+unix:///ABS/PATH, dns:///HOST:PORT";
 
     public static string DefaultLocal => "local://" + LocalStore.DefaultRoot;
 
@@ -70,6 +73,9 @@ public sealed record StoreAddress(StoreKind Kind, string Display, string? Path, 
             case "grpc+https":
             case "grpc+unix":
                 return ParseGrpc(address, scheme);
+            case "dns":
+                var dns = Grpc.GrpcStoreAddress.Parse(address);
+                return new StoreAddress(StoreKind.GrpcDns, address, null, dns.Endpoint.Host, dns.Endpoint.Port, ParseQuery(address, rest.Contains('?') ? rest[rest.IndexOf('?')..] : ""));
             default:
                 throw Invalid(address, $"unknown scheme '{scheme}'");
         }

@@ -11,8 +11,11 @@ public sealed record ExportOptions
     /// <summary>Give the owner write permission (0644/0755) instead of the store's read-only modes (0444/0555).</summary>
     public bool Writable { get; init; }
 
-    /// <summary>How many files are written at once. Default: one per core.</summary>
-    public int MaxParallelism { get; init; } = Environment.ProcessorCount;
+    /// <summary>
+    /// How many files are fetched and written at once. Default: 16 (at least 2 per core): from a remote store each file
+    /// costs round trips, so many in flight keep the link busy; from a local store they overlap the disk's latency.
+    /// </summary>
+    public int MaxParallelism { get; init; } = Math.Max(16, 2 * Environment.ProcessorCount);
 
     /// <summary>
     /// Replace what an earlier export left at the destination — a directory, a regular file or a symbolic link (the link
@@ -80,6 +83,11 @@ public static class HostExporter
         var job = new ExportJob(blobs, directories, options);
         try
         {
+            if (node is DirectoryNode root)
+            {
+                await job.PrefetchAsync(root.Digest, cancellationToken).ConfigureAwait(false);
+            }
+
             await job.MaterializeAsync(node, NativePath.FromString(staging), staging, cancellationToken).ConfigureAwait(false);
             await Parallel.ForEachAsync(
                 job.Files,
@@ -188,6 +196,14 @@ public static class HostExporter
         }
 
         using var output = PendingHostFile.Open(destination, writeThroughOnly: true);
+        await CopyAsync(reader, (data, _, ct) => output.Stream.WriteAsync(data, ct), cancellationToken).ConfigureAwait(false);
+        output.Commit(sync: false);
+    }
+
+    /// <summary>Reads a blob front to back and hands each piece to <paramref name="write"/> with its offset.</summary>
+    private static async ValueTask CopyAsync(
+        IBlobReader reader, Func<ReadOnlyMemory<byte>, long, CancellationToken, ValueTask> write, CancellationToken cancellationToken)
+    {
         byte[] buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
         try
         {
@@ -200,11 +216,9 @@ public static class HostExporter
                     throw new CorruptObjectException($"blob {reader.Digest} ended after {offset} of {reader.Length} bytes");
                 }
 
-                await output.Stream.WriteAsync(buffer.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
+                await write(buffer.AsMemory(0, n), offset, cancellationToken).ConfigureAwait(false);
                 offset += n;
             }
-
-            output.Commit(sync: false);
         }
         finally
         {
@@ -222,6 +236,27 @@ public static class HostExporter
 
         public List<CreatedDirectory> Directories { get; } = [];
 
+        // The closure fetched ahead in one call (one round trip to a remote store instead of one per directory).
+        private readonly Dictionary<B3Digest, CastoreDirectory> _prefetched = [];
+
+        /// <summary>
+        /// Fetches the closure of <paramref name="root"/> at once. A store that cannot (a directory is missing) leaves it
+        /// to the walk, which then names the path that lacks it.
+        /// </summary>
+        public async ValueTask PrefetchAsync(B3Digest root, CancellationToken cancellationToken)
+        {
+            try
+            {
+                await foreach (var directory in directories.GetRecursiveAsync(root, cancellationToken).ConfigureAwait(false))
+                {
+                    _prefetched[directory.Digest] = directory;
+                }
+            }
+            catch (ObjectNotFoundException)
+            {
+            }
+        }
+
         public async ValueTask MaterializeAsync(Node node, byte[] native, string display, CancellationToken cancellationToken)
         {
             switch (node)
@@ -233,7 +268,8 @@ public static class HostExporter
                     Files.Add(new PendingFile(file, native, display));
                     break;
                 case DirectoryNode directoryNode:
-                    var directory = await directories.GetAsync(directoryNode.Digest, cancellationToken).ConfigureAwait(false)
+                    var directory = _prefetched.GetValueOrDefault(directoryNode.Digest)
+                        ?? await directories.GetAsync(directoryNode.Digest, cancellationToken).ConfigureAwait(false)
                         ?? throw new ObjectNotFoundException($"cannot export {display}: directory {directoryNode.Digest} not found in the store");
                     if (!directory.IsAcceptableSize(directoryNode.Size))
                     {
@@ -270,7 +306,14 @@ public static class HostExporter
             }
             else
             {
-                await CopyAsync(reader, output, cancellationToken).ConfigureAwait(false);
+                await CopyAsync(
+                    reader,
+                    (data, offset, _) =>
+                    {
+                        RandomAccess.Write(output, data.Span, offset);
+                        return ValueTask.CompletedTask;
+                    },
+                    cancellationToken).ConfigureAwait(false);
             }
 
             uint mode = (file.Node.Executable, options.Writable) switch
@@ -283,30 +326,6 @@ public static class HostExporter
             if (Libc.fchmod((int)output.DangerousGetHandle(), mode) != 0)
             {
                 throw PosixException.FromLastError("chmod", file.Display);
-            }
-        }
-
-        private static async ValueTask CopyAsync(IBlobReader reader, SafeFileHandle output, CancellationToken cancellationToken)
-        {
-            byte[] buffer = ArrayPool<byte>.Shared.Rent(1 << 20);
-            try
-            {
-                long offset = 0;
-                while (offset < reader.Length)
-                {
-                    int n = await reader.ReadAtAsync(offset, buffer, cancellationToken).ConfigureAwait(false);
-                    if (n == 0)
-                    {
-                        throw new CorruptObjectException($"blob {reader.Digest} ended after {offset} of {reader.Length} bytes");
-                    }
-
-                    RandomAccess.Write(output, buffer.AsSpan(0, n), offset);
-                    offset += n;
-                }
-            }
-            finally
-            {
-                ArrayPool<byte>.Shared.Return(buffer);
             }
         }
 

@@ -88,7 +88,7 @@ internal static class StoreSelection
 
         try
         {
-            if (StoreAddress.Parse(address).Kind is StoreKind.GrpcHttp or StoreKind.GrpcHttps or StoreKind.GrpcUnix)
+            if (StoreAddress.Parse(address).Kind is StoreKind.GrpcHttp or StoreKind.GrpcHttps or StoreKind.GrpcUnix or StoreKind.GrpcDns)
             {
                 GrpcStoreAddress.Parse(address);
             }
