@@ -261,10 +261,11 @@ public sealed partial class RemoteBuildTests : IDisposable
             Assert.True(Regex.Matches(builder.Log, ": accepted ").Count > 0, $"builder {builder.Address} got no build");
         }
 
-        Assert.True(
-            results.Any(r => r.Stderr.Contains("a builder is unreachable", StringComparison.Ordinal)),
-            "no build was retried after the builder died:\n" + string.Join("\n", results.Select(r => r.Stderr)));
-        Assert.True(Regex.Matches(builders[0].Log, ": done ").Count + Regex.Matches(builders[2].Log, ": done ").Count >= count - Regex.Matches(victim.Log, ": done ").Count);
+        // The victim died with at least one build accepted and not done; every build still came back right, so the
+        // channel retried those on the other two (transparently: no response had started), which did all the rest.
+        int victimDone = Regex.Matches(victim.Log, ": done ").Count;
+        Assert.True(Regex.Matches(victim.Log, ": accepted ").Count > victimDone);
+        Assert.True(Regex.Matches(builders[0].Log, ": done ").Count + Regex.Matches(builders[2].Log, ": done ").Count >= count - victimDone);
 
         // The killed builder's leftovers (mounts, build directories) go when it starts again, as after any crash.
         await victim.Process.WaitForExitAsync();
