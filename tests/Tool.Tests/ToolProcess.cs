@@ -45,9 +45,10 @@ internal static partial class ToolProcess
 
     /// <summary>Starts the tool; the caller owns the process (and must kill it).</summary>
     public static Process Start(
-        IEnumerable<string> arguments, IDictionary<string, string>? environment = null, bool redirectStdin = false, string? workingDirectory = null)
+        IEnumerable<string> arguments, IDictionary<string, string>? environment = null, bool redirectStdin = false, string? workingDirectory = null,
+        string? executable = null)
     {
-        var psi = new ProcessStartInfo(Executable)
+        var psi = new ProcessStartInfo(executable ?? Executable)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -99,9 +100,9 @@ internal static partial class ToolProcess
 
     public static Result Run(
         IEnumerable<string> arguments, IDictionary<string, string>? environment = null, string? stdin = null, TimeSpan? timeout = null,
-        string? workingDirectory = null)
+        string? workingDirectory = null, string? executable = null)
     {
-        using var process = Start(arguments, environment, redirectStdin: stdin is not null, workingDirectory);
+        using var process = Start(arguments, environment, redirectStdin: stdin is not null, workingDirectory, executable);
         if (stdin is not null)
         {
             process.StandardInput.Write(stdin);
