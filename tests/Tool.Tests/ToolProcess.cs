@@ -31,10 +31,21 @@ internal static partial class ToolProcess
         }
     }
 
+    /// <summary>
+    /// The framework-dependent tool built next to the tests; with <c>TVIX_FUSE_BUILD_TESTS_NATIVE=1</c> the NativeAOT one
+    /// named by <see cref="NativeTool.Variable"/> instead, so that every test of this assembly can run against it.
+    /// </summary>
     public static string Executable
     {
         get
         {
+            if (Environment.GetEnvironmentVariable("TVIX_FUSE_BUILD_TESTS_NATIVE") == "1")
+            {
+                string native = Environment.GetEnvironmentVariable(NativeTool.Variable) ?? "";
+                Assert.True(File.Exists(native), $"TVIX_FUSE_BUILD_TESTS_NATIVE=1 but {NativeTool.Variable} names no file: '{native}'");
+                return native;
+            }
+
             string path = Path.Combine(AppContext.BaseDirectory, "TvixFuseBuild.Tool");
             Assert.True(File.Exists(path), $"the tool was not built next to the tests: {path}");
             return path;
