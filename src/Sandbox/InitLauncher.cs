@@ -71,22 +71,33 @@ internal sealed class InitLauncher
                 throw new SandboxException("cannot sandbox builds as root: util-linux 'setpriv' was not found (install util-linux)");
         }
 
-        string initAssembly = typeof(InitLauncher).Assembly.Location;
-        if (string.IsNullOrEmpty(initAssembly) || !File.Exists(initAssembly))
+        string? initAssembly = SandboxAssemblyFile();
+        if (managed)
         {
-            throw new SandboxException("cannot sandbox builds: TvixFuseBuild.Sandbox.dll is not a file on disk (single-file publishing is not supported)");
+            return new InitLauncher(unshare, setpriv, LocateManaged(initAssembly ??
+                throw new SandboxException("cannot sandbox builds with the managed init: TvixFuseBuild.Sandbox.dll is not a file on disk (a NativeAOT tool has none)")));
         }
 
-        return new InitLauncher(unshare, setpriv, managed ? LocateManaged(initAssembly) : LocateNative(initAssembly));
+        // In the NativeAOT tool there are no assembly files: the init ships next to the executable.
+        return new InitLauncher(unshare, setpriv, LocateNative(initAssembly is null ? AppContext.BaseDirectory : Path.GetDirectoryName(initAssembly)!));
     }
 
-    private static string[] LocateNative(string sandboxAssembly)
+    /// <summary>TvixFuseBuild.Sandbox.dll's path, or null when it is not a file (the NativeAOT tool).</summary>
+    [System.Diagnostics.CodeAnalysis.UnconditionalSuppressMessage("SingleFile", "IL3000",
+        Justification = "Location is empty in a NativeAOT or single-file app; that case is handled (null), and the caller then looks next to the executable.")]
+    private static string? SandboxAssemblyFile()
     {
-        string init = Path.Combine(Path.GetDirectoryName(sandboxAssembly)!, NativeInitName);
+        string location = typeof(InitLauncher).Assembly.Location;
+        return location.Length > 0 && File.Exists(location) ? location : null;
+    }
+
+    private static string[] LocateNative(string directory)
+    {
+        string init = Path.Combine(directory, NativeInitName);
         if (!File.Exists(init))
         {
             throw new SandboxException(
-                $"cannot sandbox builds: the sandbox init {init} is missing (it ships next to TvixFuseBuild.Sandbox.dll; reinstall the tool or the package)");
+                $"cannot sandbox builds: the sandbox init {init} is missing (it ships next to TvixFuseBuild.Sandbox.dll, or next to the NativeAOT tvix-fuse-build; reinstall the tool or the package)");
         }
 
         if (!IsElfFor(init, System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture))
@@ -105,6 +116,8 @@ internal sealed class InitLauncher
         return [init];
     }
 
+    [System.Diagnostics.CodeAnalysis.UnconditionalSuppressMessage("SingleFile", "IL3000",
+        Justification = "Only reached with TvixFuseBuild.Sandbox.dll on disk (checked by the caller), so the runtime's own assemblies are files too.")]
     private static string[] LocateManaged(string initAssembly)
     {
         string runtimeConfig = Path.ChangeExtension(initAssembly, ".runtimeconfig.json");

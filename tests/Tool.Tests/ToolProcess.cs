@@ -31,10 +31,21 @@ internal static partial class ToolProcess
         }
     }
 
+    /// <summary>
+    /// The framework-dependent tool built next to the tests; with <c>TVIX_FUSE_BUILD_TESTS_NATIVE=1</c> the NativeAOT one
+    /// named by <see cref="NativeTool.Variable"/> instead, so that every test of this assembly can run against it.
+    /// </summary>
     public static string Executable
     {
         get
         {
+            if (Environment.GetEnvironmentVariable("TVIX_FUSE_BUILD_TESTS_NATIVE") == "1")
+            {
+                string native = Environment.GetEnvironmentVariable(NativeTool.Variable) ?? "";
+                Assert.True(File.Exists(native), $"TVIX_FUSE_BUILD_TESTS_NATIVE=1 but {NativeTool.Variable} names no file: '{native}'");
+                return native;
+            }
+
             string path = Path.Combine(AppContext.BaseDirectory, "TvixFuseBuild.Tool");
             Assert.True(File.Exists(path), $"the tool was not built next to the tests: {path}");
             return path;
@@ -45,9 +56,10 @@ internal static partial class ToolProcess
 
     /// <summary>Starts the tool; the caller owns the process (and must kill it).</summary>
     public static Process Start(
-        IEnumerable<string> arguments, IDictionary<string, string>? environment = null, bool redirectStdin = false, string? workingDirectory = null)
+        IEnumerable<string> arguments, IDictionary<string, string>? environment = null, bool redirectStdin = false, string? workingDirectory = null,
+        string? executable = null)
     {
-        var psi = new ProcessStartInfo(Executable)
+        var psi = new ProcessStartInfo(executable ?? Executable)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -99,9 +111,9 @@ internal static partial class ToolProcess
 
     public static Result Run(
         IEnumerable<string> arguments, IDictionary<string, string>? environment = null, string? stdin = null, TimeSpan? timeout = null,
-        string? workingDirectory = null)
+        string? workingDirectory = null, string? executable = null)
     {
-        using var process = Start(arguments, environment, redirectStdin: stdin is not null, workingDirectory);
+        using var process = Start(arguments, environment, redirectStdin: stdin is not null, workingDirectory, executable);
         if (stdin is not null)
         {
             process.StandardInput.Write(stdin);

@@ -106,7 +106,7 @@ internal static class JsonMessageReader
     private static string? TryParseField(MessageDescriptor descriptor, string name, JsonElement value, bool asArray = false)
     {
         var json = new StringBuilder();
-        json.Append('{').Append(JsonSerializer.Serialize(name)).Append(':');
+        json.Append("{\"").Append(JsonEncodedText.Encode(name).Value).Append("\":");
         json.Append(asArray ? "[" : string.Empty).Append(value.GetRawText()).Append(asArray ? "]" : string.Empty).Append('}');
         try
         {

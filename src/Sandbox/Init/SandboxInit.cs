@@ -20,6 +20,10 @@ internal static unsafe class SandboxInit
     private const int StatusFd = 1;
     private const int OutputFd = 2;
 
+    // The NativeAOT tool compiles this assembly's entry point too, but never calls it: the managed init only runs as
+    // `dotnet exec TvixFuseBuild.Sandbox.dll` (untrimmed, every referenced assembly present).
+    [System.Diagnostics.CodeAnalysis.UnconditionalSuppressMessage("Trimming", "IL2026",
+        Justification = "GetReferencedAssemblies runs only in the managed init, which is never trimmed.")]
     private static int Main()
     {
         try

@@ -54,7 +54,7 @@ internal static class DrvCommand
         command.SetAction(async (parse, cancellationToken) =>
         {
             var nix = new LocalNixStore();
-            var results = new List<object>();
+            var results = new List<(string DrvPath, Dictionary<string, (string Path, string[] References)> Outputs)>();
             await using var store = StoreSelection.Open(parse);
             var paths = parse.GetValue(files)!;
             for (int n = 0; n < paths.Length; n++)
@@ -165,22 +165,56 @@ internal static class DrvCommand
                     }
                 }
 
-                results.Add(new Dictionary<string, object>
-                {
-                    ["drvPath"] = drvPath,
-                    ["outputs"] = outputs.OrderBy(o => o.Key, StringComparer.Ordinal).ToDictionary(
-                        o => o.Key, o => new Dictionary<string, object> { ["path"] = o.Value.Path, ["references"] = o.Value.References }),
-                });
+                results.Add((drvPath, outputs));
             }
 
             if (parse.GetValue(json) && !parse.GetValue(printRequest))
             {
-                Console.Out.WriteLine(JsonSerializer.Serialize(results));
+                Console.Out.WriteLine(ResultsJson(results));
             }
 
             return ToolConsole.Ok;
         });
         return command;
+    }
+
+    /// <summary>
+    /// nix-build --json's list: <c>[{"drvPath": …, "outputs": {NAME: {"path": …, "references": […]}}}]</c>, outputs by
+    /// name. Written by hand rather than by JsonSerializer, which needs reflection (not in the NativeAOT tool).
+    /// </summary>
+    private static string ResultsJson(IEnumerable<(string DrvPath, Dictionary<string, (string Path, string[] References)> Outputs)> results)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartArray();
+            foreach (var (drvPath, outputs) in results)
+            {
+                writer.WriteStartObject();
+                writer.WriteString("drvPath", drvPath);
+                writer.WriteStartObject("outputs");
+                foreach (var (name, output) in outputs.OrderBy(o => o.Key, StringComparer.Ordinal))
+                {
+                    writer.WriteStartObject(name);
+                    writer.WriteString("path", output.Path);
+                    writer.WriteStartArray("references");
+                    foreach (string reference in output.References)
+                    {
+                        writer.WriteStringValue(reference);
+                    }
+
+                    writer.WriteEndArray();
+                    writer.WriteEndObject();
+                }
+
+                writer.WriteEndObject();
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+        }
+
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
     }
 
     /// <summary>Nix's last line for a failed build, and nix-build's exit status for it.</summary>
