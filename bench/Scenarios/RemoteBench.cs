@@ -20,7 +20,7 @@ internal sealed partial class RemoteBench : IBenchScenario
 
     public string Name => "remote";
 
-    public string Description => "a large blob over loopback gRPC (h2c) vs the local store; recursive vs per-level directory fetches; a build from a served store, cold vs warm cache; export of a large tree from a served store";
+    public string Description => "a large blob over loopback gRPC (h2c) vs the local store, in process and as serve + cat; recursive vs per-level directory fetches; a build from a served store (cold, warm, --builder); export of a large tree from a served store; each against the --baseline build when given";
 
     public async Task<IReadOnlyList<BenchResult>> RunAsync(BenchContext context, CancellationToken cancellationToken)
     {
@@ -68,6 +68,7 @@ internal sealed partial class RemoteBench : IBenchScenario
         };
 
         results.AddRange(await DirectoryFetchAsync(context, chunking, local, cancellationToken));
+        results.AddRange(CatOverProcesses(context, digest, size, cancellationToken));
         results.AddRange(BuildOverRemote(context, cancellationToken));
         results.AddRange(ExportOverRemote(context, cancellationToken));
         return results;
