@@ -108,7 +108,7 @@ internal sealed class ServerInterceptor(GrpcServerOptions options) : Interceptor
         const string Scheme = "Bearer ";
         if (string.IsNullOrEmpty(header))
         {
-            return "no bearer token: this server requires 'authorization: Bearer TOKEN' (a client's --token-file, ?token-file= or TVIX_FUSE_BUILD_TOKEN_FILE)";
+            return "no bearer token: this server requires 'authorization: Bearer TOKEN' (a client's --grpc-token-file, ?token-file= or TVIX_FUSE_BUILD_TOKEN_FILE)";
         }
 
         if (!header.StartsWith(Scheme, StringComparison.OrdinalIgnoreCase))

@@ -19,6 +19,7 @@ internal static class Program
         root.Options.Add(StoreSelection.BlobServiceAddress);
         root.Options.Add(StoreSelection.DirectoryServiceAddress);
         root.Options.Add(StoreSelection.Offline);
+        root.Options.Add(StoreSelection.GrpcTokenFile);
         foreach (var command in CommandCatalog.All())
         {
             root.Subcommands.Add(command);

@@ -352,6 +352,75 @@ public sealed class ServeCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task ClientsTakeTheTokenFromTheOptionTheAddressOrTheEnvironment()
+    {
+        var input = await PrepareServingStoreAsync();
+        string token = Path.Combine(_temp, "token");
+        string wrong = Path.Combine(_temp, "wrong-token");
+        await File.WriteAllTextAsync(token, "the-right-token\n");
+        await File.WriteAllTextAsync(wrong, "another-token\n");
+        await StartServerAsync("--token-file", token);
+        string store = $"grpc+unix://{Socket}?cache=none";
+        string file = $"{input.Digest}/share/doc0/README";
+        ToolProcess.Result Cat(IDictionary<string, string>? environment, params string[] options) =>
+            ToolProcess.Run([.. options, "cat", file], environment ?? _environment);
+
+        var withEnvironment = new Dictionary<string, string>(_environment) { [GrpcChannels.TokenFileVariable] = token };
+        var withWrongEnvironment = new Dictionary<string, string>(_environment) { [GrpcChannels.TokenFileVariable] = wrong };
+
+        // No token, or the wrong one: refused by the server, and the client says so and how to give one.
+        foreach (var refused in new[] { Cat(null, "--store", store), Cat(null, "--store", store, "--grpc-token-file", wrong) })
+        {
+            Assert.True(refused.ExitCode == 1, refused.Stderr);
+            Assert.True(refused.Stderr.Contains("unauthenticated", StringComparison.OrdinalIgnoreCase), refused.Stderr);
+            Assert.True(refused.Stderr.Contains("--grpc-token-file", StringComparison.Ordinal), refused.Stderr);
+            Assert.DoesNotContain("   at ", refused.Stderr, StringComparison.Ordinal);
+        }
+
+        // The option (before or after the command), the address and the environment; the address wins over the
+        // option, the option over the environment.
+        ToolProcess.Result[] served =
+        [
+            Cat(null, "--grpc-token-file", token, "--store", store),
+            Cat(null, "--store", store + "&token-file=" + token, "--grpc-token-file", wrong),
+            Cat(withEnvironment, "--store", store),
+            Cat(withWrongEnvironment, "--store", store, "--grpc-token-file", token),
+        ];
+        Assert.All(served, r => Assert.True(r is { ExitCode: 0, Stdout: "unread 0\n" }, r.Stderr));
+        var afterCommand = ToolProcess.Run(["--store", store, "cat", "--grpc-token-file", token, file], _environment);
+        Assert.True(afterCommand is { ExitCode: 0, Stdout: "unread 0\n" }, afterCommand.Stderr);
+
+        // A token file that cannot be read: a clear error, nothing sent.
+        var missing = Cat(null, "--store", store, "--grpc-token-file", Path.Combine(_temp, "absent"));
+        Assert.Equal(1, missing.ExitCode);
+        Assert.Contains($"cannot read the token file '{Path.Combine(_temp, "absent")}'", missing.Stderr, StringComparison.Ordinal);
+
+        // A build sent to the builder with --builder: its calls and the uploads to its store carry the token too.
+        string clientStore = "local://" + Path.Combine(_temp, "client-store");
+        await using (var client = CastoreStore.Open(clientStore))
+        {
+            Directory.CreateDirectory(Path.Combine(_temp, "client-scratch"));
+            Assert.Equal(input, await ImportInputAsync(client, Path.Combine(_temp, "client-scratch")));
+        }
+
+        string request = Path.Combine(_temp, "request.json");
+        await File.WriteAllTextAsync(request, JsonFormatter.Default.Format(Spec(input, "echo built remotely > $out").ToTvix()));
+        var unauthenticatedBuild = ToolProcess.Run(["--store", clientStore, "build", "--builder", "unix:" + Socket, request], _environment);
+        Assert.True(unauthenticatedBuild.ExitCode == 1, unauthenticatedBuild.Stderr);
+        Assert.Contains("unauthenticated", unauthenticatedBuild.Stderr, StringComparison.OrdinalIgnoreCase);
+        var build = ToolProcess.Run(["--store", clientStore, "--grpc-token-file", token, "build", "--builder", "unix:" + Socket, request], _environment);
+        Assert.True(build.ExitCode == 0, build.Stderr);
+        var built = (FileNode)BuildResult.FromTvixBuild(JsonParser.Default.Parse<TvixBuild.Build>(build.Stdout)).Outputs.Single().Node;
+        var output = ToolProcess.Run(["--store", clientStore, "cat", built.Digest.ToString()], _environment);
+        Assert.Equal((0, "built remotely\n"), (output.ExitCode, output.Stdout));
+
+        // serve's own --token-file is the token it requires; --grpc-token-file is the client's, and help says which is which.
+        var help = ToolProcess.Run(["serve", "--help"], _environment);
+        Assert.Contains("--grpc-token-file", help.Stdout, StringComparison.Ordinal);
+        Assert.Contains("--token-file", help.Stdout.Replace("--grpc-token-file", "", StringComparison.Ordinal), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void BadTlsAndTokenOptionsAreUsageErrors()
     {
         string empty = Path.Combine(_temp, "empty-token");

@@ -33,6 +33,9 @@ public sealed record GrpcBuildServiceOptions
 
     /// <summary>What the service does (uploads, retries), a line each.</summary>
     public Action<string>? Log { get; init; }
+
+    /// <summary>The bearer token's file for the builders and their store when their addresses name none (<c>token-file=</c>).</summary>
+    public string? TokenFile { get; init; }
 }
 
 /// <summary>
@@ -76,7 +79,7 @@ public sealed class GrpcBuildService : IBuildService, IAsyncDisposable
         }
 
         GrpcStoreAddress.Parse(_storeAddress);
-        _channel = GrpcChannels.Create([.. builders.Select(b => b.Endpoint)]);
+        _channel = GrpcChannels.Create([.. builders.Select(b => b.Endpoint)], new GrpcChannelSettings { TokenFile = _options.TokenFile });
     }
 
     /// <summary>The builders, as given, for messages.</summary>
@@ -145,8 +148,9 @@ public sealed class GrpcBuildService : IBuildService, IAsyncDisposable
             GrpcBlobService? blobs = null;
             try
             {
-                blobs = await GrpcBlobService.OpenAsync(_storeAddress, cancellationToken: cancellationToken).ConfigureAwait(false);
-                var directories = await GrpcDirectoryService.OpenAsync(_storeAddress, cancellationToken: cancellationToken).ConfigureAwait(false);
+                var options = new GrpcStoreOptions { TokenFile = _options.TokenFile };
+                blobs = await GrpcBlobService.OpenAsync(_storeAddress, options, cancellationToken).ConfigureAwait(false);
+                var directories = await GrpcDirectoryService.OpenAsync(_storeAddress, options, cancellationToken).ConfigureAwait(false);
                 return _remote = new CastoreStore(blobs, directories, _storeAddress, blobs, directories);
             }
             catch (Exception e) when (e is CastoreException and not StoreAddressException or HttpRequestException or IOException && !cancellationToken.IsCancellationRequested)

@@ -39,12 +39,15 @@ public sealed record GrpcChannelSettings
 
     /// <summary>With several backends: how often each one's grpc.health.v1 status (and a dns:/// name) is checked again.</summary>
     public TimeSpan HealthCheckInterval { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>The bearer token's file when the address names none (<c>token-file=</c> wins); before <c>TVIX_FUSE_BUILD_TOKEN_FILE</c>.</summary>
+    public string? TokenFile { get; init; }
 }
 
 /// <summary>
 /// The one place gRPC client channels are made, for the castore stores and the build client alike: unix sockets and
-/// TCP, h2c and TLS (<c>ca=</c> to trust a private CA), a bearer token (<c>token-file=</c>, else the file named by
-/// <c>TVIX_FUSE_BUILD_TOKEN_FILE</c>), a client certificate (<c>cert=</c>/<c>key=</c>), retries of UNAVAILABLE, and for
+/// TCP, h2c and TLS (<c>ca=</c> to trust a private CA), a bearer token (<c>token-file=</c>, else
+/// <see cref="GrpcChannelSettings.TokenFile"/>, else the file named by <c>TVIX_FUSE_BUILD_TOKEN_FILE</c>), a client certificate (<c>cert=</c>/<c>key=</c>), retries of UNAVAILABLE, and for
 /// several TCP endpoints or a <c>dns:///</c> name round-robin balancing over the backends whose grpc.health.v1 status is
 /// SERVING (a backend without the health service counts as serving). Bad files are <see cref="StoreAddressException"/>s.
 /// </summary>
@@ -84,7 +87,7 @@ public static class GrpcChannels
                 $"the unix socket {unix.Display} cannot be one of several backends; give one unix socket, or TCP addresses");
         }
 
-        string? token = ReadToken(first.TokenFile);
+        string? token = ReadToken(first.TokenFile ?? settings.TokenFile);
         var handler = CreateHandler(first, settings);
         var options = new GrpcChannelOptions
         {

@@ -11,6 +11,9 @@ public sealed record GrpcStoreOptions
 
     /// <summary>Reach the store when it is opened and fail there if it cannot be reached, as <c>wait-connect=1</c> does, unless the address says <c>offline=1</c>.</summary>
     public bool ConnectAtOpen { get; init; }
+
+    /// <summary>The bearer token's file when the address has no <c>token-file=</c> (see <see cref="GrpcChannelSettings.TokenFile"/>).</summary>
+    public string? TokenFile { get; init; }
 }
 
 /// <summary>The channel, package and policies one castore client uses, and the mapping of statuses to castore errors.</summary>
@@ -20,7 +23,7 @@ internal sealed class GrpcStoreConnection : IDisposable
     {
         Address = address;
         Options = options ?? new GrpcStoreOptions();
-        Channel = GrpcChannels.Create(address.Endpoint, new GrpcChannelSettings { Retry = Options.Retry });
+        Channel = GrpcChannels.Create(address.Endpoint, new GrpcChannelSettings { Retry = Options.Retry, TokenFile = Options.TokenFile });
         Rpc = CastoreRpc.Create(address.Protocol, Channel.CreateCallInvoker());
     }
 
@@ -61,7 +64,7 @@ internal sealed class GrpcStoreConnection : IDisposable
         StatusCode.Unimplemented => new StoreUnavailableException(
             $"{what}: the store {Address.Address} does not offer {Rpc.Package} ({Detail(e)}); is it a {(Rpc.Protocol == CastoreProtocol.Tvix ? "snix" : "tvix")} store? choose with ?protocol=", e),
         StatusCode.Unauthenticated => new StoreUnavailableException(
-            $"{what}: the store {Address.Address} refused the call as unauthenticated ({Detail(e)}); give a token with ?token-file= or {GrpcChannels.TokenFileVariable}", e),
+            $"{what}: the store {Address.Address} refused the call as unauthenticated ({Detail(e)}); give a token with --grpc-token-file, ?token-file= or {GrpcChannels.TokenFileVariable}", e),
         _ => new StoreUnavailableException($"{what}: the store {Address.Address} failed: {e.StatusCode}: {Detail(e)}", e),
     };
 

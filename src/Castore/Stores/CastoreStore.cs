@@ -11,6 +11,9 @@ public sealed record StoreOptions(string? Store = null, string? BlobServiceAddre
 
     /// <summary>Reach remote stores when opening them and fail there if they cannot be reached (unless an address says <c>offline=1</c>).</summary>
     public bool ConnectAtOpen { get; init; }
+
+    /// <summary>The bearer token's file for gRPC stores whose address has no <c>token-file=</c>.</summary>
+    public string? TokenFile { get; init; }
 }
 
 /// <summary>A blob service and a directory service used together, opened from store addresses.</summary>
@@ -59,11 +62,19 @@ public sealed class CastoreStore : IAsyncDisposable
             return Open(StoreAddress.DefaultLocal);
         }
 
-        return blobs == directories ? Open(blobs, options.ConnectAtOpen) : Open(blobs, directories, options.ConnectAtOpen);
+        var grpc = new Grpc.GrpcStoreOptions { ConnectAtOpen = options.ConnectAtOpen, TokenFile = options.TokenFile };
+        return blobs == directories ? Open(blobs, grpc) : Open(blobs, directories, grpc);
     }
 
     /// <summary>Opens one address serving both blobs and directories; a remote one is reached first with <paramref name="connectAtOpen"/>.</summary>
-    public static CastoreStore Open(string address, bool connectAtOpen = false)
+    public static CastoreStore Open(string address, bool connectAtOpen = false) =>
+        Open(address, connectAtOpen ? new Grpc.GrpcStoreOptions { ConnectAtOpen = true } : null);
+
+    /// <summary>Opens blobs from one address and directories from another.</summary>
+    public static CastoreStore Open(string blobAddress, string directoryAddress, bool connectAtOpen = false) =>
+        Open(blobAddress, directoryAddress, connectAtOpen ? new Grpc.GrpcStoreOptions { ConnectAtOpen = true } : null);
+
+    private static CastoreStore Open(string address, Grpc.GrpcStoreOptions? grpc)
     {
         var parsed = StoreAddress.Parse(address);
         switch (parsed.Kind)
@@ -76,18 +87,17 @@ public sealed class CastoreStore : IAsyncDisposable
                 var local = LocalStore.Open(parsed.Path!);
                 return new CastoreStore(local.Blobs, local.Directories, parsed.Display) { Local = local };
             default:
-                return Grpc.GrpcCastore.Open(address, connectAtOpen ? new Grpc.GrpcStoreOptions { ConnectAtOpen = true } : null);
+                return Grpc.GrpcCastore.Open(address, grpc);
         }
     }
 
-    /// <summary>Opens blobs from one address and directories from another.</summary>
-    public static CastoreStore Open(string blobAddress, string directoryAddress, bool connectAtOpen = false)
+    private static CastoreStore Open(string blobAddress, string directoryAddress, Grpc.GrpcStoreOptions? grpc)
     {
-        var blobStore = Open(blobAddress, connectAtOpen);
+        var blobStore = Open(blobAddress, grpc);
         CastoreStore directoryStore;
         try
         {
-            directoryStore = Open(directoryAddress, connectAtOpen);
+            directoryStore = Open(directoryAddress, grpc);
         }
         catch
         {

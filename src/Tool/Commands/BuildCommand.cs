@@ -222,6 +222,7 @@ internal static class BuildCommand
                         Rebuild = parse.GetValue(_rebuild),
                         Timeout = timeout,
                         Log = log,
+                        TokenFile = StoreSelection.TokenFile(parse),
                     });
                     return new Selected(remote, remote);
                 }

@@ -37,11 +37,27 @@ internal static class StoreSelection
         Recursive = true,
     };
 
+    /// <summary>The client's token; named apart from <c>serve --token-file</c>, the token a server requires.</summary>
+    public static readonly Option<string?> GrpcTokenFile = new("--grpc-token-file")
+    {
+        Description = "Send 'authorization: Bearer TOKEN' to gRPC stores and builders (--builder), TOKEN being this file's content " +
+                      $"(surrounding whitespace ignored). An address's own ?token-file= wins; without either, ${GrpcChannels.TokenFileVariable} names the file.",
+        Recursive = true,
+        HelpName = "FILE",
+    };
+
     public static StoreOptions Options(ParseResult parse) =>
         new(parse.GetValue(Store), parse.GetValue(BlobServiceAddress), parse.GetValue(DirectoryServiceAddress))
         {
             ConnectAtOpen = !parse.GetValue(Offline),
+            TokenFile = TokenFile(parse),
         };
+
+    /// <summary>The absolute path of <c>--grpc-token-file</c>, if given.</summary>
+    public static string? TokenFile(ParseResult parse) =>
+        parse.GetValue(GrpcTokenFile) is { } file
+            ? file.Length > 0 && !file.Contains('\0') ? Path.GetFullPath(file) : throw new UsageException("--grpc-token-file needs a file name")
+            : null;
 
     /// <summary>
     /// Opens the selected store. A malformed address is a usage error; a remote store is reached first (so that an
