@@ -13,17 +13,23 @@ internal static class Program
             return exitCode;
         }
 
+        return ToolConsole.Invoke(CreateRoot(CommandCatalog.For(args)), args);
+    }
+
+    /// <summary>The root command with the store options and <paramref name="commands"/> under it.</summary>
+    internal static RootCommand CreateRoot(IEnumerable<Command> commands)
+    {
         var root = new RootCommand(
             "tvix-fuse-build: run tvix/snix BuildRequests over lazily mounted castore inputs in a namespace sandbox.");
         root.Options.Add(StoreSelection.Store);
         root.Options.Add(StoreSelection.BlobServiceAddress);
         root.Options.Add(StoreSelection.DirectoryServiceAddress);
         root.Options.Add(StoreSelection.Offline);
-        foreach (var command in CommandCatalog.All())
+        foreach (var command in commands)
         {
             root.Subcommands.Add(command);
         }
 
-        return ToolConsole.Invoke(root, args);
+        return root;
     }
 }
