@@ -13,6 +13,12 @@ internal static class Program
             return exitCode;
         }
 
+        return ToolConsole.Invoke(CreateRoot(CommandCatalog.For(args)), args);
+    }
+
+    /// <summary>The root command with the store options and <paramref name="commands"/> under it.</summary>
+    internal static RootCommand CreateRoot(IEnumerable<Command> commands)
+    {
         var root = new RootCommand(
             "tvix-fuse-build: run tvix/snix BuildRequests over lazily mounted castore inputs in a namespace sandbox.");
         root.Options.Add(StoreSelection.Store);
@@ -20,11 +26,11 @@ internal static class Program
         root.Options.Add(StoreSelection.DirectoryServiceAddress);
         root.Options.Add(StoreSelection.Offline);
         root.Options.Add(StoreSelection.GrpcTokenFile);
-        foreach (var command in CommandCatalog.All())
+        foreach (var command in commands)
         {
             root.Subcommands.Add(command);
         }
 
-        return ToolConsole.Invoke(root, args);
+        return root;
     }
 }

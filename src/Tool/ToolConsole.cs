@@ -63,6 +63,19 @@ internal static class ToolConsole
             return Report(e);
         }
 
+        // Help, --version and the completion directive print and return: no signal handling, no pool thread to start.
+        if (parse.Action is { } action && !ReferenceEquals(action, parse.CommandResult.Command.Action))
+        {
+            try
+            {
+                return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+            }
+            catch (Exception e)
+            {
+                return Report(e);
+            }
+        }
+
         using var termination = new Termination();
         s_termination = termination;
         var configuration = new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };
