@@ -36,8 +36,12 @@ public sealed class NativeTool : IDisposable
 
         Assert.True(File.Exists(published), $"{Variable} names no file: {published}");
         string from = Path.GetDirectoryName(Path.GetFullPath(published))!;
-        // NativeAOT: no managed assemblies next to it (a framework-dependent build has TvixFuseBuild.Tool.dll there).
+        // NativeAOT: no managed assemblies next to it (a framework-dependent build has TvixFuseBuild.Tool.dll there), nor
+        // what the referenced projects would bring (the Sandbox Exe's apphost, runtimeconfig and deps files, symbols).
         Assert.Empty(Directory.GetFiles(from, "*.dll"));
+        Assert.Empty(Directory.GetFiles(from, "*.json"));
+        Assert.Empty(Directory.GetFiles(from, "*.pdb"));
+        Assert.False(File.Exists(Path.Combine(from, "TvixFuseBuild.Sandbox")), "the Sandbox project's apphost is next to the native tool");
 
         File.SetUnixFileMode(_directory, (UnixFileMode)0x1ED);
         Executable = Path.Combine(_directory, "tvix-fuse-build");
@@ -412,9 +416,10 @@ public sealed class NativeToolTests : IClassFixture<NativeTool>, IDisposable
         // Without the token, or without trusting the test CA: refused, saying why, and no build ran.
         var noToken = Native(["build", "--rebuild", "--builder", trusted, request]);
         Assert.Equal(1, noToken.ExitCode);
-        Assert.Contains("token", noToken.Stderr);
+        Assert.Contains("unauthenticated (no bearer token", noToken.Stderr);
         var untrusted = Native(["build", "--rebuild", "--builder", $"grpc+https://localhost:{port}?token-file={token}", request]);
         Assert.Equal(1, untrusted.ExitCode);
+        Assert.Contains("certificate", untrusted.Stderr);
         Assert.DoesNotContain("   at ", noToken.Stderr + untrusted.Stderr);
 
         string log = await StopAsync(served);
