@@ -215,8 +215,8 @@ public static class BuildGrpcServices
 {
     /// <summary>Hosts <paramref name="builds"/> under <c>tvix.build.v1</c> and <c>snix.build.v1</c>.</summary>
     public static GrpcServer AddBuildService(this GrpcServer server, BuildGrpcService builds) => server
-        .AddService(new TvixBuildService(builds))
-        .AddService(new SnixBuildService(builds));
+        .AddService(new TvixBuildService(builds), TvixBuild.BuildService.Descriptor)
+        .AddService(new SnixBuildService(builds), SnixBuild.BuildService.Descriptor);
 }
 
 internal sealed class TvixBuildService(BuildGrpcService builds) : TvixBuild.BuildService.BuildServiceBase

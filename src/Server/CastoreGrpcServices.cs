@@ -14,10 +14,10 @@ public static class CastoreGrpcServices
 {
     /// <summary>Hosts BlobService and DirectoryService over <paramref name="blobs"/> and <paramref name="directories"/>, under <c>tvix.castore.v1</c> and <c>snix.castore.v1</c>.</summary>
     public static GrpcServer AddCastore(this GrpcServer server, BlobGrpcService blobs, DirectoryGrpcService directories) => server
-        .AddService(new TvixBlobService(blobs))
-        .AddService(new SnixBlobService(blobs))
-        .AddService(new TvixDirectoryService(directories))
-        .AddService(new SnixDirectoryService(directories));
+        .AddService(new TvixBlobService(blobs), TvixV1.BlobService.Descriptor)
+        .AddService(new SnixBlobService(blobs), SnixV1.BlobService.Descriptor)
+        .AddService(new TvixDirectoryService(directories), TvixV1.DirectoryService.Descriptor)
+        .AddService(new SnixDirectoryService(directories), SnixV1.DirectoryService.Descriptor);
 
     public static GrpcServer AddCastore(this GrpcServer server, IBlobService blobs, IDirectoryService directories) =>
         server.AddCastore(new BlobGrpcService(blobs), new DirectoryGrpcService(directories));

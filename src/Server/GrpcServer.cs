@@ -1,7 +1,10 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Security.Authentication;
 using Grpc.AspNetCore.Server;
 using Grpc.Health.V1;
 using Grpc.HealthCheck;
+using Grpc.Reflection;
+using Grpc.Reflection.V1Alpha;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -12,6 +15,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using ServiceDescriptor = Google.Protobuf.Reflection.ServiceDescriptor;
 using ServingStatus = Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus;
 
 namespace TvixFuseBuild.Server;
@@ -35,6 +39,7 @@ public sealed class GrpcServer : IAsyncDisposable
     private readonly List<GrpcListenAddress> _listen = [];
     private readonly List<Action<IServiceCollection>> _register = [];
     private readonly List<Action<IEndpointRouteBuilder>> _map = [];
+    private readonly List<ServiceDescriptor> _descriptors = [Health.Descriptor, ServerReflection.Descriptor];
     private readonly HealthServiceImpl _health = new();
     private readonly CancellationTokenSource _stopping = new();
     private WebApplication? _app;
@@ -59,13 +64,21 @@ public sealed class GrpcServer : IAsyncDisposable
         return this;
     }
 
-    /// <summary>Hosts <paramref name="service"/>, an implementation of a Grpc.Tools-generated service base.</summary>
-    public GrpcServer AddService<TService>(TService service)
+    /// <summary>
+    /// Hosts <paramref name="service"/>, an implementation of a Grpc.Tools-generated service base; server reflection
+    /// describes it if given its <paramref name="descriptor"/> (the generated class's static <c>Descriptor</c>).
+    /// </summary>
+    public GrpcServer AddService<[DynamicallyAccessedMembers(GrpcServiceMembers)] TService>(TService service, ServiceDescriptor? descriptor = null)
         where TService : class
     {
         EnsureConfiguring();
         _register.Add(services => services.AddSingleton(service));
         _map.Add(endpoints => endpoints.MapGrpcService<TService>());
+        if (descriptor is not null)
+        {
+            _descriptors.Add(descriptor);
+        }
+
         return this;
     }
 
@@ -100,7 +113,9 @@ public sealed class GrpcServer : IAsyncDisposable
             grpc.MaxSendMessageSize = null;
             grpc.Interceptors.Add<ServerInterceptor>();
         });
-        builder.Services.AddGrpcReflection();
+        // Grpc.AspNetCore.Server.Reflection's AddGrpcReflection finds each service's descriptor by reflection (not
+        // trim-safe, so not in the NativeAOT tool); the descriptors are given to AddService instead.
+        builder.Services.AddSingleton(new ReflectionServiceImpl(_descriptors));
         builder.Services.AddSingleton(new StoppableHealthService(_health, _stopping.Token));
         foreach (var register in _register)
         {
@@ -141,7 +156,7 @@ public sealed class GrpcServer : IAsyncDisposable
         }
 
         app.MapGrpcService<StoppableHealthService>();
-        app.MapGrpcReflectionService();
+        app.MapGrpcService<ReflectionServiceImpl>();
         _serviceNames = [.. ((IEndpointRouteBuilder)app).DataSources
             .SelectMany(d => d.Endpoints)
             .Select(e => e.Metadata.GetMetadata<GrpcMethodMetadata>()?.Method.ServiceName)
@@ -238,6 +253,10 @@ public sealed class GrpcServer : IAsyncDisposable
             }
         });
     }
+
+    /// <summary>What grpc-dotnet's <c>MapGrpcService</c> needs kept of a service type (its constructors and methods, found by reflection).</summary>
+    private const DynamicallyAccessedMemberTypes GrpcServiceMembers =
+        DynamicallyAccessedMemberTypes.PublicConstructors | DynamicallyAccessedMemberTypes.PublicMethods | DynamicallyAccessedMemberTypes.NonPublicMethods;
 
     private void EnsureConfiguring()
     {

@@ -1,44 +1,44 @@
 using System.Diagnostics;
 using System.Security.Cryptography.X509Certificates;
-using TvixFuseBuild.Build.Tests.Grpc;
 
 namespace TvixFuseBuild.Server.Tests;
 
 /// <summary>
 /// A test PKI made with openssl: a CA, a server certificate for localhost and 127.0.0.1 signed by it, a client
 /// certificate signed by it, and a client certificate signed by another CA. PEM files in a temporary directory.
+/// Also used by tests/Tool.Tests (the NativeAOT tool's serve with TLS).
 /// </summary>
 internal sealed class TestCertificates : IDisposable
 {
-    private readonly GrpcTempDirectory _temp = new();
+    private readonly string _directory = System.IO.Directory.CreateTempSubdirectory("tfb-pki-").FullName;
 
     private TestCertificates()
     {
     }
 
-    public string CaCertificate => _temp.File("ca.pem");
+    public string CaCertificate => PathOf("ca.pem");
 
-    public string ServerCertificate => _temp.File("server.pem");
+    public string ServerCertificate => PathOf("server.pem");
 
-    public string ServerKey => _temp.File("server.key");
+    public string ServerKey => PathOf("server.key");
 
-    public string ClientCertificate => _temp.File("client.pem");
+    public string ClientCertificate => PathOf("client.pem");
 
-    public string ClientKey => _temp.File("client.key");
+    public string ClientKey => PathOf("client.key");
 
-    public string StrangerCertificate => _temp.File("stranger.pem");
+    public string StrangerCertificate => PathOf("stranger.pem");
 
-    public string StrangerKey => _temp.File("stranger.key");
+    public string StrangerKey => PathOf("stranger.key");
 
-    public string Directory => _temp.Path;
+    public string Directory => _directory;
 
     public static TestCertificates Create()
     {
         var pki = new TestCertificates();
         try
         {
-            File.WriteAllText(pki._temp.File("server.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
-            File.WriteAllText(pki._temp.File("client.ext"), "extendedKeyUsage=clientAuth\n");
+            File.WriteAllText(pki.PathOf("server.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+            File.WriteAllText(pki.PathOf("client.ext"), "extendedKeyUsage=clientAuth\n");
             pki.OpenSsl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=tvix-fuse-build-test-ca");
             pki.OpenSsl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout other-ca.key -out other-ca.pem -days 2 -subj /CN=some-other-ca");
             pki.Issue("server", "localhost", "ca", "server.ext");
@@ -61,7 +61,9 @@ internal sealed class TestCertificates : IDisposable
         return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
     }
 
-    public void Dispose() => _temp.Dispose();
+    public void Dispose() => System.IO.Directory.Delete(_directory, recursive: true);
+
+    private string PathOf(string name) => Path.Combine(_directory, name);
 
     private void Issue(string name, string commonName, string ca, string extensions)
     {
@@ -75,7 +77,7 @@ internal sealed class TestCertificates : IDisposable
         Assert.True(File.Exists(OpenSslPath), $"{OpenSslPath} is missing: the TLS tests need Debian's openssl (run scripts/setup)");
         var psi = new ProcessStartInfo(OpenSslPath)
         {
-            WorkingDirectory = _temp.Path,
+            WorkingDirectory = _directory,
             RedirectStandardError = true,
             RedirectStandardOutput = true,
         };

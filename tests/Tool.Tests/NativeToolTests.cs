@@ -2,7 +2,14 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Health.V1;
+using Grpc.Reflection.V1Alpha;
+using TvixFuseBuild.Castore.Grpc;
+using TvixFuseBuild.Server.Tests;
+using ServingStatus = Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus;
 using TvixBuild = Tvix.Build.V1;
 
 namespace TvixFuseBuild.Tool.Tests;
@@ -29,8 +36,12 @@ public sealed class NativeTool : IDisposable
 
         Assert.True(File.Exists(published), $"{Variable} names no file: {published}");
         string from = Path.GetDirectoryName(Path.GetFullPath(published))!;
-        // NativeAOT: no managed assemblies next to it (a framework-dependent build has TvixFuseBuild.Tool.dll there).
+        // NativeAOT: no managed assemblies next to it (a framework-dependent build has TvixFuseBuild.Tool.dll there), nor
+        // what the referenced projects would bring (the Sandbox Exe's apphost, runtimeconfig and deps files, symbols).
         Assert.Empty(Directory.GetFiles(from, "*.dll"));
+        Assert.Empty(Directory.GetFiles(from, "*.json"));
+        Assert.Empty(Directory.GetFiles(from, "*.pdb"));
+        Assert.False(File.Exists(Path.Combine(from, "TvixFuseBuild.Sandbox")), "the Sandbox project's apphost is next to the native tool");
 
         File.SetUnixFileMode(_directory, (UnixFileMode)0x1ED);
         Executable = Path.Combine(_directory, "tvix-fuse-build");
@@ -183,8 +194,8 @@ public sealed class NativeToolTests : IClassFixture<NativeTool>, IDisposable
         Ok(Native(["root", "remove", "kept"]));
     }
 
-    [Fact]
-    public void BuildsRunInTheSandboxAndRepeatsComeFromTheResultCache()
+    /// <summary>busybox (with sh, mkdir and echo) in a host directory named as a store path.</summary>
+    private string Busybox()
     {
         string busybox = Path.Combine(_temp, BusyboxName);
         Directory.CreateDirectory(Path.Combine(busybox, "bin"));
@@ -194,9 +205,14 @@ public sealed class NativeToolTests : IClassFixture<NativeTool>, IDisposable
             File.CreateSymbolicLink(Path.Combine(busybox, "bin", applet), "busybox");
         }
 
-        var input = JsonNode.Parse(Ok(Native(["import", "--json", busybox])).Stdout)!.AsArray()[0]!;
+        return busybox;
+    }
+
+    /// <summary>A BuildRequest (JSON) over <paramref name="input"/> whose output refers to the input.</summary>
+    private static JsonObject Request(JsonNode input)
+    {
         static string Base64(string text) => Convert.ToBase64String(Encoding.UTF8.GetBytes(text));
-        var request = new JsonObject
+        return new JsonObject
         {
             ["inputs"] = new JsonArray(input.DeepClone()),
             ["commandArgs"] = new JsonArray($"/nix/store/{BusyboxName}/bin/sh", "-c", $"echo building; mkdir $out; echo /nix/store/{BusyboxName} > $out/ref"),
@@ -209,6 +225,14 @@ public sealed class NativeToolTests : IClassFixture<NativeTool>, IDisposable
                 new JsonObject { ["key"] = "out", ["value"] = Base64("/" + OutPath) }),
             ["refscanNeedles"] = new JsonArray("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"),
         };
+    }
+
+    [Fact]
+    public void BuildsRunInTheSandboxAndRepeatsComeFromTheResultCache()
+    {
+        string busybox = Busybox();
+        var input = JsonNode.Parse(Ok(Native(["import", "--json", busybox])).Stdout)!.AsArray()[0]!;
+        var request = Request(input);
         string file = Path.Combine(_temp, "request.json");
         File.WriteAllText(file, request.ToJsonString());
 
@@ -238,30 +262,168 @@ public sealed class NativeToolTests : IClassFixture<NativeTool>, IDisposable
         Assert.StartsWith("out\t", run.Stdout, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public async Task ServeAnswersTheClientAndStopsOnSigterm()
+    /// <summary>A running native <c>serve</c>: its process, what it printed after the ready line, and its TMPDIR.</summary>
+    private sealed class Served(Process process, string address, Task<string> stderr, string tmp)
     {
-        string tree = Tree();
-        string store = Path.Combine(_temp, "served");
-        string digest = Digest(Ok(Native(["--store", "local://" + store, "import", "--json", tree])).Stdout);
-        string socket = Path.Combine(_temp, "serve.sock");
+        public Process Process => process;
 
-        var server = ToolProcess.Start(["--store", "local://" + store, "serve", "--listen", "unix:" + socket], EnvironmentFor("native"), executable: _native.Executable);
+        /// <summary>As serve prints it: <c>unix:/PATH</c> or <c>127.0.0.1:PORT</c>.</summary>
+        public string Address => address;
+
+        public Task<string> Stderr => stderr;
+
+        public string Tmp => tmp;
+    }
+
+    private async Task<Served> ServeAsync(string name, params string[] arguments)
+    {
+        var environment = EnvironmentFor(name);
+        string tmp = Directory.CreateDirectory(Path.Combine(_temp, name + "-tmp")).FullName;
+        File.SetUnixFileMode(tmp, (UnixFileMode)0x1ED);
+        environment["TMPDIR"] = tmp; // the build directories: seen empty once serve is gone
+        var server = ToolProcess.Start(["--store", "local://" + Path.Combine(_temp, name + "-store"), "serve", .. arguments], environment, executable: _native.Executable);
         _processes.Add(server);
         var stderr = server.StandardError.ReadToEndAsync();
-        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60)))
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        string? line = await server.StandardOutput.ReadLineAsync(timeout.Token);
+        Assert.True(line?.StartsWith("listening on ", StringComparison.Ordinal) == true, $"serve did not start: {line}; {(server.HasExited ? await stderr : "")}");
+        return new Served(server, line!["listening on ".Length..], stderr, tmp);
+    }
+
+    /// <summary>SIGTERM: exit 143 after the graceful stop, saying why; no build directory, mount or child left.</summary>
+    private async Task<string> StopAsync(Served served)
+    {
+        Assert.Equal(0, ToolProcess.Signal(served.Process.Id, 15));
+        Assert.True(served.Process.WaitForExit(TimeSpan.FromSeconds(60)), "serve did not stop on SIGTERM");
+        string stderr = await served.Stderr;
+        Assert.True(served.Process.ExitCode == 143, stderr); // 128 + SIGTERM
+        Assert.Contains("SIGTERM", stderr);
+        Assert.Empty(Directory.EnumerateFiles(served.Tmp, "*", SearchOption.AllDirectories));
+        string builds = Path.Combine(served.Tmp, "tvix-fuse-builds-0");
+        Assert.False(Directory.Exists(builds) && Directory.EnumerateFileSystemEntries(builds).Any(), "a build directory is left behind");
+        Assert.DoesNotContain(_temp, File.ReadAllText("/proc/self/mountinfo"));
+        foreach (string pid in Directory.EnumerateDirectories("/proc").Select(Path.GetFileName).Where(n => n!.All(char.IsAsciiDigit))!)
         {
-            Assert.Equal($"listening on unix:{socket}", await server.StandardOutput.ReadLineAsync(timeout.Token));
+            try
+            {
+                string cmdline = File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ');
+                Assert.False(cmdline.Contains(served.Tmp, StringComparison.Ordinal) || cmdline.Contains(_native.Executable, StringComparison.Ordinal), $"process {pid} is left behind: {cmdline}");
+            }
+            catch (IOException)
+            {
+            }
         }
 
-        // The framework-dependent tool as the client.
-        var ls = Ok(Jit(["--store", "grpc+unix://" + socket, "ls", digest]));
-        Assert.Equal(Ok(Native(["--store", "local://" + store, "ls", digest])).Stdout, ls.Stdout);
+        return stderr;
+    }
 
-        Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
-        Assert.True(server.WaitForExit(TimeSpan.FromSeconds(60)), "serve did not stop on SIGTERM");
-        Assert.True(server.ExitCode == 143, await stderr); // 128 + SIGTERM, after the graceful stop
-        Assert.Contains("SIGTERM", await stderr);
+    [Fact]
+    public async Task ServeIsACastoreOverAUnixSocketWithATokenAndStopsOnSigterm()
+    {
+        string tree = Tree();
+        string token = Path.Combine(_temp, "token");
+        File.WriteAllText(token, "unix-socket-token\n");
+        string socket = Path.Combine(_temp, "serve.sock");
+        var served = await ServeAsync("served", "--listen", "unix:" + socket, "--token-file", token);
+        Assert.Equal("unix:" + socket, served.Address);
+        string store = $"grpc+unix://{socket}?token-file={token}";
+
+        // Up and back with the native tool as the client: import into the served store, export from it.
+        string digest = Digest(Ok(Native(["--store", store, "import", "--json", tree])).Stdout);
+        string exported = Path.Combine(_temp, "exported");
+        Ok(Native(["--store", store, "export", digest, exported]));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(tree, "sub", "data")), File.ReadAllBytes(Path.Combine(exported, "sub", "data")));
+        Assert.Equal(File.ReadAllText(Path.Combine(tree, "hello")), File.ReadAllText(Path.Combine(exported, "hello")));
+        Assert.Equal("sub/data", new FileInfo(Path.Combine(exported, "link")).LinkTarget);
+
+        // The framework-dependent tool as the client (the token from the environment) sees the same tree.
+        var jit = ToolProcess.Run(["--store", "grpc+unix://" + socket, "ls", digest], new Dictionary<string, string>(EnvironmentFor("jit")) { [GrpcChannels.TokenFileVariable] = token });
+        Assert.True(jit.ExitCode == 0, jit.Stderr);
+        Assert.Equal(Ok(Native(["--store", store, "ls", digest])).Stdout, jit.Stdout);
+
+        // Without the token: refused, saying so.
+        var refused = Native(["--store", "grpc+unix://" + socket, "ls", digest]);
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains("token", refused.Stderr);
+        Assert.DoesNotContain("   at ", refused.Stderr);
+
+        await StopAsync(served);
+        Assert.False(File.Exists(socket), "serve left its socket behind");
+    }
+
+    /// <summary>
+    /// serve as a builder on TCP with TLS (a test CA made with openssl) and a bearer token: the health service and
+    /// reflection answer without the token; the native tool builds on it with <c>build --builder</c> and gets what a
+    /// local build gives; without the token or without trusting the CA it is refused, saying why.
+    /// </summary>
+    [Fact]
+    public async Task ServeWithTlsAndATokenTakesRemoteBuildsFromTheNativeTool()
+    {
+        using var pki = TestCertificates.Create();
+        string token = Path.Combine(_temp, "token");
+        File.WriteAllText(token, "tls-builder-token\n");
+        var input = JsonNode.Parse(Ok(Native(["import", "--json", Busybox()])).Stdout)!.AsArray()[0]!;
+        string request = Path.Combine(_temp, "request.json");
+        File.WriteAllText(request, Request(input).ToJsonString());
+
+        var served = await ServeAsync(
+            "builder", "--listen", "127.0.0.1:0", "--tls-cert", pki.ServerCertificate, "--tls-key", pki.ServerKey, "--token-file", token, "--verbose");
+        int port = int.Parse(served.Address.Split(':')[^1], System.Globalization.CultureInfo.InvariantCulture);
+        string trusted = $"grpc+https://localhost:{port}?ca={pki.CaCertificate}";
+
+        // Over TLS: health answers without the token (for orchestrators' probes), reflection with it.
+        using (var channel = GrpcChannels.Create(GrpcEndpoint.Parse(trusted)))
+        {
+            var deadline = DateTime.UtcNow.AddMinutes(1);
+            var health = new Health.HealthClient(channel);
+            Assert.Equal(ServingStatus.Serving, (await health.CheckAsync(new HealthCheckRequest(), deadline: deadline)).Status);
+            Assert.Equal(ServingStatus.Serving, (await health.CheckAsync(new HealthCheckRequest { Service = "tvix.build.v1.BuildService" }, deadline: deadline)).Status);
+
+            var reflection = new ServerReflection.ServerReflectionClient(channel);
+            using (var anonymous = reflection.ServerReflectionInfo(deadline: deadline))
+            {
+                // Refused before any request is read.
+                var refused = await Assert.ThrowsAsync<RpcException>(() => anonymous.ResponseStream.MoveNext());
+                Assert.Equal(StatusCode.Unauthenticated, refused.StatusCode);
+            }
+
+            var bearer = new Metadata { { "authorization", "Bearer tls-builder-token" } };
+            using var call = reflection.ServerReflectionInfo(bearer, deadline: deadline);
+            await call.RequestStream.WriteAsync(new ServerReflectionRequest { ListServices = "" });
+            Assert.True(await call.ResponseStream.MoveNext());
+            var listed = call.ResponseStream.Current.ListServicesResponse.Service.Select(s => s.Name).ToHashSet();
+            await call.RequestStream.WriteAsync(new ServerReflectionRequest { FileContainingSymbol = "tvix.build.v1.BuildService" });
+            Assert.True(await call.ResponseStream.MoveNext());
+            var files = call.ResponseStream.Current.FileDescriptorResponse.FileDescriptorProto
+                .Select(b => Google.Protobuf.Reflection.FileDescriptorProto.Parser.ParseFrom(b)).ToList();
+            await call.RequestStream.CompleteAsync();
+            Assert.Superset(
+                new HashSet<string>([
+                    "tvix.castore.v1.BlobService", "tvix.castore.v1.DirectoryService", "snix.castore.v1.BlobService", "snix.castore.v1.DirectoryService",
+                    "tvix.build.v1.BuildService", "snix.build.v1.BuildService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]),
+                listed);
+            Assert.Contains(files, f => f.Package == "tvix.build.v1" && f.Service.Any(s => s.Name == "BuildService" && s.Method.Single().Name == "DoBuild"));
+        }
+
+        // A remote build from the native tool answers as a local one does; its output comes back into the local store.
+        var remote = Ok(Native(["build", "--builder", $"{trusted}&token-file={token}", request]));
+        Assert.Matches(@"uploaded [1-9]\d* blobs? \(\d+ bytes\), [1-9]\d* director", remote.Stderr);
+        var local = Ok(Native(["build", "--rebuild", "--quiet", request]));
+        Assert.Equal(local.Stdout, remote.Stdout);
+        string output = "blake3-" + JsonParser.Default.Parse<TvixBuild.Build>(remote.Stdout).Outputs.Single().Directory.Digest.ToBase64();
+        Assert.Equal($"/nix/store/{BusyboxName}\n", Ok(Native(["--offline", "cat", output + "/ref"])).Stdout);
+
+        // Without the token, or without trusting the test CA: refused, saying why, and no build ran.
+        var noToken = Native(["build", "--rebuild", "--builder", trusted, request]);
+        Assert.Equal(1, noToken.ExitCode);
+        Assert.Contains("unauthenticated (no bearer token", noToken.Stderr);
+        var untrusted = Native(["build", "--rebuild", "--builder", $"grpc+https://localhost:{port}?token-file={token}", request]);
+        Assert.Equal(1, untrusted.ExitCode);
+        Assert.Contains("certificate", untrusted.Stderr);
+        Assert.DoesNotContain("   at ", noToken.Stderr + untrusted.Stderr);
+
+        string log = await StopAsync(served);
+        Assert.Single(Regex.Matches(log, ": accepted "));
     }
 
     [Fact]

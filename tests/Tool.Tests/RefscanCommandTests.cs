@@ -124,9 +124,15 @@ public sealed class RefscanCommandTests : IDisposable
     }
 }
 
-/// <summary>The scanner picks its code by instruction set; the runtime's switches let one machine run each path.</summary>
+/// <summary>
+/// The scanner picks its code by instruction set; the runtime's switches let one machine run each path. These run the
+/// framework-dependent tool always, also with <c>TVIX_FUSE_BUILD_TESTS_NATIVE=1</c>: the switches (DOTNET_EnableAVX2...)
+/// and the JIT's summary that proves which loop ran exist only where there is a JIT, and the NativeAOT tool has none.
+/// </summary>
 public sealed class RefscanInstructionSetTests : IDisposable
 {
+    private static string Tool => ToolProcess.FrameworkDependentExecutable;
+
     private readonly string _dir = Directory.CreateTempSubdirectory("tvix-fuse-build-test-").FullName;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
@@ -160,10 +166,10 @@ public sealed class RefscanInstructionSetTests : IDisposable
         }
 
         string needlesFile = Path.Combine(_dir, "needles"), tree = Path.Combine(_dir, "tree");
-        var normal = ToolProcess.Run(["refscan", "--needles", needlesFile, tree]);
+        var normal = ToolProcess.Run(["refscan", "--needles", needlesFile, tree], executable: Tool);
         Assert.True(normal.ExitCode == 0, normal.Stderr);
         Assert.NotEqual($"{tree}:\n", normal.Stdout);
-        var general = ToolProcess.Run(["refscan", "--needles", needlesFile, "--engine", "general", tree]);
+        var general = ToolProcess.Run(["refscan", "--needles", needlesFile, "--engine", "general", tree], executable: Tool);
         Assert.Equal(normal.Stdout, general.Stdout);
         // The JIT's summary of what it compiled proves which loop ran; precompiled code is turned off for it, since the
         // loops for AVX2 and below are precompiled (Build.csproj) and would not show up.
@@ -173,7 +179,8 @@ public sealed class RefscanInstructionSetTests : IDisposable
             environment: new Dictionary<string, string>
             {
                 [switchOff] = "0", ["DOTNET_ReadyToRun"] = "0", ["DOTNET_JitDisasmSummary"] = "1", ["DOTNET_JitStdOutFile"] = summary,
-            });
+            },
+            executable: Tool);
         Assert.True(reduced.ExitCode == 0, reduced.Stderr);
         Assert.Equal(normal.Stdout, reduced.Stdout);
         string compiled = File.ReadAllText(summary);

@@ -46,6 +46,15 @@ internal static partial class ToolProcess
                 return native;
             }
 
+            return FrameworkDependentExecutable;
+        }
+    }
+
+    /// <summary>The framework-dependent tool built next to the tests, whatever <c>TVIX_FUSE_BUILD_TESTS_NATIVE</c> says.</summary>
+    public static string FrameworkDependentExecutable
+    {
+        get
+        {
             string path = Path.Combine(AppContext.BaseDirectory, "TvixFuseBuild.Tool");
             Assert.True(File.Exists(path), $"the tool was not built next to the tests: {path}");
             return path;

@@ -398,7 +398,12 @@ public static class GrpcChannels
 
             bool[] healthy = await Task.WhenAll(candidates.Select(c => IsServingAsync(c.Probe, cancellationToken))).ConfigureAwait(false);
             var serving = candidates.Where((_, i) => healthy[i]).Select(c => c.Address).ToList();
-            Listener(ResolverResult.ForResult(serving.Count > 0 ? serving : candidates.Select(c => c.Address).ToList()));
+            var addresses = serving.Count > 0 ? serving : candidates.Select(c => c.Address).ToList();
+
+            // In random order: a process that makes one call (a CLI build) gets the backend that the balancer reports
+            // ready first, which is the same one (the last listed) for every process started with the same list.
+            Random.Shared.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(addresses));
+            Listener(ResolverResult.ForResult(addresses));
         }
 
         private async Task<bool> IsServingAsync(GrpcEndpoint endpoint, CancellationToken cancellationToken)
