@@ -25,7 +25,8 @@ internal sealed class BuildBench : IBenchScenario
         var environment = new Dictionary<string, string> { ["XDG_DATA_HOME"] = Path.Combine(root, "data"), ["CI"] = "true" };
 
         string nodesFile = Path.Combine(root, "nodes.json");
-        Measure.Process("dotnet", [BenchData.Tool, "--store", store, "import", "--json", .. tree.Names.Select(n => Path.Combine(tree.Inputs, n))], nodesFile);
+        var (importer, import) = BenchData.ToolCommand(BenchData.NativeTool is not null, ["--store", store, "import", "--json", .. tree.Names.Select(n => Path.Combine(tree.Inputs, n))]);
+        Measure.Process(importer, import, nodesFile);
         var nodes = JsonNode.Parse(File.ReadAllText(nodesFile))!.AsArray()
             .OrderBy(n => NodeName(n!), StringComparer.Ordinal).Select(n => n!.DeepClone()).ToArray();
         var request = new JsonObject
@@ -40,39 +41,63 @@ internal sealed class BuildBench : IBenchScenario
         string requestFile = Path.Combine(root, "request.json");
         File.WriteAllText(requestFile, request.ToJsonString());
 
-        string[] build = [BenchData.Tool, "--store", store, "build", "--quiet", "--out", Path.Combine(root, "reply.json"), requestFile];
-        double Ours() => Measure.Process("dotnet", [.. build[..^1], "--rebuild", requestFile], environment: environment);
-        double Cached() => Measure.Process("dotnet", build, environment: environment);
+        string[] build = ["--store", store, "build", "--quiet", "--out", Path.Combine(root, "reply.json"), requestFile];
+        double Tool(bool native, string[] arguments)
+        {
+            var (program, args) = BenchData.ToolCommand(native, arguments);
+            return Measure.Process(program, args, environment: environment);
+        }
+
+        // The NativeAOT tool when scripts/bench published it, and the framework-dependent one next to it.
+        bool[] variants = BenchData.NativeTool is null ? [false] : [true, false];
+        double Ours(bool native) => Tool(native, [.. build[..^1], "--rebuild", requestFile]);
+        double Cached(bool native) => Tool(native, build);
         double Runc() => Measure.Process("runc", ["run", "--bundle", bundle, "tvix-bench-" + Guid.NewGuid().ToString("N")[..12]]);
         double Bwrap() => Measure.Process("bwrap", tree.BwrapArgumentList());
 
         // Warm-up: page cache, the result cache entry, runc's first run.
-        Ours();
-        Cached();
+        foreach (bool native in variants)
+        {
+            Ours(native);
+            Cached(native);
+        }
+
         Runc();
         Bwrap();
 
         int repetitions = context.Quick ? 3 : 11;
-        var ours = new List<double>();
-        var cached = new List<double>();
+        var ours = variants.ToDictionary(v => v, _ => new List<double>());
+        var cached = variants.ToDictionary(v => v, _ => new List<double>());
         var runc = new List<double>();
         var bwrap = new List<double>();
         for (int i = 0; i < repetitions; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            ours.Add(Ours());
+            foreach (bool native in variants)
+            {
+                ours[native].Add(Ours(native));
+            }
+
             runc.Add(Runc());
             bwrap.Add(Bwrap());
-            cached.Add(Cached());
+            foreach (bool native in variants)
+            {
+                cached[native].Add(Cached(native));
+            }
         }
 
-        double o = BenchData.Median(ours), c = BenchData.Median(cached), r = BenchData.Median(runc), b = BenchData.Median(bwrap);
-        return Task.FromResult<IReadOnlyList<BenchResult>>(
-        [
-            new BenchResult("busybox true over 10 inputs, whole process", Measure.Time(o), Measure.Time(r), "runc run", r / o, null, null),
-            new BenchResult("busybox true over 10 inputs, whole process", Measure.Time(o), Measure.Time(b), "bwrap", b / o, null, null),
-            new BenchResult("the same request again, from the result cache", Measure.Time(c), Measure.Time(r), "runc run", r / c, null, null),
-        ]);
+        double r = BenchData.Median(runc), b = BenchData.Median(bwrap);
+        var results = new List<BenchResult>();
+        foreach (bool native in variants)
+        {
+            string tool = native ? ", NativeAOT tool" : variants.Length > 1 ? ", framework-dependent tool" : "";
+            double o = BenchData.Median(ours[native]), c = BenchData.Median(cached[native]);
+            results.Add(new BenchResult($"busybox true over 10 inputs, whole process{tool}", Measure.Time(o), Measure.Time(r), "runc run", r / o, null, null));
+            results.Add(new BenchResult($"busybox true over 10 inputs, whole process{tool}", Measure.Time(o), Measure.Time(b), "bwrap", b / o, null, null));
+            results.Add(new BenchResult($"the same request again, from the result cache{tool}", Measure.Time(c), Measure.Time(r), "runc run", r / c, null, null));
+        }
+
+        return Task.FromResult<IReadOnlyList<BenchResult>>(results);
     }
 
     private static string NodeName(JsonNode node)

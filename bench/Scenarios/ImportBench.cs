@@ -59,6 +59,14 @@ internal static class BenchData
             ? tool
             : throw new InvalidOperationException("TVIX_FUSE_BUILD_TOOL is not set; run benchmarks through scripts/bench");
 
+    /// <summary>The NativeAOT tool, when scripts/bench published it (TVIX_FUSE_BUILD_NATIVE); null otherwise.</summary>
+    public static string? NativeTool =>
+        Environment.GetEnvironmentVariable("TVIX_FUSE_BUILD_NATIVE") is { Length: > 0 } native && File.Exists(native) ? native : null;
+
+    /// <summary>The program and arguments running the tool: the NativeAOT executable, or <c>dotnet</c> with the framework-dependent one.</summary>
+    public static (string Program, string[] Arguments) ToolCommand(bool native, params string[] arguments) =>
+        native ? (NativeTool ?? throw new InvalidOperationException("TVIX_FUSE_BUILD_NATIVE is not set"), arguments) : ("dotnet", [Tool, .. arguments]);
+
     public static void CopyTree(string source, string destination)
     {
         Measure.Process("cp", ["-a", source, destination]);

@@ -16,7 +16,8 @@ internal static class HostChecks
 
     public static void CheckConstraints(string? system, long minMemory)
     {
-        if (system is not null && !Systems.Contains(system, StringComparer.Ordinal))
+        // The host's own system needs no probe (the IA32 one starts a process: milliseconds on every build).
+        if (system is not null && system != OwnSystem && !Systems.Contains(system, StringComparer.Ordinal))
         {
             throw new SandboxRefusedException(
                 $"this host cannot build for system '{system}'; it runs {string.Join(", ", Systems)}");
@@ -48,6 +49,14 @@ internal static class HostChecks
     }
 
     private static string Mib(long bytes) => $"{bytes / (1024.0 * 1024):0} MiB";
+
+    private static string? OwnSystem => RuntimeInformation.OSArchitecture switch
+    {
+        Architecture.X64 => "x86_64-linux",
+        Architecture.Arm64 => "aarch64-linux",
+        Architecture.X86 => "i686-linux",
+        _ => null,
+    };
 
     private static string[] DetectSystems()
     {

@@ -6,10 +6,39 @@ using TvixFuseBuild.Castore.Stores;
 
 namespace TvixFuseBuild.Build.Nix;
 
-/// <summary>The local Nix store (<c>/nix/store</c>), through the <c>nix-store</c> command: queries, imports and GC roots.</summary>
-public sealed class LocalNixStore(string nixStore = "nix-store")
+/// <summary>
+/// The local Nix store (<c>/nix/store</c>): queries from Nix's database when it can be read directly (one process
+/// fewer per question; see <see cref="NixDatabase"/>), otherwise through <c>nix-store</c>; imports and GC roots
+/// always through <c>nix-store</c>.
+/// </summary>
+public sealed class LocalNixStore(string nixStore = "nix-store") : IDisposable
 {
     private const ulong ExportMagic = 0x4558494e;
+
+    private readonly Lazy<NixDatabase?> _database = new(() => nixStore == "nix-store" ? NixDatabase.TryOpen() : null);
+
+    /// <summary>A store that always asks nix-store (to compare the database's answers with it).</summary>
+    internal static LocalNixStore ProcessesOnly() => new("nix-store", database: false);
+
+    private LocalNixStore(string nixStore, bool database)
+        : this(nixStore)
+    {
+        if (!database)
+        {
+            _database = new((NixDatabase?)null);
+        }
+    }
+
+    /// <summary>Whether queries go to Nix's database rather than to nix-store processes.</summary>
+    internal bool ReadsDatabase => _database.Value is not null;
+
+    public void Dispose()
+    {
+        if (_database.IsValueCreated)
+        {
+            _database.Value?.Dispose();
+        }
+    }
 
     /// <summary>The paths among <paramref name="paths"/> that are not valid in the Nix store.</summary>
     public async Task<IReadOnlyList<string>> InvalidPathsAsync(IReadOnlyCollection<string> paths, CancellationToken cancellationToken)
@@ -19,6 +48,11 @@ public sealed class LocalNixStore(string nixStore = "nix-store")
             return [];
         }
 
+        if (_database.Value is { } database)
+        {
+            return database.InvalidPaths(paths);
+        }
+
         return Lines(await RunAsync(["--check-validity", "--print-invalid", .. paths], null, cancellationToken).ConfigureAwait(false));
     }
 
@@ -26,9 +60,24 @@ public sealed class LocalNixStore(string nixStore = "nix-store")
     public async Task<IReadOnlyList<string>> ClosureAsync(IReadOnlyCollection<string> paths, CancellationToken cancellationToken) =>
         paths.Count == 0 ? [] : Lines(await RunAsync(["--query", "--requisites", .. paths], null, cancellationToken).ConfigureAwait(false));
 
+    /// <summary>The closure of <paramref name="paths"/> (all valid) with the NAR hash of each path (<c>sha256:NIXBASE32</c>).</summary>
+    public async Task<(IReadOnlyList<string> Paths, IReadOnlyList<string> NarHashes)> ClosureWithHashesAsync(
+        IReadOnlyCollection<string> paths, CancellationToken cancellationToken)
+    {
+        if (paths.Count > 0 && _database.Value is { } database)
+        {
+            return database.Closure(paths);
+        }
+
+        var closure = await ClosureAsync(paths, cancellationToken).ConfigureAwait(false);
+        return (closure, await NarHashesAsync(closure, cancellationToken).ConfigureAwait(false));
+    }
+
     /// <summary>The store paths <paramref name="path"/> refers to, as registered in the Nix database.</summary>
     public async Task<IReadOnlyList<string>> ReferencesAsync(string path, CancellationToken cancellationToken) =>
-        Lines(await RunAsync(["--query", "--references", path], null, cancellationToken).ConfigureAwait(false));
+        _database.Value is { } database
+            ? database.References(path)
+            : Lines(await RunAsync(["--query", "--references", path], null, cancellationToken).ConfigureAwait(false));
 
     /// <summary>The NAR hash of each path (<c>sha256:NIXBASE32</c>), in order.</summary>
     public async Task<IReadOnlyList<string>> NarHashesAsync(IReadOnlyList<string> paths, CancellationToken cancellationToken)

@@ -53,7 +53,7 @@ internal static class DrvCommand
         common.AddTo(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
-            var nix = new LocalNixStore();
+            using var nix = new LocalNixStore();
             var results = new List<(string DrvPath, Dictionary<string, (string Path, string[] References)> Outputs)>();
             await using var store = StoreSelection.Open(parse);
             var paths = parse.GetValue(files)!;
@@ -298,8 +298,7 @@ internal static class DrvCommand
                 $"{drvPath}: {(invalid.Count == 1 ? "an input is" : "inputs are")} not in the Nix store:", [.. lines]);
         }
 
-        var closure = await nix.ClosureAsync(roots, cancellationToken);
-        var hashes = await nix.NarHashesAsync(closure, cancellationToken);
+        var (closure, hashes) = await nix.ClosureWithHashesAsync(roots, cancellationToken);
         var (nodes, imported) = await NixInputIndex.Default.GetNodesAsync(closure, hashes, store, cancellationToken);
         if (imported > 0)
         {
