@@ -21,8 +21,7 @@ internal abstract class CastoreRpc
     /// <summary>Stat: the chunks (digest bytes, size), empty when the store sent none.</summary>
     public abstract Task<IReadOnlyList<(ByteString Digest, ulong Size)>> StatAsync(B3Digest digest, bool withChunks, CallOptions options);
 
-    /// <summary>Read: each message's bytes are valid until the next <c>MoveNextAsync</c> or <c>Dispose</c>.</summary>
-    public abstract BlobRead Read(B3Digest digest, CallOptions options);
+    public abstract Stream<ByteString> Read(B3Digest digest, CallOptions options);
 
     public abstract Upload<ByteString> Put(CallOptions options);
 
@@ -50,37 +49,6 @@ internal abstract class CastoreRpc
         public void Dispose() => call.Dispose();
     }
 
-    /// <summary>
-    /// A Read call through <see cref="BlobChunkMarshaller"/>: each message's buffer goes back to the pool when the next
-    /// one is asked for, or when the call is disposed.
-    /// </summary>
-    internal sealed class BlobRead(AsyncServerStreamingCall<RentedBlobChunk> call) : IDisposable
-    {
-        private RentedBlobChunk? _current;
-
-        public ReadOnlyMemory<byte> Current => _current?.Memory ?? ReadOnlyMemory<byte>.Empty;
-
-        public async ValueTask<bool> MoveNextAsync(CancellationToken cancellationToken)
-        {
-            _current?.Dispose();
-            _current = null;
-            if (!await call.ResponseStream.MoveNext(cancellationToken).ConfigureAwait(false))
-            {
-                return false;
-            }
-
-            _current = call.ResponseStream.Current;
-            return true;
-        }
-
-        public void Dispose()
-        {
-            _current?.Dispose();
-            _current = null;
-            call.Dispose();
-        }
-    }
-
     /// <summary>A client stream of our messages converted on the way; the response is the digest the store answered.</summary>
     internal sealed class Upload<T>(IDisposable call, Func<T, Task> write, Func<Task> complete, Func<Task<ByteString>> response) : IDisposable
     {
@@ -97,10 +65,6 @@ internal abstract class CastoreRpc
 
     private sealed class Tvix(CallInvoker invoker) : CastoreRpc
     {
-        // Pays: see docs/benchmarks.md, "A pooled Read marshaller" (cat of 1 GiB, whole processes, same run).
-        private static readonly Method<TvixV1.ReadBlobRequest, RentedBlobChunk> ReadMethod =
-            BlobChunkMarshaller.ReadMethod(TvixV1.BlobService.Descriptor.FullName, TvixV1.ReadBlobRequest.Parser);
-
         private readonly TvixV1.BlobService.BlobServiceClient _blobs = new(invoker);
         private readonly TvixV1.DirectoryService.DirectoryServiceClient _directories = new(invoker);
 
@@ -114,8 +78,11 @@ internal abstract class CastoreRpc
             return reply.Chunks.Select(c => (c.Digest, c.Size)).ToList();
         }
 
-        public override BlobRead Read(B3Digest digest, CallOptions options) =>
-            new(invoker.AsyncServerStreamingCall(ReadMethod, null, options, new TvixV1.ReadBlobRequest { Digest = digest.ToByteString() }));
+        public override Stream<ByteString> Read(B3Digest digest, CallOptions options)
+        {
+            var call = _blobs.Read(new TvixV1.ReadBlobRequest { Digest = digest.ToByteString() }, options);
+            return new(call, call.ResponseStream.MoveNext, () => call.ResponseStream.Current.Data);
+        }
 
         public override Upload<ByteString> Put(CallOptions options)
         {
@@ -146,10 +113,6 @@ internal abstract class CastoreRpc
 
     private sealed class Snix(CallInvoker invoker) : CastoreRpc
     {
-        // Pays: see docs/benchmarks.md, "A pooled Read marshaller" (cat of 1 GiB, whole processes, same run).
-        private static readonly Method<SnixV1.ReadBlobRequest, RentedBlobChunk> ReadMethod =
-            BlobChunkMarshaller.ReadMethod(SnixV1.BlobService.Descriptor.FullName, SnixV1.ReadBlobRequest.Parser);
-
         private readonly SnixV1.BlobService.BlobServiceClient _blobs = new(invoker);
         private readonly SnixV1.DirectoryService.DirectoryServiceClient _directories = new(invoker);
 
@@ -163,8 +126,11 @@ internal abstract class CastoreRpc
             return reply.Chunks.Select(c => (c.Digest, c.Size)).ToList();
         }
 
-        public override BlobRead Read(B3Digest digest, CallOptions options) =>
-            new(invoker.AsyncServerStreamingCall(ReadMethod, null, options, new SnixV1.ReadBlobRequest { Digest = digest.ToByteString() }));
+        public override Stream<ByteString> Read(B3Digest digest, CallOptions options)
+        {
+            var call = _blobs.Read(new SnixV1.ReadBlobRequest { Digest = digest.ToByteString() }, options);
+            return new(call, call.ResponseStream.MoveNext, () => call.ResponseStream.Current.Data);
+        }
 
         public override Upload<ByteString> Put(CallOptions options)
         {

@@ -161,7 +161,7 @@ public sealed partial class GrpcBlobService : IBlobService
             var hasher = new Blake3Hasher();
             while (await call.MoveNextAsync(cancellationToken).ConfigureAwait(false))
             {
-                var data = call.Current;
+                var data = call.Current.Memory;
                 received += data.Length;
                 if (received > expectedSize)
                 {
