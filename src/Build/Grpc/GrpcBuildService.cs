@@ -75,7 +75,7 @@ public sealed class GrpcBuildService : IBuildService, IAsyncDisposable
                     : $"{builders[0]}: name the castore its builders build from, to upload the inputs to"));
         if (!GrpcStoreAddress.IsGrpcAddress(_storeAddress))
         {
-            throw new StoreAddressException($"the builders' store must be a gRPC store address ({GrpcStoreAddress.Usage}), got '{_storeAddress}'");
+            throw new StoreAddressException($"the builders' store '{_storeAddress}' is not a gRPC store address (grpc+unix:///PATH, grpc+http://HOST:PORT, grpc+https://HOST:PORT)");
         }
 
         GrpcStoreAddress.Parse(_storeAddress);
