@@ -172,7 +172,7 @@ internal static class JsonMessageReader
     {
         try
         {
-            return Printable(reader.GetString()!);
+            return Printable(reader.GetString()!, int.MaxValue);
         }
         catch (InvalidOperationException)
         {
@@ -320,13 +320,12 @@ internal static class JsonMessageReader
     };
 
     /// <summary>A value for an error message: quoted, control characters escaped, long ones cut.</summary>
-    private static string Quote(string text) => $"\"{Printable(text)}\"";
+    private static string Quote(string text) => $"\"{Printable(text, 40)}\"";
 
-    /// <summary>Text from the document for an error message: on one line (control characters, quotes and backslashes escaped), long text cut.</summary>
-    private static string Printable(string text)
+    /// <summary>Text from the document for an error message: on one line (control characters, quotes and backslashes escaped), cut after <paramref name="max"/> characters.</summary>
+    private static string Printable(string text, int max)
     {
-        const int Max = 40;
-        int length = text.Length <= Max ? text.Length : char.IsHighSurrogate(text[Max - 1]) ? Max - 1 : Max;
+        int length = text.Length <= max ? text.Length : char.IsHighSurrogate(text[max - 1]) ? max - 1 : max;
         var result = new StringBuilder();
         foreach (char c in text.AsSpan(0, length))
         {
