@@ -14,6 +14,12 @@ internal static unsafe partial class Libc
 
     private static readonly bool IsX86 = RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.X86;
 
+    // The runtime probes "libc" as libc.so (on glibc a linker script: dlopen reads it and fails), then liblibc.so in
+    // every library directory, before it settles on the loaded libc; glibc's soname is asked for first, and the usual
+    // probing still follows where there is none (musl).
+    static Libc() => NativeLibrary.SetDllImportResolver(typeof(Libc).Assembly, static (name, _, _) =>
+        name == Lib && NativeLibrary.TryLoad("libc.so.6", out nint handle) ? handle : 0);
+
     public const int AT_FDCWD = -100;
     public const int AT_SYMLINK_NOFOLLOW = 0x100;
     public const int AT_REMOVEDIR = 0x200;

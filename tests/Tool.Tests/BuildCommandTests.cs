@@ -116,6 +116,48 @@ public sealed class BuildCommandTests : IDisposable
     }
 
     [Fact]
+    public void AResultCacheHitBuildsNoProtobufDescriptors()
+    {
+        var busybox = ImportBusybox();
+        string json = Path.Combine(_temp, "request.json"), binary = Path.Combine(_temp, "request.bin");
+        File.WriteAllText(json, Request(busybox, "mkdir $out; echo hi > $out/hi").ToJsonString());
+        File.WriteAllBytes(binary, JsonParser.Default.Parse<SnixBuild.BuildRequest>(File.ReadAllText(json)).ToByteArray());
+        string[][] hits =
+        [
+            ["build", "--quiet", "--out", Path.Combine(_temp, "reply-{0}.json"), json],
+            ["build", "--quiet", "--protocol", "snix", "--out", Path.Combine(_temp, "reply-{0}.bin"), binary],
+        ];
+        foreach (var command in hits)
+        {
+            var built = Tool([.. command.Select(a => a.Replace("{0}", "built", StringComparison.Ordinal))]);
+            Assert.True(built.ExitCode == 0, built.Stderr);
+
+            // With nothing precompiled, the JIT's summary lists every method the cache hit ran.
+            string summary = Path.Combine(_temp, "jit-summary.txt");
+            var hit = ToolProcess.Run(
+                command.Select(a => a.Replace("{0}", "hit", StringComparison.Ordinal)),
+                new Dictionary<string, string>(_environment) { ["DOTNET_ReadyToRun"] = "0", ["DOTNET_JitDisasmSummary"] = "1", ["DOTNET_JitStdOutFile"] = summary },
+                executable: ToolProcess.FrameworkDependentExecutable);
+            Assert.True(hit.ExitCode == 0, hit.Stderr);
+            string extension = command[^1] == json ? "json" : "bin";
+            Assert.Equal(File.ReadAllBytes(Path.Combine(_temp, $"reply-built.{extension}")), File.ReadAllBytes(Path.Combine(_temp, $"reply-hit.{extension}")));
+            string compiled = File.ReadAllText(summary);
+            Assert.Contains("ResultCache:TryGetAsync", compiled);
+            Assert.Contains(extension == "json" ? "JsonMessageReader:Parse" : "BinaryMessageReader:Parse", compiled);
+            if (extension == "json")
+            {
+                Assert.Contains("JsonMessageWriter:Write", compiled);
+            }
+
+            Assert.DoesNotContain("Google.Protobuf.Reflection.", compiled);
+            Assert.DoesNotContain("Google.Protobuf.JsonParser", compiled);
+            Assert.DoesNotContain("Google.Protobuf.JsonFormatter", compiled);
+            Assert.DoesNotContain("BuildReflection", compiled);
+            Assert.DoesNotContain("CastoreReflection", compiled);
+        }
+    }
+
+    [Fact]
     public async Task BuildReadsBinaryFromStdinAndRepliesWithASnixBuildResponseInBinary()
     {
         var busybox = ImportBusybox();

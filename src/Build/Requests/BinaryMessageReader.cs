@@ -1,12 +1,12 @@
 using System.Text.Unicode;
 using Google.Protobuf;
-using Google.Protobuf.Reflection;
 
 namespace TvixFuseBuild.Build.Requests;
 
 /// <summary>
-/// Binary protobuf input: checked against the descriptor first (so an error names the field and byte offset, and
-/// invalid UTF-8 in a string field is refused instead of being replaced), then parsed by Google.Protobuf.
+/// Binary protobuf input: checked against the message's <see cref="MessageSchema"/> first (so an error names the field
+/// and byte offset, and invalid UTF-8 in a string field is refused instead of being replaced), then parsed by the
+/// generated code.
 /// Unknown fields are skipped, as prost does.
 /// </summary>
 internal static class BinaryMessageReader
@@ -23,26 +23,26 @@ internal static class BinaryMessageReader
         Fixed32 = 5,
     }
 
-    public static IMessage Parse(ReadOnlySpan<byte> data, MessageDescriptor descriptor, string source)
+    public static IMessage Parse(ReadOnlySpan<byte> data, MessageSchema schema, string source)
     {
         var reader = new Reader(data);
-        if (CheckMessage(ref reader, data.Length, descriptor, descriptor.Name, 0) is { } error)
+        if (CheckMessage(ref reader, data.Length, schema, schema.Name, 0) is { } error)
         {
-            throw new BuildMessageFormatException($"{source}: malformed binary {descriptor.FullName}: {error}");
+            throw new BuildMessageFormatException($"{source}: malformed binary {schema.FullName}: {error}");
         }
 
         try
         {
-            return descriptor.Parser.ParseFrom(data);
+            return schema.ParseBinary(data);
         }
         catch (InvalidProtocolBufferException e)
         {
-            throw new BuildMessageFormatException($"{source}: malformed binary {descriptor.FullName}: {e.Message}", e);
+            throw new BuildMessageFormatException($"{source}: malformed binary {schema.FullName}: {e.Message}", e);
         }
     }
 
     /// <summary>Checks fields until <paramref name="end"/>; returns the first problem, or null.</summary>
-    private static string? CheckMessage(ref Reader reader, int end, MessageDescriptor descriptor, string path, int depth)
+    private static string? CheckMessage(ref Reader reader, int end, MessageSchema schema, string path, int depth)
     {
         if (depth > MaxDepth)
         {
@@ -65,7 +65,7 @@ internal static class BinaryMessageReader
                 return $"at byte {tagAt}: {path}: invalid field tag 0x{tag:x} (field {number}, wire type {(int)wire})";
             }
 
-            var field = descriptor.FindFieldByNumber(number);
+            var field = schema.FindByNumber(number);
             if (field is null)
             {
                 if (SkipUnknown(ref reader, end, wire, number, depth) is { } skipError)
@@ -94,16 +94,16 @@ internal static class BinaryMessageReader
         return reader.Position == end ? null : $"at byte {reader.Position}: {path}: a field runs past the end of the message";
     }
 
-    private static string? CheckField(ref Reader reader, int end, FieldDescriptor field, WireType wire, string path, int depth)
+    private static string? CheckField(ref Reader reader, int end, FieldSchema field, WireType wire, string path, int depth)
     {
-        WireType expected = ExpectedWireType(field.FieldType);
+        WireType expected = ExpectedWireType(field.Kind);
         if (wire != expected)
         {
             // Repeated scalars may be packed into one length-delimited field.
             bool packed = field.IsRepeated && wire == WireType.LengthDelimited && expected != WireType.LengthDelimited;
             if (!packed)
             {
-                return $"wire type {(int)wire} where a {TypeName(field.FieldType)} (wire type {(int)expected}) belongs";
+                return $"wire type {(int)wire} where a {TypeName(field.Kind)} (wire type {(int)expected}) belongs";
             }
 
             if (!reader.TryReadLength(end, out int packedLength))
@@ -123,9 +123,9 @@ internal static class BinaryMessageReader
             return null;
         }
 
-        switch (field.FieldType)
+        switch (field.Kind)
         {
-            case FieldType.String:
+            case FieldKind.String:
             {
                 if (!reader.TryReadLength(end, out int length))
                 {
@@ -142,21 +142,18 @@ internal static class BinaryMessageReader
                 return null;
             }
 
-            case FieldType.Message:
+            case FieldKind.Message:
             {
                 if (!reader.TryReadLength(end, out int length))
                 {
                     return "length runs past the end of the input";
                 }
 
-                return CheckMessage(ref reader, reader.Position + length, field.MessageType, path, depth + 1);
+                return CheckMessage(ref reader, reader.Position + length, field.MessageType!, path, depth + 1);
             }
 
-            case FieldType.Group:
-                return "groups are not supported";
-
             default:
-                return reader.TrySkip(end, wire) ? null : $"truncated or overlong {TypeName(field.FieldType)}";
+                return reader.TrySkip(end, wire) ? null : $"truncated or overlong {TypeName(field.Kind)}";
         }
     }
 
@@ -197,16 +194,20 @@ internal static class BinaryMessageReader
         }
     }
 
-    private static WireType ExpectedWireType(FieldType type) => type switch
+    private static WireType ExpectedWireType(FieldKind kind) => kind switch
     {
-        FieldType.String or FieldType.Bytes or FieldType.Message => WireType.LengthDelimited,
-        FieldType.Double or FieldType.Fixed64 or FieldType.SFixed64 => WireType.Fixed64,
-        FieldType.Float or FieldType.Fixed32 or FieldType.SFixed32 => WireType.Fixed32,
-        FieldType.Group => WireType.StartGroup,
+        FieldKind.String or FieldKind.Bytes or FieldKind.Message => WireType.LengthDelimited,
         _ => WireType.Varint,
     };
 
-    private static string TypeName(FieldType type) => type.ToString().ToLowerInvariant();
+    private static string TypeName(FieldKind kind) => kind switch
+    {
+        FieldKind.String => "string",
+        FieldKind.Bytes => "bytes",
+        FieldKind.UInt64 => "uint64",
+        FieldKind.Bool => "bool",
+        _ => "message",
+    };
 
     private ref struct Reader(ReadOnlySpan<byte> data)
     {

@@ -1,6 +1,4 @@
-using System.Text;
 using Google.Protobuf;
-using Google.Protobuf.Reflection;
 using TvixFuseBuild.Castore.Transfer;
 using SnixBuild = Snix.Build.V1;
 using TvixBuild = Tvix.Build.V1;
@@ -20,11 +18,12 @@ public enum MessageFormat
 /// position; an invalid request becomes a <see cref="BuildRequestValidationException"/> with tvix's message.
 /// </summary>
 /// <remarks>
-/// Binary input is checked field by field against the message's descriptor before it is parsed (wire types, lengths,
+/// Binary input is checked field by field against the message's schema before it is parsed (wire types, lengths,
 /// UTF-8 in string fields, which Google.Protobuf would otherwise replace silently); unknown fields are ignored, as tvix
 /// (prost) does. JSON input must be a JSON object; unknown field names are refused (a typo must not silently drop a
 /// field); both the proto field names (<c>command_args</c>) and their JSON names (<c>commandArgs</c>) are accepted.
-/// JSON is written with the JSON names, indented, default values omitted, and a final newline.
+/// JSON is written with the JSON names, indented, default values omitted, and a final newline. Neither format builds
+/// Google.Protobuf's reflection descriptors (<see cref="MessageSchemas"/> describes the messages instead).
 /// </remarks>
 public static class BuildMessages
 {
@@ -33,8 +32,6 @@ public static class BuildMessages
 
     private static readonly System.Buffers.SearchValues<byte> NonWhitespaceControlBytes = System.Buffers.SearchValues.Create(
         [0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]);
-
-    private static readonly JsonFormatter Formatter = new(JsonFormatter.Settings.Default.WithIndentation("  "));
 
     /// <summary>
     /// JSON when the first byte that is not JSON whitespace can start a JSON text (<c>{ [ " - 0-9 t f n</c>: an
@@ -53,19 +50,19 @@ public static class BuildMessages
         return data.ContainsAny(NonWhitespaceControlBytes) ? MessageFormat.Binary : MessageFormat.Json;
     }
 
-    /// <summary>The descriptor of the request message of <paramref name="protocol"/>.</summary>
-    public static MessageDescriptor RequestDescriptor(BuildProtocol protocol) => protocol switch
+    /// <summary>The request message of <paramref name="protocol"/>.</summary>
+    internal static MessageSchema RequestSchema(BuildProtocol protocol) => protocol switch
     {
-        BuildProtocol.Tvix => TvixBuild.BuildRequest.Descriptor,
-        BuildProtocol.Snix => SnixBuild.BuildRequest.Descriptor,
+        BuildProtocol.Tvix => MessageSchemas.TvixBuildRequest,
+        BuildProtocol.Snix => MessageSchemas.SnixBuildRequest,
         _ => throw new ArgumentOutOfRangeException(nameof(protocol)),
     };
 
-    /// <summary>The descriptor of the reply message of <paramref name="protocol"/>: tvix <c>Build</c>, snix <c>BuildResponse</c>.</summary>
-    public static MessageDescriptor ReplyDescriptor(BuildProtocol protocol) => protocol switch
+    /// <summary>The reply message of <paramref name="protocol"/>: tvix <c>Build</c>, snix <c>BuildResponse</c>.</summary>
+    internal static MessageSchema ReplySchema(BuildProtocol protocol) => protocol switch
     {
-        BuildProtocol.Tvix => TvixBuild.Build.Descriptor,
-        BuildProtocol.Snix => SnixBuild.BuildResponse.Descriptor,
+        BuildProtocol.Tvix => MessageSchemas.TvixBuildReply,
+        BuildProtocol.Snix => MessageSchemas.SnixBuildResponse,
         _ => throw new ArgumentOutOfRangeException(nameof(protocol)),
     };
 
@@ -75,7 +72,7 @@ public static class BuildMessages
     /// </summary>
     public static BuildSpec ParseRequest(ReadOnlySpan<byte> data, BuildProtocol protocol, MessageFormat? format = null, string source = "request")
     {
-        var message = ParseMessage(data, RequestDescriptor(protocol), format ?? DetectFormat(data), source);
+        var message = ParseMessage(data, RequestSchema(protocol), format ?? DetectFormat(data), source);
         return BuildSpec.FromProto(message);
     }
 
@@ -94,7 +91,7 @@ public static class BuildMessages
     /// <summary>Parses a reply: tvix <c>Build</c> (whose echoed request is returned in <paramref name="request"/>) or snix <c>BuildResponse</c> (null there).</summary>
     public static BuildResult ParseReply(ReadOnlySpan<byte> data, BuildProtocol protocol, out BuildSpec? request, MessageFormat? format = null, string source = "reply")
     {
-        var message = ParseMessage(data, ReplyDescriptor(protocol), format ?? DetectFormat(data), source);
+        var message = ParseMessage(data, ReplySchema(protocol), format ?? DetectFormat(data), source);
         switch (message)
         {
             case TvixBuild.Build build:
@@ -113,7 +110,7 @@ public static class BuildMessages
     {
         ArgumentNullException.ThrowIfNull(spec);
         IMessage message = protocol == BuildProtocol.Tvix ? spec.ToTvix() : spec.ToSnix();
-        return Format(message, format);
+        return Format(message, RequestSchema(protocol), format);
     }
 
     /// <summary>The reply to <paramref name="request"/>: tvix <c>Build</c> or snix <c>BuildResponse</c>, in <paramref name="format"/>.</summary>
@@ -121,31 +118,27 @@ public static class BuildMessages
     {
         ArgumentNullException.ThrowIfNull(result);
         IMessage message = protocol == BuildProtocol.Tvix ? result.ToTvixBuild(request) : result.ToSnixResponse(request);
-        return Format(message, format);
+        return Format(message, ReplySchema(protocol), format);
     }
 
-    /// <summary>Writes a message in <paramref name="format"/>: JSON indented with a final newline, or binary protobuf.</summary>
-    public static byte[] Format(IMessage message, MessageFormat format) => format switch
+    /// <summary>Writes a <paramref name="schema"/> message in <paramref name="format"/>: JSON indented with a final newline, or binary protobuf.</summary>
+    internal static byte[] Format(IMessage message, MessageSchema schema, MessageFormat format) => format switch
     {
-        MessageFormat.Json => Encoding.UTF8.GetBytes(Formatter.Format(message) + "\n"),
+        MessageFormat.Json => JsonMessageWriter.Write(message, schema),
         MessageFormat.Binary => message.ToByteArray(),
         _ => throw new ArgumentOutOfRangeException(nameof(format)),
     };
 
     /// <summary>
-    /// Parses <paramref name="data"/> as a <paramref name="descriptor"/> message, without validating its meaning.
+    /// Parses <paramref name="data"/> as a <paramref name="schema"/> message, without validating its meaning.
     /// Throws <see cref="BuildMessageFormatException"/> naming the source, field and position of the first problem.
     /// </summary>
-    public static IMessage ParseMessage(ReadOnlySpan<byte> data, MessageDescriptor descriptor, MessageFormat format, string source)
+    internal static IMessage ParseMessage(ReadOnlySpan<byte> data, MessageSchema schema, MessageFormat format, string source) => format switch
     {
-        ArgumentNullException.ThrowIfNull(descriptor);
-        return format switch
-        {
-            MessageFormat.Binary => BinaryMessageReader.Parse(data, descriptor, source),
-            MessageFormat.Json => JsonMessageReader.Parse(data, descriptor, source),
-            _ => throw new ArgumentOutOfRangeException(nameof(format)),
-        };
-    }
+        MessageFormat.Binary => BinaryMessageReader.Parse(data, schema, source),
+        MessageFormat.Json => JsonMessageReader.Parse(data, schema, source),
+        _ => throw new ArgumentOutOfRangeException(nameof(format)),
+    };
 
     /// <summary>All bytes of the file <paramref name="path"/>, or of stdin for <c>-</c>. IO errors name the path.</summary>
     public static byte[] ReadInput(string path)
