@@ -113,8 +113,13 @@ internal static unsafe class SandboxEntry
                     gid = uint.Parse(args[++i], NumberStyles.None, CultureInfo.InvariantCulture);
                     break;
                 case "--groups" when i + 1 < args.Length:
-                    groups = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries)
-                        .Select(g => uint.Parse(g, NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
+                    var list = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries);
+                    groups = new uint[list.Length];
+                    for (int j = 0; j < list.Length; j++)
+                    {
+                        groups[j] = uint.Parse(list[j], NumberStyles.None, CultureInfo.InvariantCulture);
+                    }
+
                     break;
                 case "--net":
                     network = true;
@@ -140,8 +145,13 @@ internal static unsafe class SandboxEntry
         var commandLine = ProcFile("/proc/self/cmdline");
         var environment = ProcFile("/proc/self/environ");
         string executable = Executable();
-        int enter = commandLine.FindIndex(a => a.AsSpan().SequenceEqual(Encoding.UTF8.GetBytes(EnterArgument)));
-        if (enter < 1)
+        int enter = 0;
+        while (enter < commandLine.Count && !commandLine[enter].AsSpan().SequenceEqual("enter"u8))
+        {
+            enter++;
+        }
+
+        if (enter < 1 || enter == commandLine.Count)
         {
             throw new SandboxSetupException($"cannot find '{EnterArgument}' in the init's command line");
         }
@@ -246,8 +256,10 @@ internal static unsafe class SandboxEntry
     /// </summary>
     private static void Prepare()
     {
+#if !TVIX_NATIVE_INIT
         System.Runtime.CompilerServices.RuntimeHelpers.PrepareMethod(
             typeof(SandboxEntry).GetMethod(nameof(ExecInit), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!.MethodHandle);
+#endif
         signal(SIGINT, SIG_IGN);
         prctl(PR_CAPBSET_READ, 0, 0, 0, 0);
         uint* header = stackalloc uint[2] { 0x20080522, 0 };
@@ -318,7 +330,7 @@ internal static unsafe class SandboxEntry
 
         try
         {
-            byte[] bytes = Encoding.ASCII.GetBytes(content);
+            byte[] bytes = Encoding.UTF8.GetBytes(content);
             fixed (byte* p = bytes)
             {
                 if (write(fd, p, (nuint)bytes.Length) != bytes.Length)
@@ -352,7 +364,11 @@ internal static unsafe class SandboxEntry
     /// <summary>A NULL-terminated native array of C strings; never freed (the process execs or exits).</summary>
     private static byte** Strings(List<byte[]> items, string[] more)
     {
-        items.AddRange(more.Select(Encoding.UTF8.GetBytes));
+        foreach (string item in more)
+        {
+            items.Add(Encoding.UTF8.GetBytes(item));
+        }
+
         var array = (byte**)NativeMemory.Alloc((nuint)(items.Count + 1), (nuint)sizeof(byte*));
         for (int i = 0; i < items.Count; i++)
         {
