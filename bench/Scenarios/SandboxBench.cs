@@ -71,8 +71,13 @@ internal sealed class SandboxBench : IBenchScenario
             string cpuNote = $"CPU (user+sys, whole process tree): ours {Measure.Time(Median(oursCpu))} (of which the caller's process {Measure.Time(Median(callerCpu))}), " +
                 $"runc {Measure.Time(Median(runcCpu))}";
             string note = $"(setup until the command started: {Measure.Time(Median(setups))}; {cpuNote}; {repetitions} interleaved runs, medians)";
-            results.Add(new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(r), "runc", r / o, "no slower than runc", r / o >= 1.0, note));
-            results.Add(new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(b), "bwrap", b / o, null, null));
+            // Issue 16: with 10 inputs no slower than runc and within 2x of bwrap; with 1,000 still at least 2x runc.
+            results.Add(n == 10
+                ? new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(r), "runc", r / o, "no slower than runc", r / o >= 1.0, note)
+                : new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(r), "runc", r / o, ">= 2x runc", r / o >= 2.0, note));
+            results.Add(n == 10
+                ? new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(b), "bwrap", b / o, "within 2x of bwrap (>= 0.5x)", b / o >= 0.5)
+                : new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(b), "bwrap", b / o, null, null));
             results.Add(new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(m), "ours, managed init (dotnet exec)", m / o, null, null));
         }
 
