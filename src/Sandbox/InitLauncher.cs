@@ -8,8 +8,8 @@ namespace TvixFuseBuild.Sandbox;
 /// How the init is started: <c>tvix-sandbox-init enter</c>, the init's code (Init/) compiled ahead of time by
 /// src/Sandbox.Init and shipped next to this assembly, enters the namespaces itself (<see cref="SandboxEntry"/>):
 /// as root it first drops to the build user, so a build never runs as host root. The same code as this assembly's
-/// managed <c>Main</c>, run by <c>dotnet exec</c>, is kept for the bench only (<see cref="GetManaged"/>): it costs a
-/// runtime start per build.
+/// managed <c>Main</c>, run by <c>dotnet exec</c>, is kept for the bench only (<see cref="GetManaged"/>): it costs two
+/// .NET runtime starts per build (the entry re-execs it).
 /// </summary>
 internal sealed class InitLauncher
 {
