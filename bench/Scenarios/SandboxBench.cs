@@ -71,8 +71,13 @@ internal sealed class SandboxBench : IBenchScenario
             string cpuNote = $"CPU (user+sys, whole process tree): ours {Measure.Time(Median(oursCpu))} (of which the caller's process {Measure.Time(Median(callerCpu))}), " +
                 $"runc {Measure.Time(Median(runcCpu))}";
             string note = $"(setup until the command started: {Measure.Time(Median(setups))}; {cpuNote}; {repetitions} interleaved runs, medians)";
-            results.Add(new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(r), "runc", r / o, "no slower than runc", r / o >= 1.0, note));
-            results.Add(new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(b), "bwrap", b / o, null, null));
+            // Issue 16: with 10 inputs no slower than runc and within 2x of bwrap; with 1,000 still at least 2x runc.
+            results.Add(n == 10
+                ? new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(r), "runc", r / o, "no slower than runc", r / o >= 1.0, note)
+                : new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(r), "runc", r / o, ">= 2x runc", r / o >= 2.0, note));
+            results.Add(n == 10
+                ? new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(b), "bwrap", b / o, "within 2x of bwrap (>= 0.5x)", b / o >= 0.5)
+                : new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(b), "bwrap", b / o, null, null));
             results.Add(new BenchResult($"busybox true, {n} inputs", Measure.Time(o), Measure.Time(m), "ours, managed init (dotnet exec)", m / o, null, null));
         }
 
@@ -131,32 +136,30 @@ internal sealed class SandboxBench : IBenchScenario
     }
 
     /// <summary>
-    /// The launcher's own command line: once running /bin/true instead of the init (namespaces only), then running the
-    /// native and the managed init with their stdin closed (each starts, reads EOF and exits: its start-up until it
-    /// would read the plan, set up the root and exec the command).
+    /// The pieces of a start on their own: /bin/true started the same way (Process.Start with the three pipes: the floor
+    /// of any sandbox this caller starts), then the native and the managed init with their stdin closed: each drops to
+    /// the build user, enters the namespaces (clone, re-exec), reads EOF and exits: its start-up until it would read
+    /// the plan, set up the root and exec the command.
     /// </summary>
     private static string Breakdown(InitLauncher native, InitLauncher managed, int repetitions)
     {
         using var user = BuildUser.Claim();
-        var psi = native.CreateStartInfo(network: false, [], user);
-        var managedPsi = managed.CreateStartInfo(network: false, [], user);
-        var args = psi.ArgumentList.ToList();
-        var managedArgs = managedPsi.ArgumentList.ToList();
-        int program = args.LastIndexOf("--") + 1;
-        var unshareOnly = args.Take(program).Append("/bin/true").ToList();
-        var unshareTrue = new List<double>();
-        var unshareInit = new List<double>();
-        var unshareManaged = new List<double>();
+        var psi = native.CreateStartInfo(network: false, [], user, null, SandboxLimits.DefaultMaxProcesses);
+        var managedPsi = managed.CreateStartInfo(network: false, [], user, null, SandboxLimits.DefaultMaxProcesses);
+        var truePsi = new ProcessStartInfo("/bin/true");
+        var processTrue = new List<double>();
+        var nativeInit = new List<double>();
+        var managedInit = new List<double>();
         for (int i = 0; i < repetitions; i++)
         {
-            unshareTrue.Add(Time(() => Run(psi, unshareOnly, expectZero: true)));
-            unshareInit.Add(Time(() => Run(psi, args, expectZero: false)));
-            unshareManaged.Add(Time(() => Run(managedPsi, managedArgs, expectZero: false)));
+            processTrue.Add(Time(() => Run(truePsi, [], expectZero: true)));
+            nativeInit.Add(Time(() => Run(psi, [.. psi.ArgumentList], expectZero: false)));
+            managedInit.Add(Time(() => Run(managedPsi, [.. managedPsi.ArgumentList], expectZero: false)));
         }
 
-        return $"{Path.GetFileName(psi.FileName)} + unshare + /bin/true: {Measure.Time(Median(unshareTrue))}; " +
-               $"the same + the native init's start-up and exit (stdin closed): {Measure.Time(Median(unshareInit))}; " +
-               $"the same with the managed init (dotnet exec): {Measure.Time(Median(unshareManaged))}";
+        return $"Process.Start of /bin/true: {Measure.Time(Median(processTrue))}; " +
+               $"the native init entering the namespaces, starting and exiting (stdin closed): {Measure.Time(Median(nativeInit))}; " +
+               $"the same with the managed init (dotnet exec): {Measure.Time(Median(managedInit))}";
     }
 
     private static void Run(ProcessStartInfo template, List<string> args, bool expectZero)

@@ -112,10 +112,24 @@ internal static unsafe partial class Libc
     // prctl(2)
     public const int PR_SET_PDEATHSIG = 1;
     public const int PR_SET_DUMPABLE = 4;
+    public const int PR_CAPBSET_READ = 23;
     public const int PR_CAPBSET_DROP = 24;
     public const int PR_SET_NO_NEW_PRIVS = 38;
     public const int PR_CAP_AMBIENT = 47;
+    public const int PR_CAP_AMBIENT_RAISE = 2;
     public const int PR_CAP_AMBIENT_CLEAR_ALL = 4;
+
+    // clone(2) namespace flags.
+    public const ulong CLONE_NEWNS = 0x00020000;
+    public const ulong CLONE_NEWCGROUP = 0x02000000;
+    public const ulong CLONE_NEWUTS = 0x04000000;
+    public const ulong CLONE_NEWIPC = 0x08000000;
+    public const ulong CLONE_NEWUSER = 0x10000000;
+    public const ulong CLONE_NEWPID = 0x20000000;
+    public const ulong CLONE_NEWNET = 0x40000000;
+
+    public const ulong MS_REC = 0x4000;
+    public const ulong MS_PRIVATE = 0x40000;
 
     public const int POSIX_SPAWN_SETSIGDEF = 0x04;
     public const int POSIX_SPAWN_SETSIGMASK = 0x08;
@@ -125,7 +139,12 @@ internal static unsafe partial class Libc
     public const int RLIMIT_NPROC = 6;
     public const int RLIMIT_NOFILE = 7;
 
+    public const int SIGINT = 2;
     public const int SIGKILL = 9;
+    public const int SIGTERM = 15;
+    public const int SIGCHLD = 17;
+    public static readonly nint SIG_DFL = 0;
+    public static readonly nint SIG_IGN = 1;
     public const int WALL = 0x40000000;
 
     public const int EPOLL_CLOEXEC = 0x80000;
@@ -435,8 +454,33 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib)]
     public static partial uint getegid();
 
+    [LibraryImport(Lib)]
+    public static partial int getpid();
+
+    /// <summary>glibc's wrappers: the change applies to every thread of the process (glibc signals each one).</summary>
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int setresuid(uint ruid, uint euid, uint suid);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int setresgid(uint rgid, uint egid, uint sgid);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int setgroups(nuint size, uint* list);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int getresuid(uint* ruid, uint* euid, uint* suid);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int getresgid(uint* rgid, uint* egid, uint* sgid);
+
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int kill(int pid, int signal);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial nint signal(int signal, nint handler);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int execve(byte* path, byte** argv, byte** envp);
 
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int waitpid(int pid, int* status, int options);
@@ -449,6 +493,9 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int capset(void* header, void* data);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int capget(void* header, void* data);
 
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int sethostname(byte* name, nuint len);
@@ -508,6 +555,34 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Lib, SetLastError = true)]
     private static partial nint syscall(nint number, nint a1, nint a2, nint a3, nint a4, nint a5);
+
+    /// <summary>struct clone_args (clone3), up to cgroup (size 88).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct CloneArgs
+    {
+        public ulong Flags;
+        public ulong PidFd;
+        public ulong ChildTid;
+        public ulong ParentTid;
+        public ulong ExitSignal;
+        public ulong Stack;
+        public ulong StackSize;
+        public ulong Tls;
+        public ulong SetTid;
+        public ulong SetTidSize;
+        public ulong Cgroup;
+    }
+
+    /// <summary>
+    /// clone3(2) without CLONE_VM: a fork whose child starts in new namespaces (<paramref name="flags"/>) and sends
+    /// SIGCHLD when it exits. The child pid in the parent, 0 in the child, -1 with errno. Bypasses glibc's fork: the
+    /// child must only make system calls until it calls execve.
+    /// </summary>
+    public static int CloneIntoNamespaces(ulong flags)
+    {
+        var args = new CloneArgs { Flags = flags, ExitSignal = SIGCHLD };
+        return (int)syscall(435, (nint)(&args), sizeof(CloneArgs), 0, 0, 0);
+    }
 
     public static int OpenTree(int dirFd, string path, uint flags)
     {

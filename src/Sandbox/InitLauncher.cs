@@ -1,14 +1,15 @@
 using System.Diagnostics;
 using TvixFuseBuild.Native;
+using SandboxEntry = TvixFuseBuild.Sandbox.Init.SandboxEntry;
 
 namespace TvixFuseBuild.Sandbox;
 
 /// <summary>
-/// How the init is started: util-linux <c>unshare</c> (a single-threaded program, so it can create the user
-/// namespace) enters every namespace and execs the init, <c>tvix-sandbox-init</c>: the init's code (Init/) compiled
-/// ahead of time by src/Sandbox.Init, shipped next to this assembly. As root, <c>setpriv</c> first drops to the build
-/// user, so a build never runs as host root. The same code as this assembly's managed <c>Main</c>, run by
-/// <c>dotnet exec</c>, is kept for the bench only (<see cref="GetManaged"/>): it costs a runtime start per build.
+/// How the init is started: <c>tvix-sandbox-init enter</c>, the init's code (Init/) compiled ahead of time by
+/// src/Sandbox.Init and shipped next to this assembly, enters the namespaces itself (<see cref="SandboxEntry"/>):
+/// as root it first drops to the build user, so a build never runs as host root. The same code as this assembly's
+/// managed <c>Main</c>, run by <c>dotnet exec</c>, is kept for the bench only (<see cref="GetManaged"/>): it costs two
+/// .NET runtime starts per build (the entry re-execs it).
 /// </summary>
 internal sealed class InitLauncher
 {
@@ -18,18 +19,12 @@ internal sealed class InitLauncher
     private static readonly Lazy<InitLauncher> s_native = new(() => Locate(managed: false));
     private static readonly Lazy<InitLauncher> s_managed = new(() => Locate(managed: true));
 
-    private InitLauncher(string unshare, string? setpriv, IReadOnlyList<string> init)
+    private InitLauncher(IReadOnlyList<string> init)
     {
-        Unshare = unshare;
-        Setpriv = setpriv;
         Init = init;
     }
 
-    public string Unshare { get; }
-
-    public string? Setpriv { get; }
-
-    /// <summary>The init's command line, as unshare execs it: the native init, or dotnet exec of the managed one.</summary>
+    /// <summary>The init's command line before its arguments: the native init, or dotnet exec of the managed one.</summary>
     public IReadOnlyList<string> Init { get; }
 
     /// <summary>The launcher, or a <see cref="SandboxException"/> naming what this host lacks. Never a fallback.</summary>
@@ -62,24 +57,15 @@ internal sealed class InitLauncher
             throw new SandboxException($"cannot sandbox builds: {blocker}");
         }
 
-        string unshare = FindTool("unshare") ??
-            throw new SandboxException("cannot sandbox builds: util-linux 'unshare' was not found (install util-linux)");
-        string? setpriv = null;
-        if (BuildUser.IsRoot)
-        {
-            setpriv = FindTool("setpriv") ??
-                throw new SandboxException("cannot sandbox builds as root: util-linux 'setpriv' was not found (install util-linux)");
-        }
-
         string? initAssembly = SandboxAssemblyFile();
         if (managed)
         {
-            return new InitLauncher(unshare, setpriv, LocateManaged(initAssembly ??
+            return new InitLauncher(LocateManaged(initAssembly ??
                 throw new SandboxException("cannot sandbox builds with the managed init: TvixFuseBuild.Sandbox.dll is not a file on disk (a NativeAOT tool has none)")));
         }
 
         // In the NativeAOT tool there are no assembly files: the init ships next to the executable.
-        return new InitLauncher(unshare, setpriv, LocateNative(initAssembly is null ? AppContext.BaseDirectory : Path.GetDirectoryName(initAssembly)!));
+        return new InitLauncher(LocateNative(initAssembly is null ? AppContext.BaseDirectory : Path.GetDirectoryName(initAssembly)!));
     }
 
     /// <summary>TvixFuseBuild.Sandbox.dll's path, or null when it is not a file (the NativeAOT tool).</summary>
@@ -264,9 +250,13 @@ internal sealed class InitLauncher
         return final;
     }
 
-    public ProcessStartInfo CreateStartInfo(bool network, IReadOnlyCollection<int> extraGroups, BuildUser user)
+    /// <summary>
+    /// The init's start: <c>enter</c> with the build user (as root), the network choice and the build's cgroups
+    /// (<see cref="SandboxEntry.Arguments"/>).
+    /// </summary>
+    public ProcessStartInfo CreateStartInfo(bool network, IReadOnlyCollection<int> extraGroups, BuildUser user, IBuildCgroup? cgroup, int maxProcesses)
     {
-        var psi = new ProcessStartInfo(Setpriv ?? Unshare)
+        var psi = new ProcessStartInfo(Init[0])
         {
             UseShellExecute = false,
             RedirectStandardInput = true,
@@ -274,34 +264,9 @@ internal sealed class InitLauncher
             RedirectStandardError = true,
         };
         var args = psi.ArgumentList;
-        if (Setpriv is not null)
-        {
-            args.Add($"--reuid={user.Uid}");
-            args.Add($"--regid={user.Gid}");
-            args.Add(extraGroups.Count == 0 ? "--clear-groups" : "--groups=" + string.Join(',', extraGroups));
-            args.Add("--");
-            args.Add(Unshare);
-        }
-
-        args.Add("--user");
-        args.Add("--map-user=1000");
-        args.Add("--map-group=100");
-        args.Add("--keep-caps");
-        args.Add("--mount");
-        args.Add("--propagation=private");
-        args.Add("--pid");
-        args.Add("--fork");
-        args.Add("--kill-child");
-        args.Add("--uts");
-        args.Add("--ipc");
-        args.Add("--cgroup");
-        if (!network)
-        {
-            args.Add("--net");
-        }
-
-        args.Add("--");
-        foreach (string arg in Init)
+        foreach (string arg in Init.Skip(1).Concat(SandboxEntry.Arguments(
+                     BuildUser.IsRoot ? user.Uid : null, BuildUser.IsRoot ? user.Gid : null, extraGroups, network,
+                     cgroup?.Directories ?? [], cgroup?.PidsMax, maxProcesses)))
         {
             args.Add(arg);
         }
@@ -317,20 +282,5 @@ internal sealed class InitLauncher
             psi.Environment["TVIX_SANDBOX_TRACE"] = "1";
         }
         return psi;
-    }
-
-    private static string? FindTool(string name)
-    {
-        foreach (var dir in new[] { "/usr/bin", "/bin", "/usr/sbin", "/sbin" }.Concat(
-                     (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)))
-        {
-            string candidate = Path.Combine(dir, name);
-            if (File.Exists(candidate))
-            {
-                return candidate;
-            }
-        }
-
-        return null;
     }
 }

@@ -55,8 +55,8 @@ internal sealed class InitPlan
     /// <summary>Bytes of each of /tmp and /dev/shm.</summary>
     public long TmpSize { get; set; } = SandboxLimits.MinTmpSize;
 
-    /// <summary>The caller places the init in cgroups: the init reports <see cref="InitMessage.Placing"/> and waits for <see cref="InitMessage.Go"/>.</summary>
-    public bool WaitForCgroup { get; set; }
+    /// <summary>The build runs in cgroups of its own (the init moved into them before it entered the namespaces).</summary>
+    public bool InCgroup { get; set; }
 
     public byte[] Encode()
     {
@@ -113,7 +113,7 @@ internal sealed class InitPlan
         w.Bytes(Seccomp);
         w.Int(MaxProcesses);
         w.Long(TmpSize);
-        w.Bool(WaitForCgroup);
+        w.Bool(InCgroup);
         return w.ToFrame();
     }
 
@@ -164,7 +164,7 @@ internal sealed class InitPlan
         plan.Seccomp = r.Bytes();
         plan.MaxProcesses = r.Int();
         plan.TmpSize = r.Long();
-        plan.WaitForCgroup = r.Bool();
+        plan.InCgroup = r.Bool();
         return plan;
     }
 
@@ -320,12 +320,6 @@ internal static class InitMessage
 
     /// <summary>The command exited; the payload is its wait status (int32), then <see cref="FullTmpfs"/> flags (int32).</summary>
     public const byte Exited = (byte)'X';
-
-    /// <summary>The plan asks for cgroups: the payload is the init's pid as the host sees it (int32); it waits for <see cref="Go"/>.</summary>
-    public const byte Placing = (byte)'P';
-
-    /// <summary>Sent by the caller on the init's stdin once the init is in its cgroups.</summary>
-    public const byte Go = (byte)'G';
 
     /// <summary>Flags of <see cref="Exited"/>: /tmp or /dev/shm had no free block left when the command ended.</summary>
     [Flags]

@@ -10,7 +10,7 @@ using TvixFuseBuild.Native;
 namespace TvixFuseBuild.Sandbox;
 
 /// <summary>
-/// One run seen from the caller's side: starts unshare → init, sends the plan, pumps the output, enforces the
+/// One run seen from the caller's side: starts the init (which enters the namespaces), sends the plan, pumps the output, enforces the
 /// timeouts and limits, and on any kill asks the init to exit (or kills it), then waits until the namespace is gone.
 /// </summary>
 internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher launcher, SandboxOutput? output)
@@ -25,8 +25,6 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     private Exception? _sinkError;
     private readonly SemaphoreSlim _controlLock = new(1, 1);
     private IBuildCgroup? _cgroup;
-    private Process? _process;
-    private Exception? _placeError;
     private IReadOnlyList<SandboxLimit> _hits = [];
 
     /// <summary>Serializes the starts that hand descriptors to an init, so one build's never reach another's.</summary>
@@ -34,7 +32,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
 
     public async Task<SandboxResult> ExecuteAsync(CancellationToken cancellationToken)
     {
-        // Released only after the sandbox is gone: unshare exits after every process of the namespace.
+        // Released only after the sandbox is gone: the init's outer process exits after every process of the namespace.
         BuildUser? claimed = spec.User is null ? BuildUser.Claim() : null;
         try
         {
@@ -52,18 +50,18 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         var groups = PrepareHost(user);
         _cgroup = BuildCgroups.Create(spec.Limits);
         KillPoint.Reach(KillPoint.AfterCgroupCreated);
-        plan.WaitForCgroup = _cgroup is not null;
+        plan.InCgroup = _cgroup is not null;
         using var cgroup = _cgroup;
         FileStream? log = spec.LogFile is null ? null : OpenLog(spec.LogFile);
         Process process;
         try
         {
-            process = Start(launcher.CreateStartInfo(plan.Network, groups, user));
+            process = Start(launcher.CreateStartInfo(plan.Network, groups, user, _cgroup, spec.Limits.MaxProcesses));
         }
         catch (Win32Exception e)
         {
             log?.Dispose();
-            throw new SandboxException($"cannot start {launcher.Unshare}: {e.Message}");
+            throw new SandboxException($"cannot start {launcher.Init[0]}: {e.Message}");
         }
         catch
         {
@@ -71,7 +69,6 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
             throw;
         }
 
-        _process = process;
         using (process)
         await using (log)
         {
@@ -92,7 +89,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     }
 
     /// <summary>
-    /// Starts setpriv/unshare → init. As root, the host mounts are taken here (see <see cref="HostMounts"/>) and reach
+    /// Starts the init. As root, the host mounts are taken here (see <see cref="HostMounts"/>) and reach
     /// the init as inherited descriptors: close-on-exec is cleared only while the lock is held, so no other sandbox
     /// start of this process inherits them. Another Process.Start of this process (a fusermount3, say) may still
     /// inherit them for the moment it runs; it cannot use them, and the init closes whatever it inherited but does not
@@ -102,7 +99,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     {
         if (!BuildUser.IsRoot)
         {
-            return Process.Start(startInfo) ?? throw new SandboxException($"cannot start {launcher.Unshare}");
+            return Process.Start(startInfo) ?? throw new SandboxException($"cannot start {launcher.Init[0]}");
         }
 
         HostMounts mounts;
@@ -125,7 +122,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
                     SandboxSetupException.Check(Libc.fcntl(fd, Libc.F_SETFD, 0), "pass a mount to the sandbox");
                 }
 
-                return Process.Start(startInfo) ?? throw new SandboxException($"cannot start {launcher.Unshare}");
+                return Process.Start(startInfo) ?? throw new SandboxException($"cannot start {launcher.Init[0]}");
             }
         }
         catch (SandboxSetupException e)
@@ -142,13 +139,10 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
     {
         var control = process.StandardInput.BaseStream;
         var outputTask = PumpOutputAsync(process.StandardError.BaseStream, log, cancellationToken);
-        var statusTask = ReadStatusAsync(process.StandardOutput.BaseStream, control);
+        var statusTask = ReadStatusAsync(process.StandardOutput.BaseStream);
         // False when the init died before reading its plan; its status (or the lack of one) says why.
         _ = await WriteControlAsync(control, plan.Encode()).ConfigureAwait(false);
-        if (_cgroup is null)
-        {
-            KillPoint.Reach(KillPoint.AfterSandboxStarted);
-        }
+        KillPoint.Reach(KillPoint.AfterSandboxStarted);
 
         SandboxOutcome? killed = null;
         using (cancellationToken.Register(static s => ((SandboxRun)s!)._kill.TrySetResult(SandboxOutcome.Cancelled), this))
@@ -171,11 +165,6 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         if (_sinkError is not null)
         {
             throw _sinkError;
-        }
-
-        if (_placeError is not null)
-        {
-            throw _placeError;
         }
 
         var hits = new List<SandboxLimit>(_cgroup?.Hits() ?? []);
@@ -284,7 +273,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         }
     }
 
-    /// <summary>unshare exits only after the init is reaped, and the kernel reaps the init only after every process of its namespace.</summary>
+    /// <summary>The init's outer process exits only after the init is reaped, and the kernel reaps the init only after every process of its namespace.</summary>
     private static async Task WaitForExitAsync(Process process)
     {
         using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(10));
@@ -347,29 +336,7 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
         }
     }
 
-    /// <summary>The init waits in its cgroups' parent: move it in, then let it go on (or kill it when that fails).</summary>
-    private async Task PlaceAsync(byte[] payload, Stream control)
-    {
-        try
-        {
-            if (_cgroup is null || payload.Length < 8)
-            {
-                throw new SandboxException("the sandbox init asked to be placed in cgroups that were not asked for");
-            }
-
-            _cgroup.Place(
-                BinaryPrimitives.ReadInt32LittleEndian(payload), _process!.Id, BinaryPrimitives.ReadInt32LittleEndian(payload.AsSpan(4)));
-            await WriteControlAsync(control, [InitMessage.Go]).ConfigureAwait(false);
-            KillPoint.Reach(KillPoint.AfterSandboxStarted);
-        }
-        catch (Exception e) when (e is SandboxException or IOException or UnauthorizedAccessException)
-        {
-            _placeError = e as SandboxException ?? new SandboxException($"cannot move the sandbox into the build's cgroup: {e.Message}");
-            await WriteControlAsync(control, [InitMessage.Kill]).ConfigureAwait(false);
-        }
-    }
-
-    private async Task<(byte Type, byte[] Payload)?> ReadStatusAsync(Stream status, Stream control)
+    private async Task<(byte Type, byte[] Payload)?> ReadStatusAsync(Stream status)
     {
         var header = new byte[5];
         while (true)
@@ -383,12 +350,6 @@ internal sealed class SandboxRun(SandboxSpec spec, InitPlan plan, InitLauncher l
             if (!await ReadExactAsync(status, payload).ConfigureAwait(false))
             {
                 return null;
-            }
-
-            if (header[0] == InitMessage.Placing)
-            {
-                await PlaceAsync(payload, control).ConfigureAwait(false);
-                continue;
             }
 
             if (header[0] == InitMessage.Started)

@@ -69,4 +69,38 @@ public sealed class NativeInitTests
             Environment.SetEnvironmentVariable("TVIX_SANDBOX_TRACE", null);
         }
     }
+
+    /// <summary>Started any other way than by the sandbox (with <c>enter</c>), the init does nothing and says why.</summary>
+    [Fact]
+    public void TheInitRunsOnlyThroughItsEntry()
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo(InitLauncher.Get().Init[0])
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var init = System.Diagnostics.Process.Start(psi)!;
+        init.StandardInput.Close();
+        string status = init.StandardOutput.ReadToEnd();
+        init.WaitForExit();
+        Assert.Equal(1, init.ExitCode);
+        Assert.Equal('E', status[0]);
+        Assert.EndsWith("the sandbox init runs only as 'enter', started by tvix-fuse-build", status);
+    }
+
+    /// <summary>
+    /// The init moves into the build's cgroups before it creates the namespaces, so the build's cgroup namespace is rooted
+    /// at the build's own cgroups: every hierarchy shows "/" inside (before, the build's pids and memory cgroups showed
+    /// as children of the caller's).
+    /// </summary>
+    [Fact]
+    public async Task TheBuildsCgroupNamespaceIsRootedAtItsOwnCgroups()
+    {
+        using var tree = new SandboxTree();
+        string output = await Run.Ok(tree.Sh($"{B} cat /proc/self/cgroup"));
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.NotEmpty(lines);
+        Assert.All(lines, line => Assert.EndsWith(":/", line));
+    }
 }

@@ -26,11 +26,12 @@ internal static unsafe class BuildLauncher
         limit.Cur = Math.Min(limit.Max, 1024);
         setrlimit(RLIMIT_NOFILE, &limit);
 
-        // The count is per user namespace and uid (Linux 5.14 and later): the sandbox's own tasks, which are unshare,
-        // this init's threads (the spawning thread included) and the build. The init needs no new thread from here on.
-        // Under a pids cgroup, which counts the same tasks but unshare, the cgroup must be the one that says no: it
+        // The count is per user namespace and uid (Linux 5.14 and later): the sandbox's own tasks, which are this
+        // init's threads and the build (the process that entered the namespaces stays outside the user namespace). The
+        // init needs no new thread from here on but the spawning one, which is gone before the build can fork. Under a
+        // pids cgroup, which counts the same tasks and that outer process, the cgroup must be the one that says no: it
         // records that it did (pids.events), the rlimit does not.
-        limit.Cur = limit.Max = (ulong)plan.MaxProcesses + (ulong)ThreadCount() + 1 + (plan.WaitForCgroup ? 16UL : 0);
+        limit.Cur = limit.Max = (ulong)plan.MaxProcesses + (ulong)ThreadCount() + (plan.InCgroup ? 16UL : 0);
         SandboxSetupException.Check(setrlimit(RLIMIT_NPROC, &limit), "set RLIMIT_NPROC");
 
         // The OOM killer (of the build's memory cgroup, or of the host) takes the build's processes first: otherwise it

@@ -8,8 +8,8 @@ using TvixFuseBuild.Native;
 namespace TvixFuseBuild.Sandbox.Init;
 
 /// <summary>
-/// The sandbox init: PID 1 of the new PID namespace, started by util-linux <c>unshare</c> with all capabilities of
-/// the new user namespace. It reads the <see cref="InitPlan"/> from stdin, builds the root, starts the command
+/// The sandbox init: PID 1 of the new PID namespace, in which it has all capabilities (see <see cref="SandboxEntry"/>
+/// for how it gets there: the caller starts this executable with <c>enter</c>, which clones and re-execs it). It reads the <see cref="InitPlan"/> from stdin, builds the root, starts the command
 /// without privileges, reaps every process until the command exits, reports the status on stdout and exits; its exit
 /// makes the kernel kill whatever is left in the namespace. EOF (or <see cref="InitMessage.Kill"/>) on stdin kills
 /// everything at once: only the caller holds the write end, so its death is noticed too.
@@ -24,10 +24,20 @@ internal static unsafe class SandboxInit
     // `dotnet exec TvixFuseBuild.Sandbox.dll` (untrimmed, every referenced assembly present).
     [System.Diagnostics.CodeAnalysis.UnconditionalSuppressMessage("Trimming", "IL2026",
         Justification = "GetReferencedAssemblies runs only in the managed init, which is never trimmed.")]
-    private static int Main()
+    private static int Main(string[] args)
     {
         try
         {
+            if (!SandboxEntry.Entered())
+            {
+                if (args is [SandboxEntry.EnterArgument, ..])
+                {
+                    return SandboxEntry.Enter(args);
+                }
+
+                throw new SandboxSetupException($"the sandbox init runs only as '{SandboxEntry.EnterArgument}', started by tvix-fuse-build");
+            }
+
             Trace("main");
 #if !TVIX_NATIVE_INIT
             // The managed init (TVIX_SANDBOX_INIT=managed): after pivot_root the runtime's own files are gone, so
@@ -47,12 +57,6 @@ internal static unsafe class SandboxInit
             }
 
             CloseInherited(plan);
-
-            if (plan.WaitForCgroup)
-            {
-                AwaitPlacement();
-            }
-
             BuildLauncher.OomScore.Open();
             Libc.prctl(Libc.PR_SET_DUMPABLE, 0, 0, 0, 0);
             Libc.umask(0x12); // 022, whatever the caller had; the command inherits it
@@ -140,30 +144,6 @@ internal static unsafe class SandboxInit
                 Trace($"closing inherited descriptor {fd}");
                 Libc.close(fd);
             }
-        }
-    }
-
-    /// <summary>
-    /// Reports this process's pid as the host sees it (the host's /proc is still mounted here) with its thread count,
-    /// and waits until the caller has moved it into the build's cgroups: nothing of the build exists before that.
-    /// </summary>
-    private static void AwaitPlacement()
-    {
-        byte* link = stackalloc byte[32];
-        nint n = Libc.readlinkat(Libc.AT_FDCWD, "/proc/self", link, 32);
-        if (n <= 0 || !int.TryParse(new ReadOnlySpan<byte>(link, (int)n), out int hostPid))
-        {
-            throw new SandboxSetupException("cannot tell the init's pid from /proc/self");
-        }
-
-        Span<byte> payload = stackalloc byte[8];
-        BinaryPrimitives.WriteInt32LittleEndian(payload, hostPid);
-        BinaryPrimitives.WriteInt32LittleEndian(payload[4..], BuildLauncher.ThreadCount());
-        Send(InitMessage.Placing, payload);
-        Span<byte> go = stackalloc byte[1];
-        if (!ReadExact(ControlFd, go) || go[0] != InitMessage.Go)
-        {
-            Libc._exit(137);
         }
     }
 

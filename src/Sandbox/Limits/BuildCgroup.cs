@@ -6,8 +6,8 @@ namespace TvixFuseBuild.Sandbox;
 /// <summary>
 /// A build's own cgroups, as root on a host with cgroup v1 controllers and no usable v2 hierarchy (see <see cref="BuildCgroupV2"/>) (the hybrid layout): one under the caller's
 /// pids cgroup (pids.max) and one under its memory cgroup (memory.limit_in_bytes; tmpfs pages are charged there too).
-/// The caller moves the init into them before the init starts anything, so every process of the build is inside from
-/// its first fork. Removed when the build is over; those of callers that are gone are removed by the next build.
+/// The init's outer process moves itself into them before it creates the namespaces, so every process of the build is
+/// inside from its first fork. Removed when the build is over; those of callers that are gone are removed by the next build.
 /// </summary>
 internal sealed class BuildCgroup : IBuildCgroup
 {
@@ -95,25 +95,9 @@ internal sealed class BuildCgroup : IBuildCgroup
         }
     }
 
-    /// <summary>
-    /// Moves the init (host pid <paramref name="pid"/>, a child of <paramref name="unsharePid"/>) into the cgroups; the
-    /// pids limit leaves room for the init's own <paramref name="initThreads"/> threads (and its watchdog thread).
-    /// </summary>
-    public void Place(int pid, int unsharePid, int initThreads)
-    {
-        CgroupFiles.CheckIsInit(pid, unsharePid);
+    public IReadOnlyList<string> Directories => new[] { _pids, _memory }.OfType<string>().ToList();
 
-        if (_pids is not null)
-        {
-            CgroupFiles.Write(Path.Combine(_pids, "pids.max"), (long)_limits.MaxProcesses + initThreads + 1);
-            CgroupFiles.Write(Path.Combine(_pids, "cgroup.procs"), pid);
-        }
-
-        if (_memory is not null)
-        {
-            CgroupFiles.Write(Path.Combine(_memory, "cgroup.procs"), pid);
-        }
-    }
+    public string? PidsMax => _pids is null ? null : Path.Combine(_pids, "pids.max");
 
     /// <summary>The limits the build reached, read once everything of it is gone.</summary>
     public IReadOnlyList<SandboxLimit> Hits()

@@ -228,13 +228,9 @@ internal sealed class BuildCgroupV2 : IBuildCgroup
         }
     }
 
-    /// <summary>The pids limit leaves room for the init's own <paramref name="initThreads"/> threads (and its watchdog thread).</summary>
-    public void Place(int pid, int unsharePid, int initThreads)
-    {
-        CgroupFiles.CheckIsInit(pid, unsharePid);
-        CgroupFiles.Write(Path.Combine(_dir, "pids.max"), (long)_limits.MaxProcesses + initThreads + 1);
-        CgroupFiles.Write(Path.Combine(_dir, "cgroup.procs"), pid);
-    }
+    public IReadOnlyList<string> Directories => [_dir];
+
+    public string? PidsMax => Path.Combine(_dir, "pids.max");
 
     public IReadOnlyList<SandboxLimit> Hits()
     {

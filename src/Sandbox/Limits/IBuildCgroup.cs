@@ -4,16 +4,20 @@ using TvixFuseBuild.Native;
 namespace TvixFuseBuild.Sandbox;
 
 /// <summary>
-/// A build's own cgroup(s): created before the sandbox starts, the init moved in before it starts anything (the
-/// Placing/Go handshake), read for reached limits once the build is gone, then removed.
+/// A build's own cgroup(s): created before the sandbox starts, entered by the init's outer process before it creates
+/// anything of the build (it writes itself to each <see cref="Directories"/>' cgroup.procs and sets
+/// <see cref="PidsMax"/>), read for reached limits once the build is gone, then removed.
 /// </summary>
 internal interface IBuildCgroup : IDisposable
 {
     /// <summary>The limits a reached-limit report can be given for.</summary>
     IReadOnlyList<SandboxLimit> Watched { get; }
 
-    /// <summary>Moves the init (host pid <paramref name="pid"/>, a child of <paramref name="unsharePid"/>) in.</summary>
-    void Place(int pid, int unsharePid, int initThreads);
+    /// <summary>The cgroup directories the sandbox starts in.</summary>
+    IReadOnlyList<string> Directories { get; }
+
+    /// <summary>The pids.max file, set by the init to the process limit plus its own threads; null without a pids cgroup.</summary>
+    string? PidsMax { get; }
 
     /// <summary>The limits the build reached, read once everything of it is gone.</summary>
     IReadOnlyList<SandboxLimit> Hits();
@@ -162,28 +166,5 @@ internal static class CgroupFiles
         }
 
         return 0;
-    }
-
-    /// <summary>The pid must be the init: unshare's child (it comes from the init, which has run nothing of the build yet).</summary>
-    public static void CheckIsInit(int pid, int unsharePid)
-    {
-        if (ParentOf(pid) != unsharePid)
-        {
-            throw new SandboxException($"the sandbox init reported pid {pid}, which is not a child of unshare ({unsharePid})");
-        }
-    }
-
-    private static int ParentOf(int pid)
-    {
-        try
-        {
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
-            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return int.Parse(fields[1], CultureInfo.InvariantCulture);
-        }
-        catch (Exception e) when (e is IOException or FormatException or IndexOutOfRangeException)
-        {
-            return -1;
-        }
     }
 }
