@@ -186,6 +186,29 @@ public sealed class BuildRunnerTests(PipelineFixture fixture)
     }
 
     [Fact]
+    public async Task BuildDirectoriesAreSpreadOverTheFilesystem()
+    {
+        await fixture.Runner().RunAsync(NixShaped("mkdir -p $out\necho x > $dev\nln -s x $link\n"), BuildProtocol.Tvix);
+
+        // ext4 (and the filesystems with inode flags) mark the parent "top of hierarchy" (chattr +T); others refuse lsattr.
+        var lsattr = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("lsattr", ["-d", fixture.BuildDirectories])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        })!;
+        string attributes = lsattr.StandardOutput.ReadToEnd();
+        string error = lsattr.StandardError.ReadToEnd();
+        lsattr.WaitForExit();
+        if (lsattr.ExitCode != 0)
+        {
+            Assert.Contains("Inappropriate ioctl", error);
+            return;
+        }
+
+        Assert.Contains('T', attributes.Split(' ')[0]);
+    }
+
+    [Fact]
     public async Task TheResultCacheAnswersWithoutRunning()
     {
         var cache = fixture.NewResultCache();
