@@ -39,12 +39,29 @@ public sealed record DerivationRequest(
         new("TMPDIR", BuildTop),
     ];
 
+    private static readonly System.Buffers.SearchValues<char> Base32 = System.Buffers.SearchValues.Create(NixBase32.Alphabet);
+
     // Nix's initEnv sets these after the derivation's variables; the derivation cannot override them.
     private static readonly HashSet<string> Forced = ["NIX_BUILD_TOP", "TMPDIR", "TEMPDIR", "TMP", "TEMP", "PWD", "NIX_LOG_FD", "TERM"];
 
     /// <summary>Nix's placeholder for output <paramref name="outputName"/>: <c>/</c> + nixbase32(sha256("nix-output:NAME")).</summary>
     public static string HashPlaceholder(string outputName) =>
         "/" + NixBase32.Encode(SHA256.HashData(Encoding.UTF8.GetBytes("nix-output:" + outputName)));
+
+    /// <summary>Whether <paramref name="s"/> has a <c>/</c> followed by a placeholder's 52 base-32 characters.</summary>
+    internal static bool MayHoldPlaceholder(string s)
+    {
+        const int Length = 52; // nixbase32 of a SHA-256
+        for (int slash = s.IndexOf('/'); slash >= 0 && s.Length - slash > Length; slash = s.IndexOf('/', slash + 1))
+        {
+            if (s.AsSpan(slash + 1, Length).IndexOfAnyExcept(Base32) < 0)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>
     /// Converts <paramref name="derivation"/>. <paramref name="inputs"/>: the input closure, each store path with its
@@ -62,9 +79,17 @@ public sealed record DerivationRequest(
             }
         }
 
-        var rewrites = derivation.Outputs.Select(o => (Placeholder: HashPlaceholder(o.Name), o.Path)).ToList();
+        // Computed only when some string could hold a placeholder: SHA-256 loads OpenSSL, a few milliseconds of a
+        // small build.
+        List<(string Placeholder, string Path)>? rewrites = null;
         string Rewrite(string s)
         {
+            if (!MayHoldPlaceholder(s))
+            {
+                return s;
+            }
+
+            rewrites ??= derivation.Outputs.Select(o => (Placeholder: HashPlaceholder(o.Name), o.Path)).ToList();
             foreach (var (placeholder, path) in rewrites)
             {
                 s = s.Replace(placeholder, path, StringComparison.Ordinal);

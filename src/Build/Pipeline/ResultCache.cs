@@ -1,9 +1,11 @@
 using Google.Protobuf;
+using Microsoft.Win32.SafeHandles;
 using TvixFuseBuild.Build.Requests;
 using TvixFuseBuild.Castore;
 using TvixFuseBuild.Castore.Stores;
 using TvixFuseBuild.Castore.Stores.Local;
 using TvixFuseBuild.Castore.Transfer;
+using TvixFuseBuild.Native;
 using TvixBuild = Tvix.Build.V1;
 
 namespace TvixFuseBuild.Build.Pipeline;
@@ -59,9 +61,45 @@ public sealed class ResultCache(string directory)
     public Task StoreAsync(B3Digest request, BuildSpec spec, BuildResult result, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        byte[] bytes = result.ToTvixBuild(spec).ToByteArray();
+        string path = PathOf(request);
+
+        // A rebuild with the same outputs (--rebuild of a deterministic build): the entry already says this, and was
+        // made durable when it was written; writing it again costs a new file, an fsync and a rename.
+        if (Holds(path, bytes))
+        {
+            return Task.CompletedTask;
+        }
+
         System.IO.Directory.CreateDirectory(Directory);
-        HostFile.WriteAllBytes(PathOf(request), result.ToTvixBuild(spec).ToByteArray());
+        HostFile.WriteAllBytes(path, bytes);
         return Task.CompletedTask;
+    }
+
+    /// <summary>True when <paramref name="path"/> is a regular file (not through a symlink) holding exactly <paramref name="bytes"/>.</summary>
+    private static bool Holds(string path, byte[] bytes)
+    {
+        int fd = Libc.open(path, Libc.O_RDONLY | Libc.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            return false;
+        }
+
+        using var handle = new SafeFileHandle(fd, ownsHandle: true);
+        if (Libc.fstat(fd, out var status) != 0 || !status.IsRegularFile || status.Size != bytes.Length)
+        {
+            return false;
+        }
+
+        byte[] existing = new byte[bytes.Length];
+        try
+        {
+            return RandomAccess.Read(handle, existing, 0) == existing.Length && existing.AsSpan().SequenceEqual(bytes);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
     }
 
     /// <summary>How many entries the cache holds.</summary>

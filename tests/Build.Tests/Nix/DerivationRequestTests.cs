@@ -81,6 +81,31 @@ public sealed class DerivationRequestTests
         AssertLayout(spec);
     }
 
+    [Theory]
+    [InlineData("/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9", true)]
+    [InlineData("prefix=/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9/lib", true)]
+    [InlineData("/nix/store/x/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9", true)]
+    [InlineData("/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n", false)] // 51 characters
+    [InlineData("/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2nE", false)] // not base-32
+    [InlineData("/nix/store/dgapb8kh5gis4w7hzfl5725sx5gam0nz-with-placeholders", false)]
+    [InlineData("mkdir $out; echo hi > $out/f", false)]
+    [InlineData("", false)]
+    public void OnlyStringsThatCanHoldAPlaceholderAreRewritten(string value, bool may)
+    {
+        Assert.Equal(may, DerivationRequest.MayHoldPlaceholder(value));
+    }
+
+    [Fact]
+    public void APlaceholderOfAnyOutputIsReplacedWhereverItIs()
+    {
+        string dev = DerivationRequest.HashPlaceholder("dev");
+        var derivation = Parse($$"""Derive([("dev","/nix/store/mp57d33657rf34lzvlbpfa1gjfv5gmpg-p-dev","",""),("out","/nix/store/fhaj6gmwns62s6ypkcldbaj2ybvkhx3p-p","","")],[],[],"x86_64-linux","/bin/sh",["-c","echo x{{dev}}/include"],[("builder","/bin/sh"),("flags","--with-x=/nix/store/aaa --inc={{dev}}/include"),("name","p"),("system","x86_64-linux")])""");
+        var spec = DerivationRequest.Create(derivation, []).Spec;
+
+        Assert.Equal("echo x/nix/store/mp57d33657rf34lzvlbpfa1gjfv5gmpg-p-dev/include", spec.CommandArgs[2]);
+        Assert.Equal("--with-x=/nix/store/aaa --inc=/nix/store/mp57d33657rf34lzvlbpfa1gjfv5gmpg-p-dev/include", Env(spec, "flags"));
+    }
+
     [Fact]
     public void GlueCase3_FixedOutputGetsTheNetwork()
     {

@@ -186,6 +186,29 @@ public sealed class BuildRunnerTests(PipelineFixture fixture)
     }
 
     [Fact]
+    public async Task BuildDirectoriesAreSpreadOverTheFilesystem()
+    {
+        await fixture.Runner().RunAsync(NixShaped("mkdir -p $out\necho x > $dev\nln -s x $link\n"), BuildProtocol.Tvix);
+
+        // ext4 (and the filesystems with inode flags) mark the parent "top of hierarchy" (chattr +T); others refuse lsattr.
+        var lsattr = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("lsattr", ["-d", fixture.BuildDirectories])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        })!;
+        string attributes = lsattr.StandardOutput.ReadToEnd();
+        string error = lsattr.StandardError.ReadToEnd();
+        lsattr.WaitForExit();
+        if (lsattr.ExitCode != 0)
+        {
+            Assert.Contains("Inappropriate ioctl", error);
+            return;
+        }
+
+        Assert.Contains('T', attributes.Split(' ')[0]);
+    }
+
+    [Fact]
     public async Task TheResultCacheAnswersWithoutRunning()
     {
         var cache = fixture.NewResultCache();
@@ -202,9 +225,22 @@ public sealed class BuildRunnerTests(PipelineFixture fixture)
         Assert.Equal(string.Empty, secondLog.ToString());
         Assert.Equal(first.Result, second.Result);
 
+        // A rebuild with the same result leaves the entry as it is (no new file, no fsync)...
+        string entry = Path.Combine(cache.Directory, spec.ComputeDigest().ToHex());
+        byte[] recorded = File.ReadAllBytes(entry);
+        var past = new DateTime(2020, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+        File.SetLastWriteTimeUtc(entry, past);
         var forced = await fixture.Runner(cache: cache, rebuild: true).RunAsync(spec, BuildProtocol.Tvix);
         Assert.False(forced.Cached);
         Assert.Equal(first.Result, forced.Result);
+        Assert.Equal(past, File.GetLastWriteTimeUtc(entry));
+        Assert.Equal(recorded, File.ReadAllBytes(entry));
+
+        // ...and replaces one that says something else.
+        File.WriteAllBytes(entry, [.. recorded.AsSpan(0, recorded.Length - 1), (byte)(recorded[^1] ^ 1)]);
+        await fixture.Runner(cache: cache, rebuild: true).RunAsync(spec, BuildProtocol.Tvix);
+        Assert.Equal(recorded, File.ReadAllBytes(entry));
+        Assert.Empty(Directory.EnumerateFiles(cache.Directory, ".*"));
     }
 
     [Fact]
