@@ -162,6 +162,20 @@ public sealed class ImportCacheTests : IDisposable
     }
 
     [Fact]
+    public async Task ATableIsNeverWrittenThroughASymlinkInPlaceOfTheImportsDirectory()
+    {
+        string root = AgedTree();
+        await using var store = NewStore();
+        string elsewhere = Directory.CreateDirectory(_temp.Combine("elsewhere")).FullName;
+        File.CreateSymbolicLink(store.Local!.ImportCache.Directory, elsewhere);
+
+        var node = await ImportAsync(root, store);
+        Assert.Equal(Blake3.Hash(Encoding.UTF8.GetBytes("#!/bin/sh\necho one\n")), (await FileAsync(store, node, "bin", "tool")).Digest);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(elsewhere));
+        Assert.Empty(Directory.GetFiles(Path.Combine(store.Local.Root, "tmp")));
+    }
+
+    [Fact]
     public async Task ConcurrentImportsOfOnePathLeaveACompleteTable()
     {
         string root = AgedTree();

@@ -126,7 +126,8 @@ public sealed class ImportCache
         string? temporary = null;
         try
         {
-            System.IO.Directory.CreateDirectory(Directory);
+            // Made or checked as the store's own directories are: never a symlink to somewhere else.
+            LocalStore.EnsureDirectory(_store.Root, Directory);
             (var handle, temporary) = _store.CreateTemporaryFile();
             using (handle)
             {
@@ -144,7 +145,7 @@ public sealed class ImportCache
                 }
             }
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or CastoreException)
         {
         }
         finally

@@ -181,7 +181,7 @@ public sealed class LocalStore
     /// Makes the store directory <paramref name="path"/>, or checks that what is there is a directory and not a symlink
     /// to one: the store never creates or writes anything through a link it did not make.
     /// </summary>
-    private static unsafe void EnsureDirectory(string root, string path, bool create = true)
+    internal static unsafe void EnsureDirectory(string root, string path, bool create = true)
     {
         byte[] native = NativePath.FromString(path);
         fixed (byte* p = native)
