@@ -90,8 +90,10 @@ internal static class StepRunner
             Node node;
             try
             {
+                // The import cache: an unchanged toolchain is not read and hashed again on every call.
                 node = await HostImporter.ImportAsync(
-                    input.Path, PathComponent.Create(input.Name), store.Blobs, store.Directories, cancellationToken: cancellationToken).ConfigureAwait(false);
+                    input.Path, PathComponent.Create(input.Name), store.Blobs, store.Directories,
+                    new ImportOptions { Cache = store.Local?.ImportCache }, cancellationToken: cancellationToken).ConfigureAwait(false);
             }
             catch (Exception e) when (e is ImportException or IOException or UnauthorizedAccessException)
             {

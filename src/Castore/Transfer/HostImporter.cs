@@ -22,6 +22,12 @@ public sealed record ImportOptions
 
     /// <summary>Sees everything the import reads, as it reads it (e.g. to scan it for references in the same pass).</summary>
     public IImportObserver? Observer { get; init; }
+
+    /// <summary>
+    /// Where the digests of imported files are remembered, so that an unchanged file is not read again while its blob is
+    /// still in the store (see <see cref="ImportCache"/>). Not used with an <see cref="Observer"/>, which must see the bytes.
+    /// </summary>
+    public ImportCache? Cache { get; init; }
 }
 
 /// <summary>
@@ -107,14 +113,21 @@ public static class HostImporter
     {
         options ??= new ImportOptions();
         var state = new ImportState(blobs, options.TempRoots ?? TempRoots.None, progress, options.Observer);
+        var cache = options.Observer is null ? options.Cache : null;
+        long started = ImportCache.NowNs();
         var root = Scan(path, name, state, cancellationToken);
         state.ScanDone();
+        state.Cached = cache?.Load(path);
 
         await Parallel.ForEachAsync(
             state.Files,
             new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.MaxParallelism), CancellationToken = cancellationToken },
             async (file, ct) => await StoreFileAsync(file, state, ct).ConfigureAwait(false)).ConfigureAwait(false);
         state.Report(force: true);
+        if (cache is not null && (state.Files.Any(f => f.Identity is not null && !f.FromCache) || state.Cached!.Count > state.Files.Count))
+        {
+            cache!.Save(path, state.Files.Where(f => f.Identity is not null).Select(f => f.Identity! with { Digest = f.Digest }), started);
+        }
 
         if (root is not ScannedDirectory rootDirectory)
         {
@@ -150,6 +163,12 @@ public static class HostImporter
     private sealed class ScannedFile(PathComponent name, byte[] nativePath, string displayPath, long size, bool executable)
         : ScannedEntry(name)
     {
+        /// <summary>The file as the scan saw it (the digest not yet known), for the import cache.</summary>
+        public ImportCacheEntry? Identity { get; set; }
+
+        /// <summary>Its digest came from the import cache: it was not read.</summary>
+        public bool FromCache { get; set; }
+
         public byte[] NativePath { get; } = nativePath;
 
         public string DisplayPath { get; } = displayPath;
@@ -193,6 +212,9 @@ public static class HostImporter
         public IBlobService Blobs { get; } = blobs;
 
         public List<ScannedFile> Files { get; } = [];
+
+        /// <summary>The import cache's entries for this path, when it is used.</summary>
+        public Dictionary<(ulong Device, ulong Inode), ImportCacheEntry>? Cached { get; set; }
 
         public void AddFile(ScannedFile file)
         {
@@ -357,7 +379,11 @@ public static class HostImporter
     {
         if (status.IsRegularFile)
         {
-            var file = new ScannedFile(name, native, displayPath, status.Size, status.IsOwnerExecutable);
+            // Size 0 says nothing about a pseudo-file's contents: never taken from the cache.
+            var file = new ScannedFile(name, native, displayPath, status.Size, status.IsOwnerExecutable)
+            {
+                Identity = status.Size > 0 ? ImportCacheEntry.Of(status, default) : null,
+            };
             state.AddFile(file);
             return file;
         }
@@ -392,9 +418,25 @@ public static class HostImporter
 
     private static async ValueTask StoreFileAsync(ScannedFile file, ImportState state, CancellationToken cancellationToken)
     {
+        if (file.Identity is { } seen && state.Cached?.GetValueOrDefault((seen.Device, seen.Inode)) is { } known &&
+            known with { Digest = default } == seen)
+        {
+            // Registered before relying on the blob; a blob gone from the store since (collected) is read and stored again.
+            await state.TempRoots.AddAsync(known.Digest, cancellationToken).ConfigureAwait(false);
+            if (await state.Blobs.HasAsync(known.Digest, cancellationToken).ConfigureAwait(false))
+            {
+                file.Digest = known.Digest;
+                file.FromCache = true;
+                state.FileDone(file.Size);
+                return;
+            }
+        }
+
         using var handle = OpenFile(file);
         if (file.Size == 0 || PseudoFileSystem(handle, file) is not null)
         {
+            // Its times say nothing about its contents either: never remembered.
+            file.Identity = null;
             await StorePseudoFileAsync(handle, file, state, cancellationToken).ConfigureAwait(false);
             state.FileDone(file.Size);
             return;

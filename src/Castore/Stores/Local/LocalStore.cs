@@ -15,6 +15,7 @@ namespace TvixFuseBuild.Castore.Stores.Local;
 /// ROOT/quarantine/                objects found corrupt, moved aside
 /// ROOT/roots/NAME                 explicit garbage-collection roots: a digest each (see <see cref="StoreRoots"/>)
 /// ROOT/temproots/PID-RANDOM       what running processes rely on, and ROOT/gc.lock (see <see cref="TempRoots"/>)
+/// ROOT/imports/HEX                 what imported host files hashed to, by path (see <see cref="Local.ImportCache"/>)
 /// </code>
 /// Every object is written to tmp/ and renamed into place, so a crash never leaves a partial object under a digest's
 /// name, and several processes can use one store at once (the same object written twice is the same bytes).
@@ -27,7 +28,7 @@ public sealed class LocalStore
 {
     public const string MarkerFileName = "tvix-fuse-build-store";
     private const string FormatVersion = "1";
-    private static readonly HashSet<string> StoreEntries = ["blobs", "directories", "tmp", "quarantine", "roots", "temproots", "gc.lock"];
+    private static readonly HashSet<string> StoreEntries = ["blobs", "directories", "tmp", "quarantine", "roots", "temproots", "gc.lock", "imports"];
 
     private LocalStore(string root)
     {
@@ -41,6 +42,7 @@ public sealed class LocalStore
         Blobs = new LocalBlobService(this);
         Directories = new LocalDirectoryService(this);
         Roots = new StoreRoots(this);
+        ImportCache = new ImportCache(this);
     }
 
     public string Root { get; }
@@ -51,6 +53,9 @@ public sealed class LocalStore
 
     /// <summary>The explicit garbage-collection roots.</summary>
     public StoreRoots Roots { get; }
+
+    /// <summary>What earlier imports found host files to hash to (for <see cref="Transfer.ImportOptions.Cache"/>).</summary>
+    public ImportCache ImportCache { get; }
 
     /// <summary>A new set of temp roots: what this process relies on until the set is disposed.</summary>
     public TempRoots CreateTempRoots() => new(TempRootsFile.For(this));
@@ -176,7 +181,7 @@ public sealed class LocalStore
     /// Makes the store directory <paramref name="path"/>, or checks that what is there is a directory and not a symlink
     /// to one: the store never creates or writes anything through a link it did not make.
     /// </summary>
-    private static unsafe void EnsureDirectory(string root, string path, bool create = true)
+    internal static unsafe void EnsureDirectory(string root, string path, bool create = true)
     {
         byte[] native = NativePath.FromString(path);
         fixed (byte* p = native)
