@@ -129,6 +129,7 @@ internal static unsafe partial class Libc
     public const int EPOLL_CLOEXEC = 0x80000;
     public const int EPOLL_CTL_ADD = 1;
     public const uint EPOLLIN = 0x001;
+    public const short POLLIN = 0x001;
     public const uint EPOLLEXCLUSIVE = 1u << 28;
 
     public const int EFD_CLOEXEC = 0x80000;
@@ -229,6 +230,14 @@ internal static unsafe partial class Libc
     {
         public uint Events;
         public ulong Data;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short ReturnedEvents;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -425,6 +434,9 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int pipe2(int* fds, int flags);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int poll(PollFd* fds, nuint count, int timeout);
 
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int socketpair(int domain, int type, int protocol, int* sv);

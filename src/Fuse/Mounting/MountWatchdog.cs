@@ -17,6 +17,9 @@ internal sealed unsafe class MountWatchdog : IDisposable
     public const string Mount = "mount";
     public const string Fusermount = "fusermount";
 
+    private const byte ReadyByte = (byte)'r';
+    private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(60);
+
     private readonly int _pid;
     private readonly Thread _reaper;
     private readonly Action<string> _log;
@@ -60,43 +63,94 @@ internal sealed unsafe class MountWatchdog : IDisposable
             Environment.ProcessId.ToString(CultureInfo.InvariantCulture),
         ];
 
-        int* pipe = stackalloc int[2];
-        if (Libc.pipe2(pipe, Libc.O_CLOEXEC) < 0)
+        // stdin: a pipe only this process writes to (a byte: unmounted; end of file: gone). stdout: a pipe on which the
+        // watchdog says it is ready, so the mount is not reported ready with a watchdog that never ran.
+        int control = -1, controlWrite = -1, ready = -1, readyWrite = -1;
+        try
+        {
+            (control, controlWrite) = Pipe();
+            (ready, readyWrite) = Pipe();
+            int pid = Spawn(argv, control, readyWrite);
+            Libc.close(readyWrite);
+            readyWrite = -1;
+            WaitUntilReady(pid, ready, argv[0]);
+            var watchdog = new MountWatchdog(pid, controlWrite, log);
+            controlWrite = -1;
+            return watchdog;
+        }
+        finally
+        {
+            foreach (int fd in (ReadOnlySpan<int>)[control, controlWrite, ready, readyWrite])
+            {
+                if (fd >= 0)
+                {
+                    Libc.close(fd);
+                }
+            }
+        }
+    }
+
+    private static (int Read, int Write) Pipe()
+    {
+        int* fds = stackalloc int[2];
+        if (Libc.pipe2(fds, Libc.O_CLOEXEC) < 0)
         {
             throw FuseException.FromErrno("pipe2");
         }
 
-        int read = pipe[0], write = pipe[1];
-        try
+        int read = AboveStandard(fds[0]);
+        int write = AboveStandard(fds[1]);
+        if (read < 0 || write < 0)
         {
-            if (read < 3)
-            {
-                // The number of a closed standard descriptor, which the file actions would reuse: move it out of the way.
-                int moved = Libc.fcntl(read, Libc.F_DUPFD_CLOEXEC, 3);
-                int dupErrno = Errno.Last;
-                Libc.close(read);
-                read = moved;
-                if (read < 0)
-                {
-                    throw FuseException.FromErrno("fcntl F_DUPFD_CLOEXEC", dupErrno);
-                }
-            }
+            int errno = Errno.Last;
+            Libc.close(read >= 0 ? read : write);
+            throw FuseException.FromErrno("fcntl F_DUPFD_CLOEXEC", errno);
+        }
 
-            int pid = Spawn(argv, read);
-            return new MountWatchdog(pid, write, log);
-        }
-        catch
+        return (read, write);
+    }
+
+    /// <summary>Moves a descriptor that took a closed standard one's number (which the file actions reuse) to 3 or above; -1 on failure (closed).</summary>
+    private static int AboveStandard(int fd)
+    {
+        if (fd >= 3)
         {
-            Libc.close(write);
-            throw;
+            return fd;
         }
-        finally
+
+        int moved = Libc.fcntl(fd, Libc.F_DUPFD_CLOEXEC, 3);
+        int errno = Errno.Last;
+        Libc.close(fd);
+        Marshal.SetLastPInvokeError(errno);
+        return moved;
+    }
+
+    /// <summary>Waits for the watchdog's ready byte; otherwise kills and reaps it and throws.</summary>
+    private static void WaitUntilReady(int pid, int ready, string program)
+    {
+        var poll = new Libc.PollFd { Fd = ready, Events = Libc.POLLIN };
+        int rc;
+        while ((rc = Libc.poll(&poll, 1, (int)ReadyTimeout.TotalMilliseconds)) < 0 && Errno.Last == Errno.EINTR)
         {
-            if (read >= 0)
-            {
-                Libc.close(read);
-            }
         }
+
+        byte answer = 0;
+        if (rc > 0 && Libc.read(ready, &answer, 1) == 1 && answer == ReadyByte)
+        {
+            return;
+        }
+
+        Libc.kill(pid, Libc.SIGKILL);
+        int status = 0;
+        while (Libc.waitpid(pid, &status, 0) < 0 && Errno.Last == Errno.EINTR)
+        {
+        }
+
+        throw new FuseException(rc == 0
+            ? $"the unmount watchdog ({program}) was not ready within {ReadyTimeout.TotalSeconds:0} s"
+            : (status & 0x7f) == 0
+                ? $"the unmount watchdog ({program}) exited with {(status >> 8) & 0xff} before it was ready"
+                : $"the unmount watchdog ({program}) was killed by signal {status & 0x7f} before it was ready");
     }
 
     /// <summary>Tells the watchdog that the mount is gone (call after unmounting) and waits for it to exit.</summary>
@@ -140,8 +194,8 @@ internal sealed unsafe class MountWatchdog : IDisposable
         }
     }
 
-    /// <summary>posix_spawn (vfork-based, safe in a multi-threaded process): stdin the pipe, stdout /dev/null, stderr ours, a session of its own.</summary>
-    private static int Spawn(string[] argv, int stdin)
+    /// <summary>posix_spawn (vfork-based, safe in a multi-threaded process): stdin and stdout the pipes, stderr ours, a session of its own.</summary>
+    private static int Spawn(string[] argv, int stdin, int stdout)
     {
         // glibc's posix_spawn_file_actions_t is 80 bytes, posix_spawnattr_t 336, sigset_t 128: room to spare.
         byte* actions = stackalloc byte[512];
@@ -153,7 +207,7 @@ internal sealed unsafe class MountWatchdog : IDisposable
         try
         {
             Check(Libc.posix_spawn_file_actions_adddup2(actions, stdin, 0), "stdin");
-            Check(Libc.posix_spawn_file_actions_addopen(actions, 1, "/dev/null", Libc.O_WRONLY, 0), "stdout");
+            Check(Libc.posix_spawn_file_actions_adddup2(actions, stdout, 1), "stdout");
             Check(Libc.posix_spawn_file_actions_addclosefrom_np(actions, 3), "closefrom");
             Check(Libc.posix_spawnattr_setflags(attr, (short)(Libc.POSIX_SPAWN_SETSIGDEF | Libc.POSIX_SPAWN_SETSIGMASK | Libc.POSIX_SPAWN_SETSID)), "flags");
             Libc.sigfillset(signals);
@@ -230,7 +284,8 @@ internal sealed unsafe class MountWatchdog : IDisposable
         }
 
         string mountpoint = args[0];
-        byte b;
+        byte b = ReadyByte;
+        Libc.write(1, &b, 1);
         nint n;
         while ((n = Libc.read(0, &b, 1)) < 0 && Errno.Last == Errno.EINTR)
         {
