@@ -54,9 +54,6 @@ public sealed class CastoreMount : IAsyncDisposable
     /// <summary>Inodes the kernel currently holds (for tests and diagnostics).</summary>
     public int LiveInodes => _fileSystem.Inodes.Count;
 
-    /// <summary>The watchdog's process id, or null without one (for tests).</summary>
-    internal int? WatchdogPid => _watchdog?.Pid;
-
     /// <summary>Workers that got a cloned /dev/fuse file of their own.</summary>
     internal int ClonedChannels => _session.ClonedChannels;
 

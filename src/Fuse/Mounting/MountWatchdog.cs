@@ -35,9 +35,6 @@ internal sealed unsafe class MountWatchdog : IDisposable
         _reaper.Start();
     }
 
-    /// <summary>The watchdog's process id.</summary>
-    public int Pid => _pid;
-
     /// <summary>
     /// Starts <paramref name="command"/> followed by what <see cref="Run"/> reads: the mountpoint, the mount's id, its
     /// device and how it was mounted. Throws <see cref="FuseException"/> when the mount cannot be identified or the
