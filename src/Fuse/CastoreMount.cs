@@ -144,6 +144,11 @@ public sealed class CastoreMount : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(blobs);
         ArgumentNullException.ThrowIfNull(directories);
+        if (options.WatchdogCommand is { } command && (command.Count == 0 || !Path.IsPathRooted(command[0])))
+        {
+            throw new ArgumentException("the watchdog command must start with an absolute path", nameof(options));
+        }
+
         cancellationToken.ThrowIfCancellationRequested();
         var log = options.Log ?? (static _ => { });
         string path = Path.GetFullPath(mountpoint);

@@ -31,11 +31,12 @@ public sealed record CastoreMountOptions
     public bool ZeroMessageOpen { get; init; }
 
     /// <summary>
-    /// A command line that ends up calling <see cref="CastoreMount.RunWatchdog"/> with the arguments the mount appends
-    /// (for the tool: its own executable and a hidden first argument). When set, the mount starts it as a separate
-    /// process that detaches the mount as soon as this process dies, SIGKILL included: new opens then fail (the
-    /// mountpoint's own, empty directory shows through) instead of reaching a dead server. It touches only the mount
-    /// this process made, identified by its mount id and device, never whatever else is mounted there later.
+    /// A command line, its program an absolute path, that ends up calling <see cref="CastoreMount.RunWatchdog"/> with the
+    /// arguments the mount appends (for the tool: its own executable and a hidden first argument). When set, the mount
+    /// starts it as a separate process that detaches the mount as soon as this process dies, SIGKILL included: new
+    /// opens then fail (the mountpoint's own, empty directory shows through) instead of reaching a dead server. It
+    /// touches only the mount this process made, identified by its mount id and device, never whatever else is
+    /// mounted there later.
     /// </summary>
     public IReadOnlyList<string>? WatchdogCommand { get; init; }
 

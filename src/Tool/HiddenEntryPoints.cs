@@ -29,7 +29,7 @@ internal static class HiddenEntryPoints
     {
         string executable = Environment.ProcessPath ?? throw new InvalidOperationException("the tool's own executable is unknown");
         return Path.GetFileNameWithoutExtension(executable) == "dotnet"
-            ? [executable, Environment.GetCommandLineArgs()[0], entryPoint]
+            ? [executable, Path.GetFullPath(Environment.GetCommandLineArgs()[0]), entryPoint]
             : [executable, entryPoint];
     }
 }

@@ -60,6 +60,26 @@ public sealed class WatchdogTests
         }
     }
 
+    [Fact]
+    public async Task AWatchdogCommandWithoutAnAbsoluteProgramIsRefusedBeforeMounting()
+    {
+        string path = Directory.CreateTempSubdirectory("tfb-fuse-test-").FullName;
+        try
+        {
+            var stores = new FixtureStores();
+            foreach (string[] command in new[] { Array.Empty<string>(), ["false"] })
+            {
+                await Assert.ThrowsAsync<ArgumentException>(() => CastoreMount.MountAsync(
+                    path, [], stores.Blobs, stores.Directories, new CastoreMountOptions { WatchdogCommand = command }));
+                Assert.False(TestMount.IsMounted(path));
+            }
+        }
+        finally
+        {
+            TestMount.Cleanup(path);
+        }
+    }
+
     /// <summary>The command names of this process's children (zombies included), from /proc.</summary>
     private static List<string> ChildrenOfThisProcess()
     {

@@ -42,11 +42,6 @@ internal sealed unsafe class MountWatchdog : IDisposable
     /// </summary>
     public static MountWatchdog Start(IReadOnlyList<string> command, string mountpoint, bool viaFusermount, Action<string> log)
     {
-        if (command.Count == 0)
-        {
-            throw new ArgumentException("the watchdog command is empty", nameof(command));
-        }
-
         var identity = MountIdentity.Of(mountpoint, out int errno) ??
             throw (errno == 0
                 ? new FuseException($"cannot identify the mount at {mountpoint}: the kernel reports no mount id (Linux 5.8 or later needed)")
@@ -191,7 +186,10 @@ internal sealed unsafe class MountWatchdog : IDisposable
         }
     }
 
-    /// <summary>posix_spawn (vfork-based, safe in a multi-threaded process): stdin and stdout the pipes, stderr ours, a session of its own.</summary>
+    /// <summary>
+    /// posix_spawn (vfork-based, safe in a multi-threaded process): stdin and stdout the pipes, stderr ours, a session of
+    /// its own, in / (so that it keeps no directory busy).
+    /// </summary>
     private static int Spawn(string[] argv, int stdin, int stdout)
     {
         // glibc's posix_spawn_file_actions_t is 80 bytes, posix_spawnattr_t 336, sigset_t 128: room to spare.
@@ -206,6 +204,7 @@ internal sealed unsafe class MountWatchdog : IDisposable
             Check(Libc.posix_spawn_file_actions_adddup2(actions, stdin, 0), "stdin");
             Check(Libc.posix_spawn_file_actions_adddup2(actions, stdout, 1), "stdout");
             Check(Libc.posix_spawn_file_actions_addclosefrom_np(actions, 3), "closefrom");
+            Check(Libc.posix_spawn_file_actions_addchdir_np(actions, "/"), "chdir");
             Check(Libc.posix_spawnattr_setflags(attr, (short)(Libc.POSIX_SPAWN_SETSIGDEF | Libc.POSIX_SPAWN_SETSIGMASK | Libc.POSIX_SPAWN_SETSID)), "flags");
             Libc.sigfillset(signals);
             Check(Libc.posix_spawnattr_setsigdefault(attr, signals), "signal defaults");
