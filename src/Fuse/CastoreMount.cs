@@ -11,8 +11,8 @@ namespace TvixFuseBuild.Fuse;
 /// <summary>
 /// A read-only castore tree mounted with FUSE: the root holds a set of named nodes (a build's inputs) or the entries
 /// of one Directory, and everything below is fetched from the store only when something looks at it. Dispose to
-/// unmount; the mount also goes away with its process (readers then get ENOTCONN, and the next start of the tool
-/// removes it).
+/// unmount. If the process dies without unmounting, a watchdog process detaches the mount
+/// (<see cref="CastoreMountOptions.WatchdogCommand"/>); without one, readers get ENOTCONN and the next mount removes it.
 /// </summary>
 /// <example>
 /// <code>
@@ -28,6 +28,7 @@ public sealed class CastoreMount : IAsyncDisposable
     private readonly FuseSession _session;
     private readonly CastoreFileSystem _fileSystem;
     private readonly Action<string> _log;
+    private MountWatchdog? _watchdog;
     private int _disposed;
 
     private CastoreMount(KernelMount kernelMount, FuseSession session, CastoreFileSystem fileSystem, Action<string> log)
@@ -120,6 +121,19 @@ public sealed class CastoreMount : IAsyncDisposable
     public static bool DetachMountsUnder(string directory, Action<string>? log = null) =>
         StaleMounts.DetachUnder(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory)), log ?? (static _ => { }));
 
+    /// <summary>
+    /// The watchdog's side of <see cref="CastoreMountOptions.WatchdogCommand"/>: the process that command starts calls
+    /// this with the arguments the mount appended, and exits with what it returns. It waits until the mounting
+    /// process unmounts or dies; if it died, it detaches the mount, provided the mount at the mountpoint is still the
+    /// same one (its mount id and device), and writes a line to <paramref name="log"/>.
+    /// </summary>
+    public static int RunWatchdog(IReadOnlyList<string> arguments, Action<string> log)
+    {
+        ArgumentNullException.ThrowIfNull(arguments);
+        ArgumentNullException.ThrowIfNull(log);
+        return MountWatchdog.Run(arguments, log);
+    }
+
     private static async Task<CastoreMount> MountListingAsync(
         string mountpoint,
         DirectoryListing root,
@@ -130,6 +144,11 @@ public sealed class CastoreMount : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(blobs);
         ArgumentNullException.ThrowIfNull(directories);
+        if (options.WatchdogCommand is { } command && (command.Count == 0 || !Path.IsPathRooted(command[0])))
+        {
+            throw new ArgumentException("the watchdog command must start with an absolute path", nameof(options));
+        }
+
         cancellationToken.ThrowIfCancellationRequested();
         var log = options.Log ?? (static _ => { });
         string path = Path.GetFullPath(mountpoint);
@@ -177,6 +196,11 @@ public sealed class CastoreMount : IAsyncDisposable
             {
                 Timings = new MountTimings(mounted, workersStarted - mounted, Stopwatch.GetElapsedTime(started) - workersStarted),
             };
+            if (options.WatchdogCommand is { } watchdog)
+            {
+                mount._watchdog = MountWatchdog.Start(watchdog, path, kernelMount.ViaFusermount, log);
+            }
+
             AppDomain.CurrentDomain.ProcessExit += mount.OnProcessExit;
             return mount;
         }
@@ -194,7 +218,11 @@ public sealed class CastoreMount : IAsyncDisposable
         }
     }
 
-    private void OnProcessExit(object? sender, EventArgs e) => Unmount();
+    private void OnProcessExit(object? sender, EventArgs e)
+    {
+        Unmount();
+        _watchdog?.Release();
+    }
 
     /// <summary>Unmounts (lazily: files still open keep working until closed) and stops serving.</summary>
     public async ValueTask DisposeAsync()
@@ -206,6 +234,7 @@ public sealed class CastoreMount : IAsyncDisposable
 
         AppDomain.CurrentDomain.ProcessExit -= OnProcessExit;
         _kernelMount.Unmount();
+        _watchdog?.Dispose();
 
         // An idle mount is gone at once and the kernel ends the session; give it a moment before cutting it off.
         await Task.WhenAny(_session.Completion, Task.Delay(TimeSpan.FromSeconds(2))).ConfigureAwait(false);

@@ -23,11 +23,22 @@ public sealed record CastoreMountOptions
     /// Let the kernel open files without asking (FUSE_NO_OPEN_SUPPORT): no OPEN and RELEASE round trip per opened
     /// file, which is most of what re-reading a tree from the page cache costs. A blob is then opened on the file's
     /// first READ and kept open while the kernel keeps the inode (the least recently opened are closed beyond
-    /// 1,024). Off by default: if this process dies, files whose content is in the page cache go on opening and
-    /// reading without error (the bytes are still right: content never changes), where otherwise every open fails
-    /// with ENOTCONN at once. Ignored with <see cref="Passthrough"/>, which hands the kernel a file at OPEN.
+    /// 1,024). Off by default: if this process dies and the mount stays, files whose content is in the page cache go
+    /// on opening and reading without error (the bytes are still right: content never changes), where otherwise every
+    /// open fails with ENOTCONN at once; with a <see cref="WatchdogCommand"/> the mount does not stay. Ignored with
+    /// <see cref="Passthrough"/>, which hands the kernel a file at OPEN.
     /// </summary>
     public bool ZeroMessageOpen { get; init; }
+
+    /// <summary>
+    /// A command line, its program an absolute path, that ends up calling <see cref="CastoreMount.RunWatchdog"/> with the
+    /// arguments the mount appends (for the tool: its own executable and a hidden first argument). When set, the mount
+    /// starts it as a separate process that detaches the mount as soon as this process dies, SIGKILL included: new
+    /// opens then fail (the mountpoint's own, empty directory shows through) instead of reaching a dead server. It
+    /// touches only the mount this process made, identified by its mount id and device, never whatever else is
+    /// mounted there later.
+    /// </summary>
+    public IReadOnlyList<string>? WatchdogCommand { get; init; }
 
     /// <summary>Start every worker at the mount instead of one, then more while all are busy (the bench compares).</summary>
     internal bool EagerWorkers { get; init; }

@@ -24,6 +24,7 @@ internal static unsafe partial class Libc
     public const int AT_SYMLINK_NOFOLLOW = 0x100;
     public const int AT_REMOVEDIR = 0x200;
     public const int AT_EMPTY_PATH = 0x1000;
+    public const int AT_STATX_DONT_SYNC = 0x4000;
     public const int AT_RECURSIVE = 0x8000;
 
     public const int O_RDONLY = 0;
@@ -63,11 +64,14 @@ internal static unsafe partial class Libc
     public const uint STATX_GID = 0x10;
     public const uint STATX_INO = 0x100;
     public const uint STATX_SIZE = 0x200;
+    public const uint STATX_MNT_ID = 0x1000;
+    public const uint STATX_MNT_ID_UNIQUE = 0x4000;
 
     public const int F_GETFD = 1;
     public const int F_SETFD = 2;
     public const int F_GETFL = 3;
     public const int F_SETFL = 4;
+    public const int F_DUPFD_CLOEXEC = 1030;
     public const int FD_CLOEXEC = 1;
 
     public const int LOCK_SH = 1;
@@ -150,6 +154,7 @@ internal static unsafe partial class Libc
     public const int EPOLL_CLOEXEC = 0x80000;
     public const int EPOLL_CTL_ADD = 1;
     public const uint EPOLLIN = 0x001;
+    public const short POLLIN = 0x001;
     public const uint EPOLLEXCLUSIVE = 1u << 28;
 
     public const int EFD_CLOEXEC = 0x80000;
@@ -183,6 +188,16 @@ internal static unsafe partial class Libc
 
         [FieldOffset(40)]
         public ulong Size;
+
+        [FieldOffset(136)]
+        public uint DevMajor;
+
+        [FieldOffset(140)]
+        public uint DevMinor;
+
+        /// <summary>stx_mnt_id: the mount's reusable id (STATX_MNT_ID) or, since Linux 6.8, its unique one (STATX_MNT_ID_UNIQUE).</summary>
+        [FieldOffset(144)]
+        public ulong MountId;
 
         public readonly uint FileType => Mode & S_IFMT;
     }
@@ -240,6 +255,14 @@ internal static unsafe partial class Libc
     {
         public uint Events;
         public ulong Data;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short ReturnedEvents;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -433,6 +456,12 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int socket(int domain, int type, int protocol);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int pipe2(int* fds, int flags);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int poll(PollFd* fds, nuint count, int timeout);
 
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int socketpair(int domain, int type, int protocol, int* sv);

@@ -4,9 +4,10 @@ using System.Runtime.InteropServices;
 namespace TvixFuseBuild.Tool.Tests;
 
 /// <summary>
-/// <c>tvix-fuse-build mount</c> as users run it: a separate process serving a real mount until SIGTERM, killed with
-/// SIGKILL (readers must fail fast, the next start must clean up), and mounted by an unprivileged user through
-/// fusermount3. Every test removes its mounts and processes, also when it fails.
+/// <c>tvix-fuse-build mount</c> as users run it: a separate process serving a real mount until SIGTERM, Ctrl-C or an
+/// unmount; killed with SIGKILL (its watchdog must detach the mount, so readers fail fast and nothing stays; with the
+/// watchdog killed too, the next start must clean up), and mounted by an unprivileged user through fusermount3. Every
+/// test removes its mounts and processes, also when it fails.
 /// </summary>
 public sealed partial class MountCommandTests : IDisposable
 {
@@ -38,6 +39,10 @@ public sealed partial class MountCommandTests : IDisposable
     public void Dispose()
     {
         ToolProcess.StopAll(_processes);
+        foreach (int watchdog in WatchdogsFor(_temp))
+        {
+            ToolProcess.Signal(watchdog, 9);
+        }
 
         foreach (string path in MountsUnder(_temp))
         {
@@ -57,10 +62,12 @@ public sealed partial class MountCommandTests : IDisposable
     {
         var result = ToolProcess.Run(["mount", "--help"]);
         Assert.Equal(0, result.ExitCode);
-        foreach (string option in new[] { "--directory", "--nodes", "--threads", "--allow-other", "--store", "NAME<TAB>KIND<TAB>DIGEST<TAB>SIZE" })
+        foreach (string option in new[] { "--directory", "--nodes", "--threads", "--allow-other", "--per-file-open", "--store", "watchdog", "NAME<TAB>KIND<TAB>DIGEST<TAB>SIZE" })
         {
             Assert.Contains(option, result.Stdout);
         }
+
+        Assert.DoesNotContain("--zero-message-open", result.Stdout);
     }
 
     [Fact]
@@ -105,11 +112,40 @@ public sealed partial class MountCommandTests : IDisposable
         Assert.Equal("hi\n", Run(Path.Combine(mounted, "sub", "tool.sh")));
         Assert.Equal("", Run("diff", "-r", "--no-dereference", Source, mounted));
 
+        Assert.Single(WatchdogsFor(Mountpoint));
         Assert.Equal(0, ToolProcess.Signal(server.Id, 15));
         var exited = server.WaitForExitAsync();
         Assert.Same(exited, await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(15))));
         Assert.Equal(143, server.ExitCode);
         Assert.Empty(MountsUnder(_temp));
+        Assert.Empty(WatchdogsFor(_temp));
+    }
+
+    [Theory]
+    [InlineData("SIGINT")]
+    [InlineData("umount")]
+    public async Task TheWatchdogLeavesWithTheServerOnCtrlCAndOnAnUnmount(string how)
+    {
+        var server = StartMountWithStdin(Import(json: false), "--nodes", "-");
+        int watchdog = Assert.Single(WatchdogsFor(Mountpoint));
+        Assert.Equal("hello, world\n", File.ReadAllText(Path.Combine(Mountpoint, "src", "hello.txt")));
+        if (how == "SIGINT")
+        {
+            Assert.Equal(0, ToolProcess.Signal(server.Id, 2));
+        }
+        else
+        {
+            Run("umount", Mountpoint);
+        }
+
+        await server.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.Equal(how == "SIGINT" ? 130 : 0, server.ExitCode);
+        Assert.Empty(MountsUnder(_temp));
+        Assert.Empty(WatchdogsFor(_temp));
+        Assert.False(Directory.Exists($"/proc/{watchdog}"), $"the watchdog {watchdog} is still there");
+        string stderr = await server.StandardError.ReadToEndAsync();
+        Assert.DoesNotContain("watchdog", stderr);
+        Assert.DoesNotContain("is gone", stderr);
     }
 
     [Fact]
@@ -130,29 +166,39 @@ public sealed partial class MountCommandTests : IDisposable
     }
 
     [Fact]
-    public async Task ZeroMessageOpenServesTheSameFiles()
+    public async Task PerFileOpenServesTheSameFilesAndTheOldOptInIsAccepted()
     {
         string nodes = Path.Combine(_temp, "nodes.txt");
         File.WriteAllText(nodes, Import(json: false));
-        var server = StartMount("--nodes", nodes, "--zero-message-open");
+        foreach (string option in new[] { "--per-file-open", "--zero-message-open" })
+        {
+            var server = StartMount("--nodes", nodes, option);
+            Assert.Equal("hello, world\n", File.ReadAllText(Path.Combine(Mountpoint, "src", "hello.txt")));
+            Assert.Equal(
+                File.ReadAllBytes(Path.Combine(Source, "sub", "deeper", "data.bin")),
+                File.ReadAllBytes(Path.Combine(Mountpoint, "src", "sub", "deeper", "data.bin")));
+            await StopAsync(server);
+            Assert.Empty(MountsUnder(_temp));
+        }
 
-        Assert.Equal("hello, world\n", File.ReadAllText(Path.Combine(Mountpoint, "src", "hello.txt")));
-        Assert.Equal(
-            File.ReadAllBytes(Path.Combine(Source, "sub", "deeper", "data.bin")),
-            File.ReadAllBytes(Path.Combine(Mountpoint, "src", "sub", "deeper", "data.bin")));
-        await StopAsync(server);
+        var both = ToolProcess.Run(["--store", Store, "mount", Mountpoint, "--nodes", nodes, "--per-file-open", "--zero-message-open"]);
+        Assert.Equal(2, both.ExitCode);
+        Assert.Contains("contradict", both.Stderr);
         Assert.Empty(MountsUnder(_temp));
     }
 
-    [Fact]
-    public async Task AKilledServerFailsReadersFastAndTheNextStartRemovesItsMount()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AKilledServerFailsReadersFastAndLeavesNothingMounted(bool perFileOpen)
     {
         string nodes = Path.Combine(_temp, "nodes.txt");
         File.WriteAllText(nodes, Import(json: false));
-        var server = StartMount("--nodes", nodes);
+        var server = perFileOpen ? StartMount("--nodes", nodes, "--per-file-open") : StartMount("--nodes", nodes);
         string file = Path.Combine(Mountpoint, "src", "sub", "deeper", "data.bin");
 
-        // A reader that keeps going until reading fails.
+        // A reader that keeps going until reading fails: with zero-message open its file's content stays in the page
+        // cache and opens never reach the server, so only the watchdog's unmount can stop it.
         var reader = Start("sh", "-c", $"while cat '{file}' > /dev/null; do :; done; echo failed >&2; exit 3");
         await Task.Delay(500);
         Assert.False(reader.HasExited);
@@ -163,6 +209,32 @@ public sealed partial class MountCommandTests : IDisposable
         var readerDone = reader.WaitForExitAsync();
         Assert.Same(readerDone, await Task.WhenAny(readerDone, Task.Delay(TimeSpan.FromSeconds(5))));
         Assert.Equal(3, reader.ExitCode);
+
+        // The watchdog detached the mount and left: the mountpoint's own empty directory shows (ENOENT, never a hang).
+        await WaitUntilGoneAsync(Mountpoint);
+        var (code, _, stderr) = RunWithCode("stat", file);
+        Assert.NotEqual(0, code);
+        Assert.Contains("No such file or directory", stderr);
+        Assert.Empty(MountsUnder(_temp));
+        Assert.Empty(Directory.GetFileSystemEntries(Mountpoint));
+        Assert.Contains($"the server (pid {server.Id}) is gone; unmounted {Mountpoint}", await server.StandardError.ReadToEndAsync());
+    }
+
+    [Fact]
+    public async Task WithTheWatchdogKilledTooTheNextStartRemovesTheDeadMount()
+    {
+        string nodes = Path.Combine(_temp, "nodes.txt");
+        File.WriteAllText(nodes, Import(json: false));
+        var server = StartMount("--nodes", nodes);
+        string file = Path.Combine(Mountpoint, "src", "sub", "deeper", "data.bin");
+        Assert.Equal(300_000, File.ReadAllBytes(file).Length);
+
+        Assert.Equal(0, ToolProcess.Signal(Assert.Single(WatchdogsFor(Mountpoint)), 9));
+        await WaitUntilGoneAsync(Mountpoint);
+        Assert.Equal("hello, world\n", File.ReadAllText(Path.Combine(Mountpoint, "src", "hello.txt")));
+        Assert.Equal(0, ToolProcess.Signal(server.Id, 9));
+        await server.WaitForExitAsync();
+        Assert.Contains("watchdog", await server.StandardError.ReadToEndAsync());
 
         // The mount stays behind, answering ENOTCONN at once (never hanging).
         var stat = Stopwatch.StartNew();
@@ -178,6 +250,35 @@ public sealed partial class MountCommandTests : IDisposable
         Assert.True(MountsUnder(_temp).Count == 1, string.Join("\n", MountLines(_temp)));
         await StopAsync(next);
         Assert.Empty(MountsUnder(_temp));
+        Assert.Empty(WatchdogsFor(_temp));
+    }
+
+    [Fact]
+    public async Task TheWatchdogNeverUnmountsWhatItDidNotMount()
+    {
+        var server = StartMountWithStdin(Import(json: false), "--nodes", "-");
+        int watchdog = Assert.Single(WatchdogsFor(Mountpoint));
+
+        // Held still while the server dies and someone else takes the mountpoint over.
+        Assert.Equal(0, ToolProcess.Signal(watchdog, 19 /* SIGSTOP */));
+        try
+        {
+            Assert.Equal(0, ToolProcess.Signal(server.Id, 9));
+            await server.WaitForExitAsync();
+            Assert.Equal(0, Umount2(Mountpoint, 2 /* MNT_DETACH */));
+            Run("mount", "-t", "tmpfs", "-o", "size=1m", "someone-else", Mountpoint);
+            File.WriteAllText(Path.Combine(Mountpoint, "theirs"), "keep me\n");
+        }
+        finally
+        {
+            ToolProcess.Signal(watchdog, 18 /* SIGCONT */);
+        }
+
+        await WaitUntilGoneAsync(Mountpoint);
+        Assert.Equal("keep me\n", File.ReadAllText(Path.Combine(Mountpoint, "theirs")));
+        Assert.Contains(" - tmpfs someone-else ", Assert.Single(MountLines(_temp)));
+        Assert.DoesNotContain("unmounted", await server.StandardError.ReadToEndAsync());
+        Assert.Equal(0, Umount2(Mountpoint, 0));
     }
 
     [Fact]
@@ -226,12 +327,28 @@ public sealed partial class MountCommandTests : IDisposable
             // A user may not hand files to the kernel for passthrough: reads are then served by the process itself.
             Assert.Contains("passthrough refused", await server.StandardError.ReadToEndAsync());
 
-            // Killed outright: readers get ENOTCONN, and the user's next start removes the dead mount.
+            // Killed outright: the user's watchdog detaches the mount with fusermount3, and leaves.
             var killed = Start([.. asUser, "env", "CI=true", ToolProcess.Executable, "--store", Store, "mount", Mountpoint, "--nodes", "-"], stdin: nodes);
             await WaitForReadyAsync(killed);
+            Assert.Equal(uid, Run("stat", "-c", "%u", $"/proc/{Assert.Single(WatchdogsFor(Mountpoint))}").Trim());
+            Assert.Equal("hello, world\n", Run([.. asUser, "cat", Path.Combine(Mountpoint, "src", "hello.txt")]));
             Assert.Equal(0, ToolProcess.Signal(killed.Id, 9));
             await killed.WaitForExitAsync();
-            var (code, _, stderr) = RunWithCode([.. asUser, "stat", Path.Combine(Mountpoint, "src")]);
+            await WaitUntilGoneAsync(Mountpoint);
+            Assert.Empty(MountsUnder(_temp));
+            Assert.Contains("is gone; unmounted", await killed.StandardError.ReadToEndAsync());
+            var (code, _, stderr) = RunWithCode([.. asUser, "cat", Path.Combine(Mountpoint, "src", "hello.txt")]);
+            Assert.NotEqual(0, code);
+            Assert.Contains("No such file or directory", stderr);
+
+            // With the watchdog killed first: readers get ENOTCONN, and the user's next start removes the dead mount.
+            var orphan = Start([.. asUser, "env", "CI=true", ToolProcess.Executable, "--store", Store, "mount", Mountpoint, "--nodes", "-"], stdin: nodes);
+            await WaitForReadyAsync(orphan);
+            Assert.Equal(0, ToolProcess.Signal(Assert.Single(WatchdogsFor(Mountpoint)), 9));
+            await WaitUntilGoneAsync(Mountpoint);
+            Assert.Equal(0, ToolProcess.Signal(orphan.Id, 9));
+            await orphan.WaitForExitAsync();
+            (code, _, stderr) = RunWithCode([.. asUser, "stat", Path.Combine(Mountpoint, "src")]);
             Assert.NotEqual(0, code);
             Assert.Contains("Transport endpoint is not connected", stderr);
 
@@ -242,6 +359,7 @@ public sealed partial class MountCommandTests : IDisposable
             Assert.Equal(0, ToolProcess.Signal(next.Id, 15));
             await next.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(15));
             Assert.Empty(MountsUnder(_temp));
+            Assert.Empty(WatchdogsFor(_temp));
         }
         finally
         {
@@ -358,6 +476,48 @@ public sealed partial class MountCommandTests : IDisposable
         }
 
         return (process.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    /// <summary>Watchdog processes whose mountpoint is <paramref name="under"/> or below it (from /proc/PID/cmdline).</summary>
+    private static List<int> WatchdogsFor(string under)
+    {
+        var pids = new List<int>();
+        foreach (string dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid))
+            {
+                continue;
+            }
+
+            string[] args;
+            try
+            {
+                args = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0');
+            }
+            catch (IOException)
+            {
+                continue;
+            }
+
+            int entry = Array.IndexOf(args, "__mount-watchdog");
+            if (entry >= 0 && entry + 1 < args.Length && (args[entry + 1] == under || args[entry + 1].StartsWith(under + "/", StringComparison.Ordinal)))
+            {
+                pids.Add(pid);
+            }
+        }
+
+        return pids;
+    }
+
+    /// <summary>Waits (up to a minute, then fails) until no watchdog of <paramref name="mountpoint"/> runs.</summary>
+    private static async Task WaitUntilGoneAsync(string mountpoint)
+    {
+        for (int i = 0; i < 600 && WatchdogsFor(mountpoint).Count > 0; i++)
+        {
+            await Task.Delay(100);
+        }
+
+        Assert.Empty(WatchdogsFor(mountpoint));
     }
 
     private static List<string> MountLines(string under) =>

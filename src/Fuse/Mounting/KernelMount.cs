@@ -11,9 +11,8 @@ internal sealed record MountSettings(string FsName, string Subtype, bool AllowOt
 /// <summary>
 /// A FUSE mount: <c>mount(2)</c> with a fresh /dev/fuse file when we may (root), else <c>fusermount3</c>, which mounts
 /// for us and hands the /dev/fuse file back over a unix socket. Always read-only, nosuid, nodev, default_permissions.
-/// If the serving process dies, readers get ENOTCONN and the mount stays until the next start removes it
-/// (<see cref="StaleMounts"/>). fusermount3's auto_unmount is not used: Debian 12's fusermount3 probes the dead mount
-/// as root, gets EACCES instead of ENOTCONN when allow_other is off, and then leaves the mount in place anyway.
+/// If the serving process dies, readers get ENOTCONN and the mount stays until its watchdog
+/// (<see cref="MountWatchdog"/>) or the next start (<see cref="StaleMounts"/>) removes it.
 /// </summary>
 internal sealed unsafe class KernelMount : IDisposable
 {

@@ -43,15 +43,20 @@ internal static class MountCommand
             Description = "Let the kernel read blobs stored as whole local files itself (FUSE passthrough; root, kernel 6.9+; " +
                           "falls back to serving reads when refused).",
         };
-        var zeroMessageOpen = new Option<bool>("--zero-message-open")
+        var perFileOpen = new Option<bool>("--per-file-open")
         {
-            Description = "Let the kernel open files without asking this process (faster re-reads from the page cache); if this " +
-                          "process dies, cached files then stay readable instead of failing at once.",
+            Description = "Have every open of a file answered by this process (an OPEN and a RELEASE message each), instead of " +
+                          "letting the kernel open files itself; slower re-reads from the page cache.",
         };
+
+        // Was the opt-in before zero-message open became the default; still accepted.
+        var zeroMessageOpen = new Option<bool>("--zero-message-open") { Hidden = true };
         var command = new Command(
             "mount",
             "Mount a castore tree read-only with FUSE; nothing is read from the store until it is looked at. Serves in the " +
-            $"foreground until Ctrl-C or SIGTERM, then unmounts. Prints '{ReadyPrefix}MOUNTPOINT' once the mount is ready.")
+            $"foreground until Ctrl-C or SIGTERM, then unmounts. Prints '{ReadyPrefix}MOUNTPOINT' once the mount is ready. " +
+            "If this process dies (even by SIGKILL), a watchdog process it started detaches the mount, so nothing is left " +
+            "mounted and new opens fail.")
         {
             mountpoint,
             directory,
@@ -60,6 +65,7 @@ internal static class MountCommand
             allowOther,
             noRootListing,
             passthrough,
+            perFileOpen,
             zeroMessageOpen,
         };
         command.SetAction(async (parse, cancellationToken) =>
@@ -69,6 +75,11 @@ internal static class MountCommand
             if ((digestText is null) == (nodesFile is null))
             {
                 throw new UsageException("mount needs exactly one of --directory DIGEST and --nodes FILE");
+            }
+
+            if (parse.GetValue(perFileOpen) && parse.GetValue(zeroMessageOpen))
+            {
+                throw new UsageException("--per-file-open and --zero-message-open contradict each other");
             }
 
             int? threadCount = parse.GetValue(threads);
@@ -86,7 +97,8 @@ internal static class MountCommand
                 AllowOther = parse.GetValue(allowOther),
                 ListRoot = !parse.GetValue(noRootListing),
                 Passthrough = parse.GetValue(passthrough),
-                ZeroMessageOpen = parse.GetValue(zeroMessageOpen),
+                ZeroMessageOpen = !parse.GetValue(perFileOpen),
+                WatchdogCommand = HiddenEntryPoints.Self(HiddenEntryPoints.MountWatchdog),
                 Log = line => Console.Error.WriteLine($"{ToolConsole.Name}: mount: {line}"),
             };
 
