@@ -18,7 +18,7 @@ internal static class TvixBuildError
     /// <summary>The command succeeded but did not produce one of the outputs.</summary>
     public const string OutputMissing = "TVB0005";
 
-    /// <summary>This host cannot sandbox the build (no user namespaces, util-linux missing, ...) or refuses its constraints.</summary>
+    /// <summary>This host cannot sandbox the build (no user namespaces, the sandbox init missing, ...) or refuses its constraints.</summary>
     public const string SandboxUnavailable = "TVB0006";
 
     /// <summary>The store cannot be opened, read or written, or another I/O operation of the build failed.</summary>
