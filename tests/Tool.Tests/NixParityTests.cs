@@ -1,9 +1,9 @@
-using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using TvixFuseBuild.Build.Nix;
+using TvixFuseBuild.Build.Tests.Nix;
 
 namespace TvixFuseBuild.Tool.Tests;
 
@@ -41,46 +41,8 @@ public sealed partial class NixParityTests : IDisposable
 
     private static ToolProcess.Result Run(string program, IEnumerable<string> arguments, IDictionary<string, string>? environment = null, string? workingDirectory = null)
     {
-        var start = new ProcessStartInfo(program)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = workingDirectory ?? Environment.CurrentDirectory,
-        };
-        foreach (string argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
-        {
-            start.Environment[key] = value;
-        }
-
-        Process process;
-        try
-        {
-            process = Process.Start(start)!;
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            throw new InvalidOperationException($"cannot run {program} (scripts/setup installs Nix): {e.Message}");
-        }
-
-        using (process)
-        {
-            var stdout = process.StandardOutput.ReadToEndAsync();
-            var stderr = process.StandardError.ReadToEndAsync();
-            if (!process.WaitForExit(TimeSpan.FromMinutes(5)))
-            {
-                process.Kill(entireProcessTree: true);
-                Assert.Fail($"{program} {string.Join(' ', arguments)} did not finish in time");
-            }
-
-            process.WaitForExit();
-            return new ToolProcess.Result(process.ExitCode, stdout.Result, stderr.Result);
-        }
+        var (exitCode, stdout, stderr) = NixCommand.Run(program, arguments, environment, workingDirectory);
+        return new ToolProcess.Result(exitCode, stdout, stderr);
     }
 
     private static string Check(ToolProcess.Result result, string what)

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using TvixFuseBuild.Build.Nix;
 
 namespace TvixFuseBuild.Build.Tests.Nix;
@@ -18,7 +17,7 @@ public sealed class LocalNixStoreTests : IDisposable
         if (_created.Count > 0)
         {
             // The derivation first: it refers to the source.
-            Run("nix-store", ["--delete", .. Enumerable.Reverse(_created)]);
+            NixCommand.Output("nix-store", ["--delete", .. Enumerable.Reverse(_created)]);
         }
 
         Directory.Delete(_temp, recursive: true);
@@ -31,13 +30,13 @@ public sealed class LocalNixStoreTests : IDisposable
         Directory.CreateDirectory(Path.Combine(source, "bin"));
         File.WriteAllText(Path.Combine(source, "nonce"), Guid.NewGuid().ToString("N"));
         File.CreateSymbolicLink(Path.Combine(source, "bin", "link"), "../nonce");
-        string sourcePath = Run("nix-store", ["--add", source]).Trim();
+        string sourcePath = NixCommand.Output("nix-store", ["--add", source]).Trim();
         _created.Add(sourcePath);
         string expression = Path.Combine(_temp, "d.nix");
         File.WriteAllText(expression, $$"""
             builtins.derivation { name = "nixdb-test"; system = "x86_64-linux"; builder = "/bin/sh"; src = builtins.storePath {{sourcePath}}; }
             """);
-        string drv = Run("nix-instantiate", [expression]).Trim();
+        string drv = NixCommand.Output("nix-instantiate", [expression]).Trim();
         _created.Add(drv);
         string missing = NixStorePaths.StoreDir + "/00000000000000000000000000000000-not-there";
 
@@ -64,33 +63,5 @@ public sealed class LocalNixStoreTests : IDisposable
         Assert.Empty(await database.ReferencesAsync(sourcePath, CancellationToken.None));
         var notValid = await Assert.ThrowsAsync<IOException>(() => database.ReferencesAsync(missing, CancellationToken.None));
         Assert.Contains(missing, notValid.Message);
-    }
-
-    private static string Run(string program, IEnumerable<string> arguments)
-    {
-        var start = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        Process process;
-        try
-        {
-            process = Process.Start(start)!;
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            throw new InvalidOperationException($"cannot run {program} (scripts/setup installs Nix): {e.Message}");
-        }
-
-        using (process)
-        {
-            var stdout = process.StandardOutput.ReadToEndAsync();
-            var stderr = process.StandardError.ReadToEndAsync();
-            process.WaitForExit();
-            Assert.True(process.ExitCode == 0, $"{program} {string.Join(' ', arguments)} failed ({process.ExitCode}): {stderr.Result}");
-            return stdout.Result;
-        }
     }
 }
