@@ -7,7 +7,7 @@ namespace TvixFuseBuild.Castore;
 /// code is precompiled for x86-64-v3, where asking the runtime about AVX-512 keeps the method out of the ReadyToRun
 /// image. Only then may TvixFuseBuild.Avx512 be called (it is precompiled for x86-64-v4, and the runtime JIT-compiles
 /// all of it on a machine without); its own IsSupported then gives the runtime's answer (which may still be no:
-/// DOTNET_EnableAVX512=0, an OS that does not save the AVX-512 registers). Compiled into Castore and Build.
+/// DOTNET_EnableAVX512=0, an OS that does not save the AVX-512 registers).
 /// </summary>
 internal static class Avx512Cpu
 {

@@ -649,6 +649,26 @@ internal static unsafe partial class Libc
         }
     }
 
+    /// <summary>
+    /// arch_prctl(ARCH_GET_XCOMP_SUPP) on x86-64 (Linux 5.16+): the XSAVE state components the kernel enables for user
+    /// space (bit 2: the upper halves of the YMM registers; bits 5-7: AVX-512's opmask and ZMM state). -1 with errno set
+    /// where the kernel or architecture has no such call.
+    /// </summary>
+    public static int GetXsaveUserFeatures(out ulong features)
+    {
+        features = 0;
+        if (RuntimeInformation.ProcessArchitecture != Architecture.X64)
+        {
+            Marshal.SetLastPInvokeError(Errno.EINVAL);
+            return -1;
+        }
+
+        fixed (ulong* f = &features)
+        {
+            return (int)syscall(158, 0x1021, (nint)f, 0, 0, 0);
+        }
+    }
+
     public static int PivotRoot(string newRoot, string putOld)
     {
         fixed (byte* n = NativePath.FromString(newRoot))

@@ -76,6 +76,16 @@ internal static class ToolConsole
             }
         }
 
+        try
+        {
+            // TVIX_FUSE_BUILD_SIMD_KERNELS, where set, is honoured or refused before any work.
+            SimdKernelLibrary.CheckSetting();
+        }
+        catch (Exception e)
+        {
+            return Report(e);
+        }
+
         using var termination = new Termination();
         s_termination = termination;
         var configuration = new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };

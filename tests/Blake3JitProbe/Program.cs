@@ -26,6 +26,11 @@ if (args is ["throughput", string sizeText, string repsText])
     return Throughput(int.Parse(sizeText), int.Parse(repsText));
 }
 
+if (args is ["hash-many", string hmSize, string hmReps, .. var libraries])
+{
+    return HashManyThroughput(int.Parse(hmSize), int.Parse(hmReps), libraries);
+}
+
 if (args is ["refscan", string scanDirectory, string engine])
 {
     return ProbeRefscan(scanDirectory, Enum.Parse<RefscanEngine>(engine));
@@ -116,6 +121,43 @@ static int Throughput(int size, int reps)
 
     Console.WriteLine($"level {Blake3Backend.Best}");
     Console.WriteLine($"best {size / best / 1e9:F2} GB/s");
+    return 0;
+}
+
+// The chunk compression alone (hash_many over whole chunks), this process's own kernels against the NativeAOT tool's
+// kernels libraries (src/Kernels, given as PATH:LEVEL), interleaved round by round: best rate of each.
+static unsafe int HashManyThroughput(int size, int reps, string[] libraries)
+{
+    var data = new byte[size];
+    new Random(1).NextBytes(data);
+    var output = new byte[size / 1024 * 32];
+    var loaded = libraries.Select(l => (Name: Path.GetFileName(l[..l.LastIndexOf(':')]), Library: SimdKernelLibrary.Load(l[..l.LastIndexOf(':')], int.Parse(l[(l.LastIndexOf(':') + 1)..])))).ToArray();
+    var best = new double[1 + loaded.Length];
+    Array.Fill(best, double.MaxValue);
+    CvWords key = Blake3.IVWords;
+    fixed (byte* input = data)
+    fixed (byte* o = output)
+    {
+        for (int r = 0; r < reps; r++)
+        {
+            long started = Stopwatch.GetTimestamp();
+            Blake3Backend.HashMany(input, (nuint)(size / 1024), 16, in key, 0, true, 0, 1, 2, o, Blake3Backend.Own);
+            best[0] = Math.Min(best[0], Stopwatch.GetElapsedTime(started).TotalSeconds);
+            for (int i = 0; i < loaded.Length; i++)
+            {
+                started = Stopwatch.GetTimestamp();
+                loaded[i].Library.HashMany(input, (nuint)(size / 1024), 16, (uint*)&key, 0, 1, 0, 1, 2, o);
+                best[1 + i] = Math.Min(best[1 + i], Stopwatch.GetElapsedTime(started).TotalSeconds);
+            }
+        }
+    }
+
+    Console.WriteLine($"own {Blake3Backend.Own}: {size / best[0] / 1e9:F2} GB/s");
+    for (int i = 0; i < loaded.Length; i++)
+    {
+        Console.WriteLine($"{loaded[i].Name}: {size / best[1 + i] / 1e9:F2} GB/s");
+    }
+
     return 0;
 }
 

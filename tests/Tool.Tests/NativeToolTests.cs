@@ -17,8 +17,8 @@ namespace TvixFuseBuild.Tool.Tests;
 /// <summary>
 /// The NativeAOT tvix-fuse-build, published once per test run: scripts/test publishes it before the tests and names it
 /// in <c>TVIX_FUSE_BUILD_NATIVE</c>; without that variable this fixture publishes it itself (a few minutes). The
-/// executable and tvix-sandbox-init are copied side by side into a directory of their own, as the tool package
-/// installs them, so nothing of the build tree is within reach.
+/// executable, tvix-sandbox-init and the SIMD kernels libraries are copied side by side into a directory of their own,
+/// as the tool package installs them, so nothing of the build tree is within reach.
 /// </summary>
 public sealed class NativeTool : IDisposable
 {
@@ -47,8 +47,16 @@ public sealed class NativeTool : IDisposable
         Executable = Path.Combine(_directory, "tvix-fuse-build");
         File.Copy(published, Executable);
         File.Copy(Path.Combine(from, "tvix-sandbox-init"), Path.Combine(_directory, "tvix-sandbox-init"));
-        Assert.Equal(2, Directory.GetFiles(_directory).Length);
+        foreach (string kernels in KernelsLibraries)
+        {
+            File.Copy(Path.Combine(from, kernels), Path.Combine(_directory, kernels));
+        }
+
+        Assert.Equal(4, Directory.GetFiles(_directory).Length);
     }
+
+    /// <summary>The SIMD kernels libraries the package carries next to the executable (src/Kernels).</summary>
+    public static readonly string[] KernelsLibraries = ["tvix-kernels-x86-64-v3.so", "tvix-kernels-x86-64-v4.so"];
 
     public string Executable { get; }
 
@@ -192,6 +200,73 @@ public sealed class NativeToolTests : IClassFixture<NativeTool>, IDisposable
         Ok(Native(["gc", "--older-than", "0s"]));
         Assert.Equal(File.ReadAllText(Path.Combine(tree, "hello")), Ok(Native(["cat", digest + "/hello"])).Stdout);
         Ok(Native(["root", "remove", "kept"]));
+    }
+
+    /// <summary>3 MiB of random bytes with a store path inside: past what the tool hashes before it loads its kernels library.</summary>
+    private string LargeTree()
+    {
+        string tree = Path.Combine(_temp, "large");
+        Directory.CreateDirectory(tree);
+        var data = new byte[3 << 20];
+        new Random(16).NextBytes(data);
+        "fhaj6gmwns62s6ypkcldbaj2ybvkhx3p"u8.CopyTo(data.AsSpan(1_500_001));
+        File.WriteAllBytes(Path.Combine(tree, "blob"), data);
+        File.WriteAllText(Path.Combine(tree, "small"), "/nix/store/fhaj6gmwns62s6ypkcldbaj2ybvkhx3p-foo\n");
+        return tree;
+    }
+
+    private const string KernelsVariable = "TVIX_FUSE_BUILD_SIMD_KERNELS";
+
+    private ToolProcess.Result NativeWithKernels(string mode, string[] arguments, string? executable = null) =>
+        ToolProcess.Run(
+            arguments,
+            new Dictionary<string, string>(EnvironmentFor("native-" + mode)) { [KernelsVariable] = mode },
+            executable: executable ?? _native.Executable);
+
+    [Fact]
+    public void HashesAndScansAtTheCpusWidthWithItsKernelsLibrary()
+    {
+        // `required`: the library for this CPU is loaded at the first kernel call, or the command fails. The JIT-compiled
+        // tool runs its own AVX-512/AVX2 kernels; `off` runs the native tool's own 128-bit ones. All three agree.
+        string tree = LargeTree();
+        string needles = Path.Combine(_temp, "needles");
+        File.WriteAllText(needles, "fhaj6gmwns62s6ypkcldbaj2ybvkhx3p\n00000000000000000000000000000000\n");
+        string[] import = ["import", "--json", tree];
+        string[] refscan = ["refscan", "--needles", needles, "--json", tree];
+
+        string expectedImport = Ok(Jit(import)).Stdout;
+        string expectedRefscan = Ok(Jit(refscan)).Stdout;
+        Assert.Contains("fhaj6gmwns62s6ypkcldbaj2ybvkhx3p", expectedRefscan);
+        foreach (string mode in new[] { "required", "off" })
+        {
+            Assert.Equal(expectedImport, Ok(NativeWithKernels(mode, import)).Stdout);
+            Assert.Equal(expectedRefscan, Ok(NativeWithKernels(mode, refscan)).Stdout);
+        }
+
+        // And by default, with the library loaded after the first MiB.
+        Assert.Equal(expectedImport, Ok(Native(import)).Stdout);
+    }
+
+    [Fact]
+    public void WithoutItsKernelsLibraryTheToolStillWorksAndRequiredSaysWhatIsMissing()
+    {
+        string alone = Path.Combine(_temp, "without-kernels");
+        Directory.CreateDirectory(alone);
+        string executable = Path.Combine(alone, "tvix-fuse-build");
+        File.Copy(_native.Executable, executable);
+        string tree = LargeTree();
+        string[] import = ["import", "--json", tree];
+
+        string expected = Ok(Jit(import)).Stdout;
+        Assert.Equal(expected, Ok(ToolProcess.Run(import, EnvironmentFor("alone"), executable: executable)).Stdout);
+
+        var required = NativeWithKernels("required", import, executable);
+        Assert.Equal(1, required.ExitCode);
+        Assert.Matches($"^tvix-fuse-build: error: {KernelsVariable}=required, but neither tvix-kernels-x86-64-v4.so nor tvix-kernels-x86-64-v3.so is in {Regex.Escape(alone)}/?\n$", required.Stderr);
+
+        var bogus = NativeWithKernels("fast", import);
+        Assert.Equal(1, bogus.ExitCode);
+        Assert.Equal($"tvix-fuse-build: error: {KernelsVariable} is 'fast'; it takes 'off' or 'required' (or is unset)\n", bogus.Stderr);
     }
 
     /// <summary>busybox (with sh, mkdir and echo) in a host directory named as a store path.</summary>

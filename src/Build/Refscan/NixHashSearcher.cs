@@ -93,6 +93,11 @@ internal sealed unsafe class NixHashSearcher : NeedleSearcher
             {
                 Search(haystack, start, hits, default(Avx2Classifier));
             }
+            else if (SimdKernelLibrary.NixBase32Classify((nuint)haystack.Length) is var library && library != null)
+            {
+                // The NativeAOT tool on an AVX2 or AVX-512 machine: its own code has neither (SimdKernelLibrary).
+                Search(haystack, start, hits, new LibraryClassifier(library));
+            }
             else
             {
                 Search(haystack, start, hits, default(PortableClassifier));
@@ -242,13 +247,6 @@ internal sealed unsafe class NixHashSearcher : NeedleSearcher
         void Classify(byte* p, int blocks, ulong* masks);
     }
 
-    // The nibble tables (see NixBase32Avx512) as constants: crossgen2 precompiles nothing that passes or holds a struct
-    // with CoreLib vector fields, and the constant tables are loaded once per loop anyway.
-    private const ulong LowNibbleClasses0 = NixBase32Avx512.LowNibbleClasses0;
-    private const ulong LowNibbleClasses1 = NixBase32Avx512.LowNibbleClasses1;
-    private const ulong HighNibbleClasses0 = NixBase32Avx512.HighNibbleClasses0;
-    private const ulong HighNibbleClasses1 = NixBase32Avx512.HighNibbleClasses1;
-
     internal readonly struct Avx512Classifier : IClassifier
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -258,27 +256,13 @@ internal sealed unsafe class NixHashSearcher : NeedleSearcher
     internal readonly struct Avx2Classifier : IClassifier
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Classify(byte* p, int blocks, ulong* masks)
-        {
-            for (int k = 0; k < blocks; k++)
-            {
-                masks[k] = Classify64(p + (64 * k));
-            }
-        }
+        public void Classify(byte* p, int blocks, ulong* masks) => NixBase32Avx2.Classify(p, blocks, masks);
+    }
 
+    internal readonly struct LibraryClassifier(delegate* unmanaged<byte*, int, ulong*, void> classify) : IClassifier
+    {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static ulong Classify64(byte* p) => Classify32(Avx.LoadVector256(p)) | ((ulong)Classify32(Avx.LoadVector256(p + 32)) << 32);
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static uint Classify32(Vector256<byte> v)
-        {
-            var nibble = Vector256.Create((byte)0x0f);
-            var low = Vector256.Create(LowNibbleClasses0, LowNibbleClasses1, LowNibbleClasses0, LowNibbleClasses1).AsByte();
-            var high = Vector256.Create(HighNibbleClasses0, HighNibbleClasses1, HighNibbleClasses0, HighNibbleClasses1).AsByte();
-            var lo = Avx2.Shuffle(low, v & nibble);
-            var hi = Avx2.Shuffle(high, Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & nibble);
-            return ~Vector256.Equals(lo & hi, Vector256<byte>.Zero).ExtractMostSignificantBits();
-        }
+        public void Classify(byte* p, int blocks, ulong* masks) => classify(p, blocks, masks);
     }
 
     /// <summary>

@@ -25,13 +25,26 @@ internal enum Blake3Level
 /// <summary>Picks the implementation for a level and runs the many-inputs and single-block compressions.</summary>
 internal static unsafe class Blake3Backend
 {
-    /// <summary>The widest level this machine runs well (the runtime decides whether 512-bit vectors are worth it).</summary>
-    public static readonly Blake3Level Best = Detect();
+    /// <summary>The widest level this process's own code runs well (the runtime decides whether 512-bit vectors are worth it).</summary>
+    public static readonly Blake3Level Own = Detect();
+
+    /// <summary>
+    /// The widest level this process runs: <see cref="Own"/>, or wider where the NativeAOT tool has the SIMD kernels
+    /// library for this CPU (<see cref="SimdKernelLibrary"/>; until it is loaded the wider levels run as <see cref="Own"/>).
+    /// </summary>
+    public static readonly Blake3Level Best = (Blake3Level)Math.Max((int)Own, SimdKernelLibrary.Level switch
+    {
+        >= 4 => (int)Blake3Level.Vector512,
+        3 => (int)Blake3Level.Vector256,
+        _ => 0,
+    });
 
     /// <summary>The most inputs any level compresses at once.</summary>
     public const int MaxDegree = 16;
 
-    public static bool IsSupported(Blake3Level level) => level switch
+    public static bool IsSupported(Blake3Level level) => level <= Best || OwnSupports(level);
+
+    private static bool OwnSupports(Blake3Level level) => level switch
     {
         Blake3Level.Scalar => true,
         Blake3Level.Vector128 => Blake3Simd128.IsSupported,
@@ -62,17 +75,17 @@ internal static unsafe class Blake3Backend
 
     private static Blake3Level Detect()
     {
-        if (IsSupported(Blake3Level.Vector512))
+        if (OwnSupports(Blake3Level.Vector512))
         {
             return Blake3Level.Vector512;
         }
 
-        if (Vector256.IsHardwareAccelerated && IsSupported(Blake3Level.Vector256))
+        if (Vector256.IsHardwareAccelerated && OwnSupports(Blake3Level.Vector256))
         {
             return Blake3Level.Vector256;
         }
 
-        return IsSupported(Blake3Level.Vector128) ? Blake3Level.Vector128 : Blake3Level.Scalar;
+        return OwnSupports(Blake3Level.Vector128) ? Blake3Level.Vector128 : Blake3Level.Scalar;
     }
 
     /// <summary>
@@ -86,6 +99,16 @@ internal static unsafe class Blake3Backend
         uint flags, uint flagsStart, uint flagsEnd, byte* output, Blake3Level level)
     {
         nuint stride = (nuint)blocks * Blake3.BlockLength;
+        if (level > Own)
+        {
+            if (count > 1 && HashManyInLibrary(input, count, blocks, in key, counter, incrementCounter, flags, flagsStart, flagsEnd, output))
+            {
+                return;
+            }
+
+            level = Own;
+        }
+
         int degree = Degree(level);
         while (count > 1 && level > Blake3Level.Scalar)
         {
@@ -121,6 +144,24 @@ internal static unsafe class Blake3Backend
             output += Blake3.OutLength;
             counter += incrementCounter ? 1ul : 0;
         }
+    }
+
+    // Apart, so that only this method holds the unmanaged call (which ReadyToRun may leave to the JIT); it runs only
+    // in the NativeAOT tool.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static bool HashManyInLibrary(
+        byte* input, nuint count, int blocks, ref readonly CvWords key, ulong counter, bool incrementCounter,
+        uint flags, uint flagsStart, uint flagsEnd, byte* output)
+    {
+        var library = SimdKernelLibrary.Blake3HashMany(count * (nuint)blocks * Blake3.BlockLength);
+        if (library == null)
+        {
+            return false;
+        }
+
+        CvWords words = key;
+        library(input, count, blocks, (uint*)&words, counter, incrementCounter ? 1 : 0, flags, flagsStart, flagsEnd, output);
+        return true;
     }
 
     private static void HashOne(
