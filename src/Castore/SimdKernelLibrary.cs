@@ -96,6 +96,11 @@ internal static unsafe class SimdKernelLibrary
             {
                 try
                 {
+                    if (AddressSpaceShortfall() is { } shortfall)
+                    {
+                        throw new SimdKernelLibraryException(shortfall);
+                    }
+
                     s_loaded = Load(s_choice.Path!, s_choice.Level);
                     Volatile.Write(ref s_state, 1);
                 }
@@ -136,6 +141,35 @@ internal static unsafe class SimdKernelLibrary
         return new Loaded(
             (delegate* unmanaged<byte*, nuint, int, uint*, ulong, int, uint, uint, uint, byte*, void>)Export(handle, path, "tvix_kernels_blake3_hash_many"),
             (delegate* unmanaged<byte*, int, ulong*, void>)Export(handle, path, "tvix_kernels_nixbase32_classify"));
+    }
+
+    /// <summary>
+    /// Why the library's runtime would not fit in what the address-space limit (<c>ulimit -v</c>) leaves, or null. Its
+    /// heap and bookkeeping take ~90 MB of address space (measured); a runtime that cannot reserve them stops the whole
+    /// process, so the library is not loaded without room to spare.
+    /// </summary>
+    private static string? AddressSpaceShortfall()
+    {
+        const ulong Needed = 256UL << 20;
+        Libc.RLimit limit;
+        if (Libc.getrlimit(Libc.RLIMIT_AS, &limit) != 0 || limit.Cur == ulong.MaxValue)
+        {
+            return null;
+        }
+
+        ulong used = 0;
+        try
+        {
+            string statm = File.ReadAllText("/proc/self/statm");
+            used = ulong.Parse(statm.AsSpan(0, statm.IndexOf(' ')), System.Globalization.CultureInfo.InvariantCulture) * (ulong)Environment.SystemPageSize;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+        {
+            // Unknown use: only the limit itself can be compared.
+        }
+
+        return limit.Cur >= used && limit.Cur - used >= Needed ? null
+            : $"the address-space limit (ulimit -v) leaves {(limit.Cur > used ? (limit.Cur - used) >> 20 : 0)} MiB; the SIMD kernels library needs {Needed >> 20} MiB";
     }
 
     private static nint Export(nint handle, string path, string name) =>

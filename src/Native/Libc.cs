@@ -142,6 +142,7 @@ internal static unsafe partial class Libc
     public const int RLIMIT_CORE = 4;
     public const int RLIMIT_NPROC = 6;
     public const int RLIMIT_NOFILE = 7;
+    public const int RLIMIT_AS = 9;
 
     public const int SIGINT = 2;
     public const int SIGKILL = 9;

@@ -183,6 +183,27 @@ public sealed unsafe class SimdKernelLibraryTests
     }
 
     [Fact]
+    public void ThisProcesssOwnFaultsStillBecomeExceptionsOnceALibraryRuns()
+    {
+        // The library's runtime installs its own SIGSEGV handler; for a fault outside its code it must hand over to
+        // the one before it, which turns a null dereference here into a NullReferenceException.
+        foreach (int level in Levels())
+        {
+            var masks = new ulong[1];
+            var block = new byte[64];
+            fixed (byte* b = block)
+            fixed (ulong* m = masks)
+            {
+                Load(level).Classify(b, 1, m);
+            }
+
+            Assert.Throws<NullReferenceException>(() => Dereference(null));
+        }
+
+        static int Dereference(int[]? array) => array![0];
+    }
+
+    [Fact]
     public void ALibraryThatIsNotWhatItsNameSaysIsRefused()
     {
         MachineLevel();

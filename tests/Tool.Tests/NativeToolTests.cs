@@ -269,6 +269,23 @@ public sealed class NativeToolTests : IClassFixture<NativeTool>, IDisposable
         Assert.Equal($"tvix-fuse-build: error: {KernelsVariable} is 'fast'; it takes 'off' or 'required' (or is unset)\n", bogus.Stderr);
     }
 
+    [Fact]
+    public void UnderATightAddressSpaceLimitTheKernelsLibraryIsLeftAlone()
+    {
+        // The library's runtime would stop the process if it could not reserve its heap: with `ulimit -v` (400 MB, the
+        // tool alone needs about 300) it is not loaded, and `required` says why.
+        string tree = LargeTree();
+        string[] import = ["import", "--json", tree];
+        string expected = Ok(Jit(import)).Stdout;
+        string[] limited = ["-c", "ulimit -v 400000 && exec \"$0\" \"$@\"", _native.Executable, .. import];
+
+        Assert.Equal(expected, Ok(ToolProcess.Run(limited, EnvironmentFor("limited"), executable: "/bin/sh")).Stdout);
+        var required = ToolProcess.Run(
+            limited, new Dictionary<string, string>(EnvironmentFor("limited")) { [KernelsVariable] = "required" }, executable: "/bin/sh");
+        Assert.Equal(1, required.ExitCode);
+        Assert.Matches("^tvix-fuse-build: error: the address-space limit \\(ulimit -v\\) leaves [0-9]+ MiB; the SIMD kernels library needs 256 MiB\n$", required.Stderr);
+    }
+
     /// <summary>busybox (with sh, mkdir and echo) in a host directory named as a store path.</summary>
     private string Busybox()
     {
