@@ -51,6 +51,7 @@ internal sealed partial class Blake3Bench : IBenchScenario
                     () => HashFileSerial(path), () => RunB3sum(b3sum, ["--num-threads", "1", path]), "b3sum --num-threads 1", null),
             };
             results.Add(FirstHash(context, context.Quick ? 3 : 11, cancellationToken));
+            results.AddRange(NativeToolKernels(context, context.Quick ? 50 : 400));
             return Task.FromResult<IReadOnlyList<BenchResult>>(results);
         }
         finally
@@ -128,6 +129,67 @@ internal sealed partial class Blake3Bench : IBenchScenario
             name, $"{oursMs:0.00} ms", $"{jitMs:0.00} ms", "JIT", ratio, "0 BLAKE3 methods JIT-compiled", oursJitted == 0,
             $"(BLAKE3 methods JIT-compiled during the hash: ours {oursJitted}, JIT {jitJitted}; medians of {repetitions} alternating runs, " +
             "time of the `Blake3.Hash` call only)");
+    }
+
+    /// <summary>
+    /// The NativeAOT tool's kernels (src/Kernels: ILC compiles the tool itself for the x86-64 baseline, so it hashes with
+    /// these libraries at the CPU's width) against this machine's JIT-compiled and precompiled kernels, the JIT's best:
+    /// BLAKE3's hash_many over 1 MiB of whole chunks in memory, one thread, best of the interleaved rounds (probe's
+    /// <c>hash-many</c>). A row per library level the CPU runs.
+    /// </summary>
+    private static IEnumerable<BenchResult> NativeToolKernels(BenchContext context, int rounds)
+    {
+        string probe = Path.Combine(context.RepoRoot, "tests", "Blake3JitProbe", "bin", "Release", "net10.0", "TvixFuseBuild.Blake3JitProbe.dll");
+        string libraries = Path.Combine(context.RepoRoot, "src", "Kernels", "bin", "Release", "publish");
+        int level = SimdKernelLibraryLevel(probe);
+        var arguments = new List<string> { probe, "hash-many", "1048576", rounds.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        for (int l = level; l >= 3; l--)
+        {
+            string path = Path.Combine(libraries, $"tvix-kernels-x86-64-v{l}.so");
+            if (!File.Exists(path))
+            {
+                throw new InvalidOperationException($"{path} is missing; scripts/bench publishes it");
+            }
+
+            arguments.Add($"{path}:{l}");
+        }
+
+        var psi = new ProcessStartInfo("dotnet", arguments) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        using var process = Process.Start(psi) ?? throw new InvalidOperationException("cannot start dotnet");
+        var stderr = process.StandardError.ReadToEndAsync();
+        string[] lines = process.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        process.WaitForExit();
+        if (process.ExitCode != 0 || lines.Length < 2)
+        {
+            throw new InvalidOperationException($"{probe} hash-many failed ({process.ExitCode}): {string.Join('\n', lines)}{stderr.Result}");
+        }
+
+        // "own Vector512: 6.03 GB/s", then "tvix-kernels-x86-64-v4.so: 5.78 GB/s" per library.
+        static (string Name, double Rate) Parse(string line) =>
+            (line[..line.LastIndexOf(':')], double.Parse(line[(line.LastIndexOf(':') + 1)..].Replace("GB/s", "", StringComparison.Ordinal), System.Globalization.CultureInfo.InvariantCulture));
+        var own = Parse(lines[0]);
+        foreach (string line in lines.Skip(1))
+        {
+            var library = Parse(line);
+            double ratio = library.Rate / own.Rate;
+            string name = $"NativeAOT tool's kernels, `{library.Name}`, vs the JIT's ({own.Name}): BLAKE3 hash_many, 1 MiB in memory, 1 thread";
+            Console.WriteLine($"  {name}: {library.Rate:0.00} GB/s vs {own.Rate:0.00} GB/s, {ratio:0.00}x");
+            bool widest = line == lines[1];
+            yield return new BenchResult(
+                name, $"{library.Rate:0.00} GB/s", $"{own.Rate:0.00} GB/s", "JIT", ratio,
+                widest ? ">= 0.95x (level with the JIT's best, issue 16)" : null, widest ? ratio >= 0.95 : null,
+                $"(best of {rounds} interleaved rounds; the widest library is the one the tool loads here)");
+        }
+    }
+
+    /// <summary>The x86-64 level the kernels libraries run at here (SimdKernelLibrary's check), from the probe.</summary>
+    private static int SimdKernelLibraryLevel(string probe)
+    {
+        var psi = new ProcessStartInfo("dotnet", [probe, "x86-level"]) { RedirectStandardOutput = true, UseShellExecute = false };
+        using var process = Process.Start(psi) ?? throw new InvalidOperationException("cannot start dotnet");
+        string output = process.StandardOutput.ReadToEnd().Trim();
+        process.WaitForExit();
+        return int.Parse(output, System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static (double Microseconds, int Jitted) RunProbe(string probe, string? readyToRun)

@@ -26,6 +26,12 @@ if (args is ["throughput", string sizeText, string repsText])
     return Throughput(int.Parse(sizeText), int.Parse(repsText));
 }
 
+if (args is ["x86-level"])
+{
+    Console.WriteLine(SimdKernelLibrary.X86Level());
+    return 0;
+}
+
 if (args is ["hash-many", string hmSize, string hmReps, .. var libraries])
 {
     return HashManyThroughput(int.Parse(hmSize), int.Parse(hmReps), libraries);
