@@ -30,6 +30,8 @@ internal sealed partial class RefscanBench : IBenchScenario
         Console.WriteLine($"  tree: {bytes / 1e6:0} MB in {Directory.EnumerateFiles(tree, "*", SearchOption.AllDirectories).Count()} files; {NeedleCount} needles, {planted.Count} planted");
 
         string tool = Environment.GetEnvironmentVariable("TVIX_FUSE_BUILD_TOOL") ?? throw new InvalidOperationException("TVIX_FUSE_BUILD_TOOL is not set (run through scripts/bench)");
+        // The NativeAOT tool (what scripts/install installs on linux-x64), which scans with its kernels library.
+        string? native = Environment.GetEnvironmentVariable("TVIX_FUSE_BUILD_NATIVE") is { Length: > 0 } n ? n : null;
         var set = NeedleSet.FromStrings(needles);
         var all = new ReferenceScanner(set);
         var one = new ReferenceScanner(set, new ReferenceScanOptions { MaxDegreeOfParallelism = 1 });
@@ -44,6 +46,11 @@ internal sealed partial class RefscanBench : IBenchScenario
         // Correctness first, and warm-up: every scanner must report exactly the planted needles.
         Check("in-process scanner", all.ScanPath(tree).Select(i => needles[i]), planted);
         Check("tvix-fuse-build refscan", ParseOurs(RunTool(tool, needlesFile, tree, threads: null)), planted);
+        if (native is not null)
+        {
+            Check("tvix-fuse-build refscan (NativeAOT)", ParseOurs(RunTool(native, needlesFile, tree, threads: null)), planted);
+        }
+
         Check("rg", ParseRg(RunRg(needlesFile, tree, oneThread: false)), planted);
 
         int reps = context.Repetitions;
@@ -66,6 +73,12 @@ internal sealed partial class RefscanBench : IBenchScenario
             Time("rg", child: true, () => RunRg(needlesFile, tree, oneThread: false));
             Time("api", child: false, () => all.ScanPath(tree));
             Time("cli1", child: true, () => RunTool(tool, needlesFile, tree, threads: 1));
+            if (native is not null)
+            {
+                Time("native", child: true, () => RunTool(native, needlesFile, tree, threads: null));
+                Time("native1", child: true, () => RunTool(native, needlesFile, tree, threads: 1));
+            }
+
             Time("rg1", child: true, () => RunRg(needlesFile, tree, oneThread: true));
             Time("api1", child: false, () => one.ScanPath(tree));
             Time("api1map", child: false, () => oneMapped.ScanPath(tree));
@@ -98,7 +111,7 @@ internal sealed partial class RefscanBench : IBenchScenario
         }
 
         int cores = Environment.ProcessorCount;
-        IReadOnlyList<BenchResult> rows =
+        List<BenchResult> rows =
         [
             Wall($"tvix-fuse-build refscan, {cores} threads, whole process", "cli", "rg"),
             Wall("tvix-fuse-build refscan -j 1, whole process", "cli1", "rg1"),
@@ -109,7 +122,18 @@ internal sealed partial class RefscanBench : IBenchScenario
             PerCore("ReferenceScanner.ScanPath, 1 thread, every file mapped (MAP_POPULATE), per CPU-second", "api1map", "rg1"),
             PerCore("ReferenceScanner.ScanPath, 1 thread, every file read (pread, 1 MiB buffer), per CPU-second", "api1read", "rg1"),
         ];
-        return Task.FromResult(rows);
+        if (native is not null)
+        {
+            rows.InsertRange(4,
+            [
+                Wall($"NativeAOT tvix-fuse-build refscan, {cores} threads, whole process", "native", "rg"),
+                Wall("NativeAOT tvix-fuse-build refscan -j 1, whole process", "native1", "rg1"),
+                PerCore($"NativeAOT tvix-fuse-build refscan, {cores} threads, whole process, per CPU-second", "native", "rg"),
+                PerCore("NativeAOT tvix-fuse-build refscan -j 1, whole process, per CPU-second", "native1", "rg1"),
+            ]);
+        }
+
+        return Task.FromResult<IReadOnlyList<BenchResult>>(rows);
     }
 
     internal static string RandomNixHash(Random random) =>
@@ -180,13 +204,15 @@ internal sealed partial class RefscanBench : IBenchScenario
         var output = Path.GetTempFileName();
         try
         {
-            List<string> args = [tool, "refscan", "--needles", needles, tree];
+            // A .dll is the framework-dependent tool (through dotnet); anything else the NativeAOT executable.
+            bool managed = tool.EndsWith(".dll", StringComparison.Ordinal);
+            List<string> args = managed ? [tool, "refscan", "--needles", needles, tree] : ["refscan", "--needles", needles, tree];
             if (threads is int t)
             {
                 args.AddRange(["-j", t.ToString()]);
             }
 
-            Measure.Process("dotnet", args, output);
+            Measure.Process(managed ? "dotnet" : tool, args, output);
             return File.ReadAllText(output);
         }
         finally
