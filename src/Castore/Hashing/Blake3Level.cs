@@ -29,15 +29,16 @@ internal static unsafe class Blake3Backend
     public static readonly Blake3Level Own = Detect();
 
     /// <summary>
-    /// The widest level this process runs: <see cref="Own"/>, or wider where the NativeAOT tool has the SIMD kernels
-    /// library for this CPU (<see cref="SimdKernelLibrary"/>; until it is loaded the wider levels run as <see cref="Own"/>).
+    /// The widest level this process runs: <see cref="Own"/>, or, where its own code has no 256-bit vectors (the
+    /// NativeAOT tool), the level of the SIMD kernels library for this CPU (<see cref="SimdKernelLibrary"/>; until it is
+    /// loaded the wider levels run as <see cref="Own"/>).
     /// </summary>
-    public static readonly Blake3Level Best = (Blake3Level)Math.Max((int)Own, SimdKernelLibrary.Level switch
+    public static readonly Blake3Level Best = Own >= Blake3Level.Vector256 ? Own : SimdKernelLibrary.Level switch
     {
-        >= 4 => (int)Blake3Level.Vector512,
-        3 => (int)Blake3Level.Vector256,
-        _ => 0,
-    });
+        >= 4 => Blake3Level.Vector512,
+        3 => Blake3Level.Vector256,
+        _ => Own,
+    };
 
     /// <summary>The most inputs any level compresses at once.</summary>
     public const int MaxDegree = 16;
