@@ -304,7 +304,7 @@ public sealed partial class NativeToolTests : IClassFixture<NativeTool>, IDispos
                 Assert.False(process.HasExited, "the tool ended without writing to its stderr");
                 Assert.True(DateTime.UtcNow < deadline, "the tool never blocked writing to its stderr");
                 var tasks = Directory.EnumerateDirectories($"/proc/{process.Id}/task").ToList();
-                if (tasks.Any(t => ReadOrEmpty(Path.Combine(t, "syscall")).StartsWith(write + " 0x2 ", StringComparison.Ordinal)))
+                if (tasks.Any(t => WritesTo(process.Id, ReadOrEmpty(Path.Combine(t, "syscall")).Split(' '), write, fifo)))
                 {
                     threads = [.. tasks.Select(t => ReadOrEmpty(Path.Combine(t, "comm")).TrimEnd('\n'))];
                     break;
@@ -341,6 +341,20 @@ public sealed partial class NativeToolTests : IClassFixture<NativeTool>, IDispos
         finally
         {
             Close(fd);
+        }
+    }
+
+    /// <summary>Whether <paramref name="call"/> (a line of /proc/PID/task/TID/syscall) is a write(2) to <paramref name="path"/> (stderr is written through a duplicate).</summary>
+    private static bool WritesTo(int pid, string[] call, string write, string path)
+    {
+        try
+        {
+            return call.Length > 1 && call[0] == write && call[1].StartsWith("0x", StringComparison.Ordinal) &&
+                   new FileInfo($"/proc/{pid}/fd/{Convert.ToInt32(call[1][2..], 16)}").LinkTarget == path;
+        }
+        catch (IOException)
+        {
+            return false;
         }
     }
 
