@@ -25,6 +25,7 @@ internal static class ToolConsole
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(30);
 
     private static readonly HashSet<Command> SelfStoppingCommands = [];
+    private static readonly HashSet<Command> InlineCommands = [];
 
     private static Termination? s_termination;
     private static string s_commandPath = Name;
@@ -40,6 +41,18 @@ internal static class ToolConsole
     public static Command SelfStopping(Command command)
     {
         SelfStoppingCommands.Add(command);
+        return command;
+    }
+
+    /// <summary>
+    /// Marks <paramref name="command"/> as starting on the calling thread: its action runs there until it first waits
+    /// for something, so work that ends before that (a build answered from the result cache) starts no pool thread.
+    /// Only for actions that do nothing before their first wait that a signal must be able to interrupt, except through
+    /// <see cref="Stopping"/> (a read of stdin or a FIFO, a remote store's connect).
+    /// </summary>
+    public static Command StartsInline(Command command)
+    {
+        InlineCommands.Add(command);
         return command;
     }
 
@@ -90,9 +103,16 @@ internal static class ToolConsole
         s_termination = termination;
         var configuration = new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };
 
-        // On a pool thread, so that an action blocked in a system call (a read of a terminal) cannot hold up the exit.
-        var invocation = Task.Run(() => parse.InvokeAsync(configuration, termination.Token));
-        Task.WaitAny(invocation, termination.Signalled);
+        // On a pool thread, so that an action blocked in a system call (a read of a terminal) cannot hold up the exit;
+        // an inline command blocks only where it watches Stopping, and continues on the pool once it waits.
+        var invocation = InlineCommands.Contains(parse.CommandResult.Command)
+            ? StartInline(parse, configuration, termination.Token)
+            : Task.Run(() => parse.InvokeAsync(configuration, termination.Token));
+        if (!invocation.IsCompleted)
+        {
+            Task.WaitAny(invocation, termination.Signalled);
+        }
+
         if (!invocation.IsCompleted && !SelfStoppingCommands.Contains(parse.CommandResult.Command) &&
             Task.WhenAny(invocation, Task.Delay(StopTimeout)).GetAwaiter().GetResult() != invocation)
         {
@@ -116,6 +136,18 @@ internal static class ToolConsole
         }
 
         return termination.SignalName is null ? code : termination.ExitCode;
+    }
+
+    private static Task<int> StartInline(ParseResult parse, InvocationConfiguration configuration, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return parse.InvokeAsync(configuration, cancellationToken);
+        }
+        catch (Exception e)
+        {
+            return Task.FromException<int>(e);
+        }
     }
 
     /// <summary>Prints one error line for <paramref name="e"/> (and its details, if any) and returns the exit code it deserves.</summary>

@@ -1,9 +1,11 @@
+using TvixFuseBuild.Castore.Transfer;
+
 namespace TvixFuseBuild.Tool;
 
 /// <summary>
-/// Files a command reads whole (a request, a nodes file, needles), or stdin for <c>-</c>. The read runs on a thread of
-/// its own and the caller waits for it or a signal, whichever comes first: a FIFO or a terminal may never send EOF,
-/// and a blocked read(2) cannot be cancelled.
+/// Files a command reads whole (a request, a nodes file, needles), or stdin for <c>-</c>. A regular file is read on
+/// the caller's thread; anything else on a thread of its own, and the caller waits for it or a signal, whichever comes
+/// first: a FIFO or a terminal may never send EOF, and a blocked read(2) cannot be cancelled.
 /// </summary>
 internal static class ToolInput
 {
@@ -11,10 +13,12 @@ internal static class ToolInput
 
     /// <summary>Every byte of <paramref name="path"/>; <paramref name="what"/> names it in errors ("request", "needles file").</summary>
     public static byte[] ReadAllBytes(string path, string what) =>
-        Wait(() => ReadCore(path, what), what);
+        ReadIfRegular(path, what) ?? Wait(() => ReadCore(path, what), what);
 
     public static string ReadAllText(string path, string what) =>
-        Wait(() => System.Text.Encoding.UTF8.GetString(ReadCore(path, what)), what);
+        ReadIfRegular(path, what) is { } bytes
+            ? System.Text.Encoding.UTF8.GetString(bytes)
+            : Wait(() => System.Text.Encoding.UTF8.GetString(ReadCore(path, what)), what);
 
     /// <summary>The name of <paramref name="path"/> in messages.</summary>
     public static string Display(string path) => path == Stdin ? "stdin" : ToolText.Elide(path);
@@ -29,6 +33,24 @@ internal static class ToolInput
         catch (OperationCanceledException) when (!reading.IsCompleted)
         {
             throw new OperationCanceledException($"reading the {what} was interrupted");
+        }
+    }
+
+    /// <summary>A regular file, read on this thread (its read cannot hang); null for stdin and anything else.</summary>
+    private static byte[]? ReadIfRegular(string path, string what)
+    {
+        if (path == Stdin)
+        {
+            return null;
+        }
+
+        try
+        {
+            return HostFile.TryReadRegularFile(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw Failure(path, what, e);
         }
     }
 
@@ -53,8 +75,13 @@ internal static class ToolInput
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException && !e.Message.StartsWith("cannot read ", StringComparison.Ordinal))
         {
-            string reason = e is FileNotFoundException or DirectoryNotFoundException ? "no such file" : ToolConsole.IOReason(e);
-            throw new IOException($"cannot read {what} {Display(path)}: {reason}", e);
+            throw Failure(path, what, e);
         }
+    }
+
+    private static IOException Failure(string path, string what, Exception e)
+    {
+        string reason = e is FileNotFoundException or DirectoryNotFoundException ? "no such file" : ToolConsole.IOReason(e);
+        return new IOException($"cannot read {what} {Display(path)}: {reason}", e);
     }
 }

@@ -72,6 +72,45 @@ public sealed class HostFileTests : IDisposable
     }
 
     [Fact]
+    public void OnlyARegularFileIsReadAtOnceAndAFifoWithoutAWriterDoesNotHoldItUp()
+    {
+        string file = _temp.Combine("request.json");
+        File.WriteAllText(file, "{}");
+        string link = _temp.Combine("link");
+        File.CreateSymbolicLink(link, file);
+        string fifo = _temp.Combine("pipe");
+        SpecialFiles.MakeFifo(fifo);
+
+        Assert.Equal("{}"u8.ToArray(), HostFile.TryReadRegularFile(file));
+        Assert.Equal("{}"u8.ToArray(), HostFile.TryReadRegularFile(link));
+        File.WriteAllBytes(_temp.Combine("empty"), []);
+        Assert.Empty(HostFile.TryReadRegularFile(_temp.Combine("empty"))!);
+        Assert.Null(HostFile.TryReadRegularFile(fifo)); // no writer: a blocking open would wait forever
+        Assert.Null(HostFile.TryReadRegularFile(_temp.Path));
+        Assert.Null(HostFile.TryReadRegularFile(_temp.Combine("missing")));
+        Assert.Null(HostFile.TryReadRegularFile("/dev/null"));
+    }
+
+    [Fact]
+    public void OnlyNothingOrARegularFileIsWrittenWithoutMaybeWaitingForAReader()
+    {
+        string file = _temp.Combine("reply.json");
+        File.WriteAllText(file, "old");
+        string fifo = _temp.Combine("pipe");
+        SpecialFiles.MakeFifo(fifo);
+        string link = _temp.Combine("link");
+        File.CreateSymbolicLink(link, file);
+
+        Assert.False(HostFile.MayWaitForReader(_temp.Combine("missing")));
+        Assert.False(HostFile.MayWaitForReader(file));
+        Assert.True(HostFile.MayWaitForReader(fifo));
+        Assert.True(HostFile.MayWaitForReader("/dev/null"));
+        Assert.True(HostFile.MayWaitForReader(link)); // refused by the write, never followed
+        Assert.True(HostFile.MayWaitForReader(_temp.Path));
+        Assert.Equal(["link", "pipe", "reply.json"], Entries());
+    }
+
+    [Fact]
     public void AFifoIsWrittenThroughToItsReader()
     {
         string fifo = _temp.Combine("pipe");

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -104,7 +105,7 @@ public sealed class NativeTool : IDisposable
 /// framework-dependent tool built next to the tests (same arguments, its own store), which the other test classes
 /// cover in depth.
 /// </summary>
-public sealed class NativeToolTests : IClassFixture<NativeTool>, IDisposable
+public sealed partial class NativeToolTests : IClassFixture<NativeTool>, IDisposable
 {
     private const string BusyboxName = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-busybox";
     private const string OutPath = "nix/store/fhaj6gmwns62s6ypkcldbaj2ybvkhx3p-foo";
@@ -353,6 +354,125 @@ public sealed class NativeToolTests : IClassFixture<NativeTool>, IDisposable
         Assert.Equal("ran\n", File.ReadAllText(Path.Combine(work, "result-out", "x")));
         Assert.StartsWith("out\t", run.Stdout, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void AResultCacheHitStartsNoPoolThread()
+    {
+        var input = JsonNode.Parse(Ok(Native(["import", "--json", Busybox()])).Stdout)!.AsArray()[0]!;
+        string file = Path.Combine(_temp, "request.json");
+        File.WriteAllText(file, Request(input).ToJsonString());
+        string built = Path.Combine(_temp, "built.json");
+        Ok(Native(["build", "--quiet", "--out", built, file]));
+
+        // The same request again, with stderr a FIFO the test has filled: the tool's line saying that the result cache
+        // answered blocks there, and its threads are looked at while it does (the reply is not written yet).
+        string fifo = Path.Combine(_temp, "stderr.fifo");
+        using (var mkfifo = Process.Start("mkfifo", [fifo]))
+        {
+            mkfifo.WaitForExit();
+            Assert.Equal(0, mkfifo.ExitCode);
+        }
+
+        int fd = Open(fifo, 2 /* O_RDWR */ | 0x800 /* O_NONBLOCK */);
+        Assert.True(fd >= 0, "cannot open the FIFO");
+        try
+        {
+            byte[] filler = new byte[4096];
+            while (Write(fd, filler, filler.Length) > 0 || Write(fd, filler, 1) > 0)
+            {
+            }
+
+            string cached = Path.Combine(_temp, "cached.json");
+            var environment = EnvironmentFor("native");
+            environment["FIFO"] = fifo;
+            using var process = ToolProcess.Start(
+                ["-c", "exec \"$0\" \"$@\" 2>\"$FIFO\"", _native.Executable, "build", "--quiet", "--out", cached, file], environment, executable: "sh");
+            _processes.Add(process);
+            string write = RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? "64" : "1";
+            var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(2);
+            string[] threads;
+            while (true)
+            {
+                Assert.False(process.HasExited, "the tool ended without writing to its stderr");
+                Assert.True(DateTime.UtcNow < deadline, "the tool never blocked writing to its stderr");
+                var tasks = Directory.EnumerateDirectories($"/proc/{process.Id}/task").ToList();
+                if (tasks.Any(t => WritesTo(process.Id, ReadOrEmpty(Path.Combine(t, "syscall")).Split(' '), write, fifo)))
+                {
+                    threads = [.. tasks.Select(t => ReadOrEmpty(Path.Combine(t, "comm")).TrimEnd('\n'))];
+                    break;
+                }
+
+                Thread.Sleep(10);
+            }
+
+            Assert.False(File.Exists(cached), "the reply was written before the line that the result cache answered");
+            byte[] drain = new byte[65536];
+            var log = new MemoryStream();
+            while (!process.WaitForExit(10))
+            {
+                long n = Read(fd, drain, drain.Length);
+                if (n > 0)
+                {
+                    log.Write(drain, 0, (int)n);
+                }
+            }
+
+            for (long n; (n = Read(fd, drain, drain.Length)) > 0;)
+            {
+                log.Write(drain, 0, (int)n);
+            }
+
+            string said = Encoding.UTF8.GetString(log.ToArray()).TrimStart('\0');
+            Assert.True(process.ExitCode == 0, $"exit {process.ExitCode}: {said}");
+            Assert.Contains("was built before", said);
+            Assert.Equal(File.ReadAllText(built), File.ReadAllText(cached));
+            // The runtime's finalizer and signal threads only: no pool worker or gate, no thread for the request or the store.
+            Assert.DoesNotContain(threads, t => t.StartsWith(".NET TP", StringComparison.Ordinal) || t.StartsWith(".NET Long", StringComparison.Ordinal));
+            Assert.True(threads.Length <= 3, $"threads: {string.Join(", ", threads)}");
+        }
+        finally
+        {
+            Close(fd);
+        }
+    }
+
+    /// <summary>Whether <paramref name="call"/> (a line of /proc/PID/task/TID/syscall) is a write(2) to <paramref name="path"/> (stderr is written through a duplicate).</summary>
+    private static bool WritesTo(int pid, string[] call, string write, string path)
+    {
+        try
+        {
+            return call.Length > 1 && call[0] == write && call[1].StartsWith("0x", StringComparison.Ordinal) &&
+                   new FileInfo($"/proc/{pid}/fd/{Convert.ToInt32(call[1][2..], 16)}").LinkTarget == path;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    private static string ReadOrEmpty(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
+    private static partial nint Write(int fd, byte[] buffer, nint count);
+
+    [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
+    private static partial nint Read(int fd, byte[] buffer, nint count);
+
+    [LibraryImport("libc", EntryPoint = "close")]
+    private static partial int Close(int fd);
 
     /// <summary>A running native <c>serve</c>: its process, what it printed after the ready line, and its TMPDIR.</summary>
     private sealed class Served(Process process, string address, Task<string> stderr, string tmp)

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json.Nodes;
@@ -84,6 +85,25 @@ public sealed partial class SignalTests : IDisposable
         {
             Close(writer);
         }
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(15)]
+    public async Task BuildWaitingForARemoteStore(int signal)
+    {
+        // A store that takes the connection and never answers. build starts on the main thread (a result-cache hit
+        // starts no other); a remote store is still reached on another, and the signal ends the wait.
+        string socketPath = Path.Combine(_temp, "store.sock");
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(socketPath));
+        listener.Listen();
+        string request = Path.Combine(_temp, "request.json");
+        File.WriteAllText(request, Request(ImportBusybox(), "echo never > $out").ToJsonString());
+        var (process, stderr) = Start(["--store", "grpc+unix://" + socketPath, "build", request]);
+        using var connection = await listener.AcceptAsync().WaitAsync(TimeSpan.FromMinutes(2));
+
+        AssertStops(process, stderr, signal, interrupted: true);
     }
 
     [Theory]

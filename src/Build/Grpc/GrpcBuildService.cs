@@ -104,6 +104,8 @@ public sealed class GrpcBuildService : IBuildService, IAsyncDisposable
             return new BuildRun(cached, Cached: true, Sandbox: null);
         }
 
+        // The rest on the pool, as in BuildRunner: the caller's thread is back to watch for signals.
+        await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
         var remote = await OpenStoreAsync(cancellationToken).ConfigureAwait(false);
         var uploaded = new CopyCount();
         try

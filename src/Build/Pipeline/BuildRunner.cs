@@ -65,6 +65,10 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
             return new BuildRun(cached, Cached: true, Sandbox: null);
         }
 
+        // The rest on the pool: a caller that started this on its own thread (the tool answers a cache hit without
+        // starting a thread) gets it back to watch for signals while this claims a build user, mounts and runs.
+        await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
+
         // Inputs are in use for the whole build, outputs from their ingestion until the result cache names them: a
         // garbage collection of the store meanwhile keeps both.
         using var tempRoots = store.CreateTempRoots();

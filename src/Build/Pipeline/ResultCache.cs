@@ -26,10 +26,12 @@ public sealed class ResultCache(string directory)
 
     public async Task<BuildResult?> TryGetAsync(B3Digest request, CastoreStore store, CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         byte[] bytes;
         try
         {
-            bytes = await File.ReadAllBytesAsync(PathOf(request), cancellationToken).ConfigureAwait(false);
+            // A small local file: read at once, on the caller's thread (asynchronous file I/O would start the pool).
+            bytes = File.ReadAllBytes(PathOf(request));
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {

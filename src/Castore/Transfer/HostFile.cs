@@ -63,6 +63,53 @@ public static class HostFile
         }
     }
 
+    /// <summary>
+    /// Every byte of <paramref name="path"/> if it is a regular file (symlinks followed), read on the calling thread;
+    /// null when it cannot be opened or is anything else (a FIFO, a terminal, a directory), for the caller to read it
+    /// the way that can wait and to say what is wrong. The open itself never waits (O_NONBLOCK: a FIFO without a
+    /// writer does not hold it up).
+    /// </summary>
+    public static byte[]? TryReadRegularFile(string path)
+    {
+        int fd = Libc.open(path, Libc.O_RDONLY | Libc.O_NONBLOCK | Libc.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            return null;
+        }
+
+        using var handle = new SafeFileHandle(fd, ownsHandle: true);
+        if (Libc.fstat(fd, out var status) != 0 || !status.IsRegularFile)
+        {
+            return null;
+        }
+
+        using var file = new FileStream(handle, FileAccess.Read, bufferSize: 0);
+        using var bytes = new MemoryStream((int)Math.Clamp(status.Size + 1, 1, Array.MaxLength));
+        file.CopyTo(bytes);
+        return bytes.ToArray();
+    }
+
+    /// <summary>
+    /// Whether writing <paramref name="path"/> as <see cref="WriteAllBytes"/> does, or stdout when it is null, may wait
+    /// for a reader: true for anything but nothing there or a regular file (a FIFO, a terminal, a pipe, a socket).
+    /// </summary>
+    public static bool MayWaitForReader(string? path)
+    {
+        if (path is null)
+        {
+            return Libc.fstat(1, out var stdout) != 0 || !stdout.IsRegularFile;
+        }
+
+        try
+        {
+            return Inspect(path) is { IsRegularFile: false };
+        }
+        catch (PosixException)
+        {
+            return true; // the write says what is wrong
+        }
+    }
+
     /// <summary>The status of <paramref name="path"/> itself (a symlink is not followed), or null when nothing is there.</summary>
     internal static unsafe FileStatus? Inspect(string path)
     {

@@ -4,6 +4,7 @@ using TvixFuseBuild.Build.Pipeline;
 using TvixFuseBuild.Build.Requests;
 using TvixFuseBuild.Build.Service;
 using TvixFuseBuild.Castore;
+using TvixFuseBuild.Castore.Transfer;
 using TvixFuseBuild.Sandbox;
 
 namespace TvixFuseBuild.Tool.Commands;
@@ -69,19 +70,31 @@ internal static class BuildCommand
             var run = await common.RunAsync(parse, store, spec, buildProtocol, cancellationToken);
             string? outFile = parse.GetValue(output);
             bool terminal = !Console.IsOutputRedirected && outFile is null or BuildMessages.StdioName;
-            if (!terminal || requestFormat is not null)
+            bool reply = !terminal || requestFormat is not null;
+            bool summary = !Console.IsOutputRedirected && (!terminal || requestFormat is null);
+            if (summary || (reply && HostFile.MayWaitForReader(outFile is null or BuildMessages.StdioName ? null : outFile)))
+            {
+                // A write that may wait for a reader (a FIFO, a pipe, a terminal) is not done on the calling thread (a
+                // cache hit is still on it): that thread must stay free to act on a signal.
+                await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
+            }
+
+            if (reply)
             {
                 BuildMessages.WriteOutput(outFile, BuildMessages.FormatReply(spec, run.Result, buildProtocol, detected));
             }
 
-            if (!Console.IsOutputRedirected && (!terminal || requestFormat is null))
+            if (summary)
             {
                 WriteSummary(Console.Out, spec, run);
             }
 
             return ToolConsole.Ok;
         });
-        return command;
+
+        // Up to the result cache, the action waits only where it watches ToolConsole.Stopping (stdin or a FIFO, a
+        // remote store); the build runners go on on the pool after a miss.
+        return ToolConsole.StartsInline(command);
     }
 
     /// <summary>The options <c>build</c> and <c>run</c> share, and the way both run a build and report its failure.</summary>

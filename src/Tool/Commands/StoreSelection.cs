@@ -61,25 +61,36 @@ internal static class StoreSelection
 
     /// <summary>
     /// Opens the selected store. A malformed address is a usage error; a remote store is reached first (so that an
-    /// unreachable one fails here, not later with a cache hiding it), and a signal interrupts that wait.
+    /// unreachable one fails here, not later with a cache hiding it), on another thread, and a signal interrupts that
+    /// wait. A local or memory store opens on the caller's thread: nothing there waits for anyone.
     /// </summary>
     public static CastoreStore Open(ParseResult parse)
     {
         var options = Options(parse);
         // The addresses CastoreStore.Open will use, in its order of precedence.
-        Validate(options.BlobServiceAddress ?? options.Store ?? Environment.GetEnvironmentVariable(StoreOptions.BlobServiceAddressVariable));
-        Validate(options.DirectoryServiceAddress ?? options.Store ?? Environment.GetEnvironmentVariable(StoreOptions.DirectoryServiceAddressVariable));
+        string? blobs = options.BlobServiceAddress ?? options.Store ?? Environment.GetEnvironmentVariable(StoreOptions.BlobServiceAddressVariable);
+        string? directories = options.DirectoryServiceAddress ?? options.Store ?? Environment.GetEnvironmentVariable(StoreOptions.DirectoryServiceAddressVariable);
+        Validate(blobs);
+        Validate(directories);
 
-        var opening = Task.Run(() => CastoreStore.Open(options));
         try
         {
-            return opening.WaitAsync(ToolConsole.Stopping).GetAwaiter().GetResult();
-        }
-        catch (OperationCanceledException) when (!opening.IsCompleted)
-        {
-            // Closed when it opens after all; the command is over by then.
-            _ = opening.ContinueWith(t => t.Result.DisposeAsync(), TaskContinuationOptions.OnlyOnRanToCompletion);
-            throw;
+            if (IsHere(blobs) && IsHere(directories))
+            {
+                return CastoreStore.Open(options);
+            }
+
+            var opening = Task.Run(() => CastoreStore.Open(options));
+            try
+            {
+                return opening.WaitAsync(ToolConsole.Stopping).GetAwaiter().GetResult();
+            }
+            catch (OperationCanceledException) when (!opening.IsCompleted)
+            {
+                // Closed when it opens after all; the command is over by then.
+                _ = opening.ContinueWith(t => t.Result.DisposeAsync(), TaskContinuationOptions.OnlyOnRanToCompletion);
+                throw;
+            }
         }
         catch (StoreUnavailableException e)
         {
@@ -94,6 +105,10 @@ internal static class StoreSelection
             throw new StoreAddressException($"cannot open the store {ToolText.Elide(address)}: {reason}");
         }
     }
+
+    /// <summary>True for an address of a store in this process or on this host's filesystem (unset: the default local store).</summary>
+    private static bool IsHere(string? address) =>
+        string.IsNullOrEmpty(address) || StoreAddress.Parse(address).Kind is StoreKind.Local or StoreKind.Memory;
 
     private static void Validate(string? address)
     {
