@@ -105,9 +105,21 @@ internal static class ToolConsole
 
         // On a pool thread, so that an action blocked in a system call (a read of a terminal) cannot hold up the exit;
         // an inline command blocks only where it watches Stopping, and continues on the pool once it waits.
-        var invocation = InlineCommands.Contains(parse.CommandResult.Command)
-            ? StartInline(parse, configuration, termination.Token)
-            : Task.Run(() => parse.InvokeAsync(configuration, termination.Token));
+        Task<int> invocation;
+        if (InlineCommands.Contains(parse.CommandResult.Command))
+        {
+            // What it does before its first wait is out of this thread's reach (a read of a regular file on a hung
+            // network filesystem): after a signal the process still ends within StopTimeout, as for one on the pool.
+            var returned = new TaskCompletionSource();
+            _ = ExitIfStuckAsync(termination, returned.Task);
+            invocation = StartInline(parse, configuration, termination.Token);
+            returned.SetResult();
+        }
+        else
+        {
+            invocation = Task.Run(() => parse.InvokeAsync(configuration, termination.Token));
+        }
+
         if (!invocation.IsCompleted)
         {
             Task.WaitAny(invocation, termination.Signalled);
@@ -136,6 +148,16 @@ internal static class ToolConsole
         }
 
         return termination.SignalName is null ? code : termination.ExitCode;
+    }
+
+    private static async Task ExitIfStuckAsync(Termination termination, Task returned)
+    {
+        await termination.Signalled.ConfigureAwait(false);
+        if (await Task.WhenAny(returned, Task.Delay(StopTimeout)).ConfigureAwait(false) != returned)
+        {
+            WriteError($"did not stop within {StopTimeout.TotalSeconds:0} s of {termination.SignalName}; exiting");
+            Environment.Exit(termination.ExitCode);
+        }
     }
 
     private static Task<int> StartInline(ParseResult parse, InvocationConfiguration configuration, CancellationToken cancellationToken)
