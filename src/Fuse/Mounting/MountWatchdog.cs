@@ -192,79 +192,21 @@ internal sealed unsafe class MountWatchdog : IDisposable
     /// </summary>
     private static int Spawn(string[] argv, int stdin, int stdout)
     {
-        // glibc's posix_spawn_file_actions_t is 80 bytes, posix_spawnattr_t 336, sigset_t 128: room to spare.
-        byte* actions = stackalloc byte[512];
-        byte* attr = stackalloc byte[1024];
-        byte* signals = stackalloc byte[256];
-        Libc.posix_spawn_file_actions_init(actions);
-        Libc.posix_spawnattr_init(attr);
-        var strings = new List<nint>();
-        try
+        var environment = new List<string>();
+        foreach (System.Collections.DictionaryEntry entry in Environment.GetEnvironmentVariables())
         {
-            Check(Libc.posix_spawn_file_actions_adddup2(actions, stdin, 0), "stdin");
-            Check(Libc.posix_spawn_file_actions_adddup2(actions, stdout, 1), "stdout");
-            Check(Libc.posix_spawn_file_actions_addclosefrom_np(actions, 3), "closefrom");
-            Check(Libc.posix_spawn_file_actions_addchdir_np(actions, "/"), "chdir");
-            Check(Libc.posix_spawnattr_setflags(attr, (short)(Libc.POSIX_SPAWN_SETSIGDEF | Libc.POSIX_SPAWN_SETSIGMASK | Libc.POSIX_SPAWN_SETSID)), "flags");
-            Libc.sigfillset(signals);
-            Check(Libc.posix_spawnattr_setsigdefault(attr, signals), "signal defaults");
-            Libc.sigemptyset(signals);
-            Check(Libc.posix_spawnattr_setsigmask(attr, signals), "signal mask");
-
-            var environment = new List<string>();
-            foreach (System.Collections.DictionaryEntry entry in Environment.GetEnvironmentVariables())
-            {
-                environment.Add($"{entry.Key}={entry.Value}");
-            }
-
-            int pid;
-            int rc = Libc.posix_spawn(&pid, Native(argv[0], strings), actions, attr, Strings(argv, strings), Strings(environment, strings));
-            if (rc != 0)
-            {
-                throw FuseException.FromErrno($"start the unmount watchdog {argv[0]}", rc);
-            }
-
-            return pid;
-        }
-        finally
-        {
-            Libc.posix_spawn_file_actions_destroy(actions);
-            Libc.posix_spawnattr_destroy(attr);
-            foreach (nint p in strings)
-            {
-                NativeMemory.Free((void*)p);
-            }
+            environment.Add($"{entry.Key}={entry.Value}");
         }
 
-        static void Check(int rc, string what)
+        int rc = PosixSpawn.Start(argv[0], argv, environment, "/", stdin, stdout, stderr: -1, out int pid, out string step);
+        if (rc != 0)
         {
-            if (rc != 0)
-            {
-                throw FuseException.FromErrno($"prepare the unmount watchdog ({what})", rc);
-            }
-        }
-    }
-
-    private static byte** Strings(IReadOnlyList<string> values, List<nint> owned)
-    {
-        var array = (byte**)NativeMemory.Alloc((nuint)(values.Count + 1), (nuint)sizeof(byte*));
-        owned.Add((nint)array);
-        for (int i = 0; i < values.Count; i++)
-        {
-            array[i] = Native(values[i], owned);
+            throw step == "spawn"
+                ? FuseException.FromErrno($"start the unmount watchdog {argv[0]}", rc)
+                : FuseException.FromErrno($"prepare the unmount watchdog ({step})", rc);
         }
 
-        array[values.Count] = null;
-        return array;
-    }
-
-    private static byte* Native(string value, List<nint> owned)
-    {
-        byte[] bytes = NativePath.FromString(value); // NUL-terminated
-        var p = (byte*)NativeMemory.Alloc((nuint)bytes.Length);
-        owned.Add((nint)p);
-        bytes.CopyTo(new Span<byte>(p, bytes.Length));
-        return p;
+        return pid;
     }
 
     /// <summary>

@@ -87,51 +87,15 @@ internal static unsafe class BuildLauncher
 
         SeccompFilter.Load(plan.Seccomp);
 
-        // glibc's posix_spawn_file_actions_t is 80 bytes, posix_spawnattr_t 336, sigset_t 128: room to spare.
-        byte* actions = stackalloc byte[512];
-        byte* attr = stackalloc byte[1024];
-        byte* sigs = stackalloc byte[256];
-        posix_spawn_file_actions_init(actions);
-        posix_spawnattr_init(attr);
-        var strings = new List<nint>();
-        try
+        int rc = PosixSpawn.Start(program, plan.Argv, plan.Env, plan.WorkingDirectory, stdin: -1, stdout: outputFd, stderr: outputFd, out int pid, out string step);
+        if (rc != 0)
         {
-            Spawn(posix_spawn_file_actions_adddup2(actions, outputFd, 1), "stdout");
-            if (outputFd != 2)
-            {
-                Spawn(posix_spawn_file_actions_adddup2(actions, outputFd, 2), "stderr");
-            }
-
-            Spawn(posix_spawn_file_actions_addopen(actions, 0, "/dev/null", O_RDONLY, 0), "stdin");
-            Spawn(posix_spawn_file_actions_addclosefrom_np(actions, 3), "closefrom");
-            Spawn(posix_spawn_file_actions_addchdir_np(actions, plan.WorkingDirectory), "chdir");
-            Spawn(posix_spawnattr_setflags(attr, (short)(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID)), "flags");
-            sigfillset(sigs);
-            Spawn(posix_spawnattr_setsigdefault(attr, sigs), "signal defaults");
-            sigemptyset(sigs);
-            Spawn(posix_spawnattr_setsigmask(attr, sigs), "signal mask");
-
-            byte** argv = Strings(plan.Argv, strings);
-            byte** envp = Strings(plan.Env, strings);
-            byte* path = Native(program, strings);
-            int pid;
-            int rc = posix_spawn(&pid, path, actions, attr, argv, envp);
-            if (rc != 0)
-            {
-                throw SandboxSetupException.FromErrno($"cannot run {program} in {plan.WorkingDirectory}", rc);
-            }
-
-            return pid;
+            throw step == "spawn"
+                ? SandboxSetupException.FromErrno($"cannot run {program} in {plan.WorkingDirectory}", rc)
+                : SandboxSetupException.FromErrno($"posix_spawn {step}", rc);
         }
-        finally
-        {
-            posix_spawn_file_actions_destroy(actions);
-            posix_spawnattr_destroy(attr);
-            foreach (var p in strings)
-            {
-                NativeMemory.Free((void*)p);
-            }
-        }
+
+        return pid;
     }
 
     /// <summary>
@@ -209,36 +173,5 @@ internal static unsafe class BuildLauncher
         }
 
         throw new SandboxSetupException($"cannot run {name}: not found in the PATH of the build's environment");
-    }
-
-    private static void Spawn(int rc, string what)
-    {
-        if (rc != 0)
-        {
-            throw SandboxSetupException.FromErrno($"posix_spawn {what}", rc);
-        }
-    }
-
-    private static byte** Strings(string[] values, List<nint> owned)
-    {
-        var array = (byte**)NativeMemory.Alloc((nuint)(values.Length + 1), (nuint)sizeof(byte*));
-        owned.Add((nint)array);
-        for (int i = 0; i < values.Length; i++)
-        {
-            array[i] = Native(values[i], owned);
-        }
-
-        array[values.Length] = null;
-        return array;
-    }
-
-    private static byte* Native(string value, List<nint> owned)
-    {
-        int count = Encoding.UTF8.GetByteCount(value);
-        var p = (byte*)NativeMemory.Alloc((nuint)count + 1);
-        owned.Add((nint)p);
-        Encoding.UTF8.GetBytes(value, new Span<byte>(p, count));
-        p[count] = 0;
-        return p;
     }
 }
