@@ -144,6 +144,7 @@ internal static unsafe partial class Libc
     public const int RLIMIT_NOFILE = 7;
     public const int RLIMIT_AS = 9;
 
+    public const int SIGHUP = 1;
     public const int SIGINT = 2;
     public const int SIGKILL = 9;
     public const int SIGTERM = 15;
@@ -580,6 +581,16 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Lib)]
     public static partial int sigdelset(void* set, int signal);
+
+    [LibraryImport(Lib)]
+    public static partial int sigaddset(void* set, int signal);
+
+    public const int SIG_BLOCK = 0;
+    public const int SIG_SETMASK = 2;
+
+    /// <summary>Returns an errno (not -1 and errno).</summary>
+    [LibraryImport(Lib)]
+    public static partial int pthread_sigmask(int how, void* set, void* oldset);
 
     // System calls glibc has no wrapper for (or not in every version we run on).
 

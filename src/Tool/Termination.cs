@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using TvixFuseBuild.Native;
 
 namespace TvixFuseBuild.Tool;
 
@@ -47,6 +48,37 @@ internal sealed class Termination : IDisposable
         {
             _first.TrySetResult(context.Signal);
             _cancel.Cancel();
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="call"/> with SIGINT, SIGTERM and SIGHUP blocked on the calling thread. For system calls
+    /// that may wait in the kernel for good (a read from a FUSE or NFS server that never answers): the kernel hands a
+    /// process's signal to its main thread first, and a thread that never returns to user space never runs the
+    /// handler, so the signal would reach no one. Blocked here, it goes to another thread (the runtime's signal
+    /// thread), and the tool's stop timeout applies. <paramref name="call"/> must start no thread and no process:
+    /// they would inherit the mask.
+    /// </summary>
+    public static unsafe T ElsewhereDuring<T>(Func<T> call)
+    {
+        // glibc's sigset_t is 128 bytes.
+        byte* signals = stackalloc byte[128];
+        byte* previous = stackalloc byte[128];
+        Libc.sigemptyset(signals);
+        Libc.sigaddset(signals, Libc.SIGINT);
+        Libc.sigaddset(signals, Libc.SIGTERM);
+        Libc.sigaddset(signals, Libc.SIGHUP);
+        int blocked = Libc.pthread_sigmask(Libc.SIG_BLOCK, signals, previous);
+        try
+        {
+            return call();
+        }
+        finally
+        {
+            if (blocked == 0)
+            {
+                Libc.pthread_sigmask(Libc.SIG_SETMASK, previous, null);
+            }
         }
     }
 

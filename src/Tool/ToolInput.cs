@@ -36,7 +36,10 @@ internal static class ToolInput
         }
     }
 
-    /// <summary>A regular file, read on this thread (its read cannot hang); null for stdin and anything else.</summary>
+    /// <summary>
+    /// A regular file, read on this thread; null for stdin and anything else. Its read can hang only on a hung
+    /// filesystem (a FUSE or NFS server that never answers), and then a signal still reaches the tool.
+    /// </summary>
     private static byte[]? ReadIfRegular(string path, string what)
     {
         if (path == Stdin)
@@ -46,7 +49,7 @@ internal static class ToolInput
 
         try
         {
-            return HostFile.TryReadRegularFile(path);
+            return Termination.ElsewhereDuring(() => HostFile.TryReadRegularFile(path));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -106,6 +106,68 @@ public sealed partial class SignalTests : IDisposable
         AssertStops(process, stderr, signal, interrupted: true);
     }
 
+    [Fact]
+    public void BuildStuckReadingItsRequestStillExits()
+    {
+        // build reads a regular request file on the main thread. When that read never returns (here: the file is on a
+        // FUSE mount whose server is stopped, as a hung network filesystem would be), the signal cannot interrupt it;
+        // the tool still exits, as a command on the pool does, once the stop timeout has passed.
+        string mountpoint = Path.Combine(_temp, "mnt");
+        Directory.CreateDirectory(mountpoint);
+        string tree = Path.Combine(_temp, "requests");
+        Directory.CreateDirectory(tree);
+        File.WriteAllText(Path.Combine(tree, "request.json"), "{}");
+        var import = ToolProcess.Run(["import", tree], _environment);
+        Assert.True(import.ExitCode == 0, import.Stderr);
+        var (server, _) = Start(["mount", mountpoint, "--directory", import.Stdout.Split('\t')[2]]);
+        Assert.Equal($"mounted {mountpoint}", FirstLine(server));
+        Assert.Equal(0, ToolProcess.Signal(server.Id, 19 /* SIGSTOP */));
+        try
+        {
+            var (process, stderr) = Start(["build", Path.Combine(mountpoint, "request.json")]);
+            WaitFor(() => WaitsForFuse(process.Id), "the tool to wait for the stopped FUSE server");
+
+            Assert.Equal(0, ToolProcess.Signal(process.Id, 2));
+            var stopTimeout = TimeSpan.FromSeconds(30);
+            if (!process.WaitForExit(stopTimeout + EndsWithin))
+            {
+                Assert.Fail($"still running {(stopTimeout + EndsWithin).TotalSeconds} s after SIGINT; stderr: {Text(stderr)}");
+            }
+
+            process.WaitForExit();
+            string log = Text(stderr);
+            Assert.True(process.ExitCode == 130, $"exit {process.ExitCode}; stderr: {log}");
+            Assert.Contains("tvix-fuse-build: error: did not stop within 30 s of SIGINT; exiting\n", log);
+            Assert.DoesNotContain("   at ", log);
+        }
+        finally
+        {
+            ToolProcess.Signal(server.Id, 18 /* SIGCONT */);
+        }
+
+        AssertStops(server, new StringBuilder(), 15, interrupted: false);
+    }
+
+    /// <summary>Whether a thread of <paramref name="pid"/> waits for a FUSE server's answer.</summary>
+    private static bool WaitsForFuse(int pid)
+    {
+        foreach (string task in Directory.EnumerateDirectories($"/proc/{pid}/task"))
+        {
+            try
+            {
+                if (File.ReadAllText(Path.Combine(task, "wchan")).Contains("request_wait_answer", StringComparison.Ordinal))
+                {
+                    return true;
+                }
+            }
+            catch (IOException)
+            {
+            }
+        }
+
+        return false;
+    }
+
     [Theory]
     [InlineData(2)]
     [InlineData(15)]
