@@ -82,6 +82,14 @@ internal sealed class Termination : IDisposable
         }
     }
 
+    /// <inheritdoc cref="ElsewhereDuring{T}(Func{T})"/>
+    public static void ElsewhereDuring(Action call) =>
+        ElsewhereDuring(() =>
+        {
+            call();
+            return 0;
+        });
+
     public void Dispose()
     {
         // The token source is not disposed: work abandoned after a signal may still look at the token.

@@ -81,7 +81,9 @@ internal static class BuildCommand
 
             if (reply)
             {
-                BuildMessages.WriteOutput(outFile, BuildMessages.FormatReply(spec, run.Result, buildProtocol, detected));
+                // A regular file may still be on a filesystem that hangs; the signal must then reach another thread.
+                byte[] replyBytes = BuildMessages.FormatReply(spec, run.Result, buildProtocol, detected);
+                Termination.ElsewhereDuring(() => BuildMessages.WriteOutput(outFile, replyBytes));
             }
 
             if (summary)
