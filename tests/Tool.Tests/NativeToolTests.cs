@@ -47,14 +47,21 @@ public sealed class NativeTool : IDisposable
         File.SetUnixFileMode(_directory, (UnixFileMode)0x1ED);
         Executable = Path.Combine(_directory, "tvix-fuse-build");
         File.Copy(published, Executable);
-        File.Copy(Path.Combine(from, "tvix-sandbox-init"), Path.Combine(_directory, "tvix-sandbox-init"));
-        foreach (string kernels in KernelsLibraries)
+        foreach (string file in (string[])[FullToolName, "tvix-sandbox-init", .. KernelsLibraries])
         {
-            File.Copy(Path.Combine(from, kernels), Path.Combine(_directory, kernels));
+            File.Copy(Path.Combine(from, file), Path.Combine(_directory, file));
         }
 
-        Assert.Equal(4, Directory.GetFiles(_directory).Length);
+        Assert.Equal(5, Directory.GetFiles(_directory).Length);
     }
+
+    /// <summary>The whole tool, next to the front executable (which runs it for serve, remote stores and builders).</summary>
+    public const string FullToolName = "tvix-fuse-build-full";
+
+    /// <summary>The directory of the executables, as a package installs them.</summary>
+    public string InstallDirectory => _directory;
+
+    public string FullExecutable => Path.Combine(_directory, FullToolName);
 
     /// <summary>The SIMD kernels libraries the package carries next to the executable (src/Kernels).</summary>
     public static readonly string[] KernelsLibraries = ["tvix-kernels-x86-64-v3.so", "tvix-kernels-x86-64-v4.so"];
@@ -87,7 +94,7 @@ public sealed class NativeTool : IDisposable
         return Path.Combine(repo, "src", "Tool", "bin", "Release", "net10.0", "linux-x64", "publish", "TvixFuseBuild.Tool");
     }
 
-    private static string RepoRoot()
+    public static string RepoRoot()
     {
         var dir = new DirectoryInfo(AppContext.BaseDirectory);
         while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "TvixFuseBuild.sln")))
