@@ -10,8 +10,8 @@ namespace TvixFuseBuild.Tool;
 
 /// <summary>
 /// The NativeAOT tool is two executables from the same sources: <c>tvix-fuse-build</c>, the front users run, built
-/// without the gRPC server (<c>serve</c>) and client (remote stores, <c>--builder</c>) so that it starts with a third
-/// less runtime data to relocate, and <see cref="ExecutableName"/> next to it with everything. A command line that needs
+/// without the gRPC server (<c>serve</c>) and client (remote stores, <c>--builder</c>) so that it starts with half the
+/// runtime data to relocate, and <see cref="ExecutableName"/> next to it with everything. A command line that needs
 /// what the front lacks is handed over, once parsed and before anything else happens, by <c>execve</c>: same process,
 /// arguments, environment, stdin and terminal, so signals and the exit code are those of the full tool. The
 /// framework-dependent tool and <c>dotnet run</c> have everything and hand nothing over.
@@ -88,6 +88,8 @@ internal static class FullTool
             byte* file = Bytes(Encoding.UTF8.GetBytes(path), allocated);
             byte** args = Array(argv, allocated);
             byte** env = Array(envp, allocated);
+            // What the exec keeps of this process's state is what the full tool's runtime sets up anyway (SIGPIPE
+            // ignored); handlers are reset and no signal is blocked on this thread.
             Libc.execve(file, args, env);
             return Errno.Last;
         }
