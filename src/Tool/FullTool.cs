@@ -72,7 +72,7 @@ internal static class FullTool
         int errno = Exec(path);
         throw new IOException(errno == Errno.ENOENT
             ? $"{need} needs {path}, which is missing: reinstall the tool (dotnet tool update --global TvixFuseBuild.Tool)"
-            : $"{need} needs {path}, which cannot be run: {Errno.Text(errno)}");
+            : $"{need} needs {path}, which cannot be run: {char.ToLowerInvariant(Errno.Text(errno)[0])}{Errno.Text(errno)[1..]}");
     }
 
     /// <summary><c>execve</c> of <paramref name="path"/> with this process's own arguments and environment, as it was started with; returns errno if that fails.</summary>

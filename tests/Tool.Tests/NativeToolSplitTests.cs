@@ -137,6 +137,14 @@ public sealed partial class NativeToolTests
         }
 
         Assert.False(File.Exists(socket));
+
+        // There but not executable: said so.
+        string full = Path.Combine(alone, NativeTool.FullToolName);
+        File.Copy(_native.FullExecutable, full);
+        File.SetUnixFileMode(full, (UnixFileMode)0x1A4);
+        var denied = Run(["serve", "--listen", "unix:" + socket]);
+        Assert.Equal((1, $"tvix-fuse-build: error: serve needs {full}, which cannot be run: permission denied\n"), (denied.ExitCode, denied.Stderr));
+        Assert.False(File.Exists(socket));
     }
 
     [Fact]
