@@ -91,6 +91,9 @@ internal static class ToolConsole
 
         try
         {
+            // The front NativeAOT executable hands what it was built without to the full one, before anything happens.
+            FullTool.HandOverIfNeeded(parse, Commands.StoreSelection.UsesRemoteStore);
+
             // TVIX_FUSE_BUILD_SIMD_KERNELS, where set, is honoured or refused before any work.
             SimdKernelLibrary.CheckSetting();
         }

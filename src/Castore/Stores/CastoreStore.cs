@@ -87,7 +87,7 @@ public sealed class CastoreStore : IAsyncDisposable
                 var local = LocalStore.Open(parsed.Path!);
                 return new CastoreStore(local.Blobs, local.Directories, parsed.Display) { Local = local };
             default:
-                return Grpc.GrpcCastore.Open(address, grpc);
+                return Grpc.GrpcClientFeature.IsSupported ? Grpc.GrpcCastore.Open(address, grpc) : throw Grpc.GrpcClientFeature.Missing($"the store {parsed.Display}");
         }
     }
 

@@ -150,6 +150,9 @@ internal static class BuildCommand
             command.Options.Add(_builders);
             command.Options.Add(_builderStore);
             _limits.AddTo(command);
+            FullTool.UsesGrpcClientWhen(command, parse =>
+                parse.GetValue(_builders) is { Length: > 0 } ||
+                !string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable(BuilderAddress.BuildersVariable)));
             MustBePositive(_timeout);
             MustBePositive(_silenceTimeout);
             MustBePositive(_logLimit);
@@ -226,6 +229,11 @@ internal static class BuildCommand
                 if (local.FirstOrDefault(o => parse.GetResult(o) is { Implicit: false }) is { } given)
                 {
                     throw new UsageException($"{given.Name} applies to local builds; with --builder the builder's own settings apply");
+                }
+
+                if (!FullTool.HasGrpcClient)
+                {
+                    throw FullTool.Missing("--builder");
                 }
 
                 try

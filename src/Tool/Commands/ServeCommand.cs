@@ -135,11 +135,11 @@ internal static class ServeCommand
                 throw new UsageException("--client-ca needs TLS: give --tls-cert and --tls-key too");
             }
 
-            return ServeAsync(parse, settings).GetAwaiter().GetResult();
+            return FullTool.HasServer ? ServeAsync(parse, settings).GetAwaiter().GetResult() : throw FullTool.Missing("serve");
         });
 
         // It stops on its own after a signal: running builds get the grace period.
-        return ToolConsole.SelfStopping(command);
+        return FullTool.Server(ToolConsole.SelfStopping(command));
     }
 
     private sealed record Settings(

@@ -67,9 +67,7 @@ internal static class StoreSelection
     public static CastoreStore Open(ParseResult parse)
     {
         var options = Options(parse);
-        // The addresses CastoreStore.Open will use, in its order of precedence.
-        string? blobs = options.BlobServiceAddress ?? options.Store ?? Environment.GetEnvironmentVariable(StoreOptions.BlobServiceAddressVariable);
-        string? directories = options.DirectoryServiceAddress ?? options.Store ?? Environment.GetEnvironmentVariable(StoreOptions.DirectoryServiceAddressVariable);
+        var (blobs, directories) = Addresses(options);
         Validate(blobs);
         Validate(directories);
 
@@ -105,6 +103,33 @@ internal static class StoreSelection
             throw new StoreAddressException($"cannot open the store {ToolText.Elide(address)}: {reason}");
         }
     }
+
+    /// <summary>
+    /// Whether the options and the environment select a remote store, which needs the gRPC client (<see cref="FullTool"/>).
+    /// A malformed address is not: opening it reports it.
+    /// </summary>
+    public static bool UsesRemoteStore(ParseResult parse)
+    {
+        var (blobs, directories) = Addresses(new StoreOptions(parse.GetValue(Store), parse.GetValue(BlobServiceAddress), parse.GetValue(DirectoryServiceAddress)));
+        return IsRemote(blobs) || IsRemote(directories);
+
+        static bool IsRemote(string? address)
+        {
+            try
+            {
+                return !IsHere(address);
+            }
+            catch (StoreAddressException)
+            {
+                return false;
+            }
+        }
+    }
+
+    /// <summary>The addresses <see cref="CastoreStore.Open(StoreOptions)"/> will use, in its order of precedence.</summary>
+    private static (string? Blobs, string? Directories) Addresses(StoreOptions options) =>
+        (options.BlobServiceAddress ?? options.Store ?? Environment.GetEnvironmentVariable(StoreOptions.BlobServiceAddressVariable),
+         options.DirectoryServiceAddress ?? options.Store ?? Environment.GetEnvironmentVariable(StoreOptions.DirectoryServiceAddressVariable));
 
     /// <summary>True for an address of a store in this process or on this host's filesystem (unset: the default local store).</summary>
     private static bool IsHere(string? address) =>
