@@ -64,15 +64,28 @@ internal static class StepRunner
             var output = run.Result.Outputs[i];
             string destination = Path.Combine(step.OutputDirectory, plan.OutputNames[i]);
             await MaterializeAsync(output.Node, store, destination, cancellationToken).ConfigureAwait(false);
-            var references = output.Needles.Select(n => needleOwners[n]).Distinct(StringComparer.Ordinal).ToArray();
+            var references = new List<string>(output.Needles.Length);
+            foreach (int needle in output.Needles)
+            {
+                if (!references.Contains(needleOwners[needle]))
+                {
+                    references.Add(needleOwners[needle]);
+                }
+            }
+
             log.Detail($"{plan.OutputNames[i]}: {destination} ({Describe(output.Node)})" +
-                       (references.Length == 0 ? "" : $", references {string.Join(", ", references)}"));
+                       (references.Count == 0 ? "" : $", references {string.Join(", ", references)}"));
             outputs.Add(new MaterializedOutput(
                 plan.OutputNames[i], destination, output.Node, $"{NixStorePaths.StoreDir}/{plan.OutputBaseNames[i]}", references));
         }
 
         // In the order the outputs were asked for, not the request's (sorted by path).
-        var ordered = step.OutputNames.Select(name => outputs.First(o => o.Name == name)).ToArray();
+        var ordered = new MaterializedOutput[step.OutputNames.Count];
+        for (int i = 0; i < ordered.Length; i++)
+        {
+            ordered[i] = outputs.Find(o => o.Name == step.OutputNames[i])!;
+        }
+
         return new StepResult(ordered, run.Cached);
     }
 

@@ -129,8 +129,14 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         {
             var clock = Stopwatch.StartNew();
             var importance = ParseImportance(OutputImportance);
+            var inputs = new (string Path, string? Name)[Inputs.Length];
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                inputs[i] = (Inputs[i].GetMetadata("FullPath"), Inputs[i].GetMetadata("Name"));
+            }
+
             var step = StepParameters.Create(
-                Name, Command, Arguments, [.. Inputs.Select(i => (i.GetMetadata("FullPath"), (string?)i.GetMetadata("Name")))],
+                Name, Command, Arguments, inputs,
                 Outputs, OutputDirectory, Environment, NetworkAccess, RefscanNeedles, Store, Builder, Timeout, Rebuild,
                 MaxProcesses, MaxMemory, TmpSize) with
             {
