@@ -196,13 +196,16 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         engine?.Yield();
         try
         {
-            return System.Threading.Tasks.Task.Run(async () =>
+            // On this thread until something has to wait (a cache hit never does): no hop to the thread pool, whose
+            // first use in an MSBuild process starts its threads.
+            try
             {
-                await using (store)
-                {
-                    return await StepRunner.RunAsync(step, store, cache, log, _cancel.Token).ConfigureAwait(false);
-                }
-            }).GetAwaiter().GetResult();
+                return StepRunner.RunAsync(step, store, cache, log, _cancel.Token).GetAwaiter().GetResult();
+            }
+            finally
+            {
+                store.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            }
         }
         finally
         {
