@@ -136,7 +136,7 @@ public sealed record NixShapedRequest(BuildSpec Spec, string[] OutputNames, stri
             }
         }
 
-        string system = SandboxRunner.SupportedSystems[0];
+        string system = SandboxRunner.HostSystem;
         var environment = new Dictionary<string, string>(StringComparer.Ordinal)
         {
             ["HOME"] = "/homeless-shelter",
