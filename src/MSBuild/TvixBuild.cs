@@ -268,6 +268,9 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
     {
         private volatile bool _closed;
 
+        // Asked once: with a quiet console and no binary log, MSBuild drops low-importance messages.
+        public bool DetailEnabled { get; } = log.LogsMessagesOfImportance(MessageImportance.Low);
+
         public void Output(string line)
         {
             if (!_closed)
