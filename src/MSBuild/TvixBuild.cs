@@ -193,14 +193,22 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         var cache = ResultCache.Default;
         var log = new TaskStepLog(Log, importance);
         var engine = BuildEngine as IBuildEngine3;
-        engine?.Yield();
+        bool yielded = false;
         try
         {
             // On this thread until something has to wait (a cache hit never does): no hop to the thread pool, whose
-            // first use in an MSBuild process starts its threads.
+            // first use in an MSBuild process starts its threads. The node is given back to MSBuild (Yield) only then,
+            // while the step imports, builds or waits for a remote builder: a cache hit does not pay for it.
             try
             {
-                return StepRunner.RunAsync(step, store, cache, log, _cancel.Token).GetAwaiter().GetResult();
+                var run = StepRunner.RunAsync(step, store, cache, log, _cancel.Token);
+                if (!run.IsCompleted && engine is not null)
+                {
+                    engine.Yield();
+                    yielded = true;
+                }
+
+                return run.GetAwaiter().GetResult();
             }
             finally
             {
@@ -210,7 +218,11 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         finally
         {
             log.Close();
-            engine?.Reacquire();
+            if (yielded)
+            {
+                engine!.Reacquire();
+            }
+
         }
     }
 
