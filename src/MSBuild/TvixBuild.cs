@@ -201,7 +201,12 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
             // while the step imports, builds or waits for a remote builder: a cache hit does not pay for it.
             try
             {
-                var run = StepRunner.RunAsync(step, store, cache, log, _cancel.Token);
+                // Started as a task of the default scheduler, run inline: MSBuild runs tasks under its own
+                // TaskScheduler, which Parallel.ForEachAsync and the like would otherwise queue their work to.
+                var start = new System.Threading.Tasks.Task<System.Threading.Tasks.Task<StepResult>>(
+                    () => StepRunner.RunAsync(step, store, cache, log, _cancel.Token));
+                start.RunSynchronously(System.Threading.Tasks.TaskScheduler.Default);
+                var run = start.Result;
                 if (!run.IsCompleted && engine is not null)
                 {
                     engine.Yield();
