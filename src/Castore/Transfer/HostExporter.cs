@@ -92,6 +92,7 @@ public static class HostExporter
             if (job.Files.Count == 1)
             {
                 // One file (a file output): written here, without a hop to the thread pool.
+                cancellationToken.ThrowIfCancellationRequested();
                 await job.WriteFileAsync(job.Files[0], cancellationToken).ConfigureAwait(false);
             }
             else if (job.Files.Count > 1)
