@@ -94,9 +94,14 @@ internal sealed record StepParameters
             }
         }
 
-        if (outputs.GroupBy(o => o, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } repeated)
+        // Loops, not GroupBy: framework generics are JIT-compiled at the task's first call in each MSBuild process.
+        var outputSet = new HashSet<string>(StringComparer.Ordinal);
+        foreach (string output in outputs)
         {
-            throw Invalid($"the output '{repeated.Key}' is named twice");
+            if (!outputSet.Add(output))
+            {
+                throw Invalid($"the output '{output}' is named twice");
+            }
         }
 
         var resolvedInputs = new List<StepInput>(inputs.Count);
@@ -134,9 +139,23 @@ internal sealed record StepParameters
             resolvedInputs.Add(new StepInput(full, resolvedName));
         }
 
-        if (resolvedInputs.GroupBy(i => i.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+        var inputNames = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var input in resolvedInputs)
         {
-            throw Invalid($"two inputs are named '{twice.Key}' ({string.Join(", ", twice.Select(i => i.Path))}); give one of them another Name");
+            if (!inputNames.Add(input.Name))
+            {
+                // The first name given twice, with every path that has it.
+                var paths = new List<string>();
+                foreach (var other in resolvedInputs)
+                {
+                    if (other.Name == input.Name)
+                    {
+                        paths.Add(other.Path);
+                    }
+                }
+
+                throw Invalid($"two inputs are named '{input.Name}' ({string.Join(", ", paths)}); give one of them another Name");
+            }
         }
 
         var env = new Dictionary<string, string>(StringComparer.Ordinal);

@@ -18,6 +18,9 @@ internal interface IStepLog
 
     /// <summary>What the step is doing (inputs imported, cache hits, outputs materialized).</summary>
     void Detail(string message);
+
+    /// <summary>Whether anyone reads <see cref="Detail"/>: when not, the messages are not even formatted.</summary>
+    bool DetailEnabled { get; }
 }
 
 /// <summary>An output of the step, materialized on the host.</summary>
@@ -64,15 +67,32 @@ internal static class StepRunner
             var output = run.Result.Outputs[i];
             string destination = Path.Combine(step.OutputDirectory, plan.OutputNames[i]);
             await MaterializeAsync(output.Node, store, destination, cancellationToken).ConfigureAwait(false);
-            var references = output.Needles.Select(n => needleOwners[n]).Distinct(StringComparer.Ordinal).ToArray();
-            log.Detail($"{plan.OutputNames[i]}: {destination} ({Describe(output.Node)})" +
-                       (references.Length == 0 ? "" : $", references {string.Join(", ", references)}"));
+            var references = new List<string>(output.Needles.Length);
+            foreach (int needle in output.Needles)
+            {
+                if (!references.Contains(needleOwners[needle]))
+                {
+                    references.Add(needleOwners[needle]);
+                }
+            }
+
+            if (log.DetailEnabled)
+            {
+                log.Detail($"{plan.OutputNames[i]}: {destination} ({Describe(output.Node)})" +
+                           (references.Count == 0 ? "" : $", references {string.Join(", ", references)}"));
+            }
+
             outputs.Add(new MaterializedOutput(
                 plan.OutputNames[i], destination, output.Node, $"{NixStorePaths.StoreDir}/{plan.OutputBaseNames[i]}", references));
         }
 
         // In the order the outputs were asked for, not the request's (sorted by path).
-        var ordered = step.OutputNames.Select(name => outputs.First(o => o.Name == name)).ToArray();
+        var ordered = new MaterializedOutput[step.OutputNames.Count];
+        for (int i = 0; i < ordered.Length; i++)
+        {
+            ordered[i] = outputs.Find(o => o.Name == step.OutputNames[i])!;
+        }
+
         return new StepResult(ordered, run.Cached);
     }
 
@@ -104,7 +124,11 @@ internal static class StepRunner
                 throw new TvixBuildException(TvixBuildError.StoreError, $"cannot store the input {input.Path} in {store.Address}: {e.Message}");
             }
 
-            log.Detail($"input {input.Name}: {input.Path} ({Describe(node)})");
+            if (log.DetailEnabled)
+            {
+                log.Detail($"input {input.Name}: {input.Path} ({Describe(node)})");
+            }
+
             inputs.Add((input.Name, node));
         }
 
@@ -122,7 +146,7 @@ internal static class StepRunner
                 ResultCache = cache,
                 Rebuild = step.Rebuild,
                 Timeout = step.Timeout,
-                Log = log.Detail,
+                Log = log.DetailEnabled ? log.Detail : null,
                 Limits = step.Limits,
                 LimitNames = new LimitNames("TvixBuildMaxProcesses", "TvixBuildMaxMemory", "TvixBuildTmpSize"),
             }));
@@ -135,7 +159,7 @@ internal static class StepRunner
                 ResultCache = cache,
                 Rebuild = step.Rebuild,
                 Timeout = step.Timeout,
-                Log = log.Detail,
+                Log = log.DetailEnabled ? log.Detail : null,
             });
         }
         catch (StoreAddressException e)
@@ -152,7 +176,7 @@ internal static class StepRunner
         try
         {
             var run = await service.DoBuildAsync(spec, BuildProtocol.Tvix, new BuildCallOptions { Output = lines.WriteAsync }, cancellationToken).ConfigureAwait(false);
-            if (run.Cached)
+            if (run.Cached && log.DetailEnabled)
             {
                 log.Detail($"{step.Name}: an identical build's outputs are in the store; the command did not run again");
             }

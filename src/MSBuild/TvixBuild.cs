@@ -129,8 +129,14 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         {
             var clock = Stopwatch.StartNew();
             var importance = ParseImportance(OutputImportance);
+            var inputs = new (string Path, string? Name)[Inputs.Length];
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                inputs[i] = (Inputs[i].GetMetadata("FullPath"), Inputs[i].GetMetadata("Name"));
+            }
+
             var step = StepParameters.Create(
-                Name, Command, Arguments, [.. Inputs.Select(i => (i.GetMetadata("FullPath"), (string?)i.GetMetadata("Name")))],
+                Name, Command, Arguments, inputs,
                 Outputs, OutputDirectory, Environment, NetworkAccess, RefscanNeedles, Store, Builder, Timeout, Rebuild,
                 MaxProcesses, MaxMemory, TmpSize) with
             {
@@ -187,21 +193,41 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
         var cache = ResultCache.Default;
         var log = new TaskStepLog(Log, importance);
         var engine = BuildEngine as IBuildEngine3;
-        engine?.Yield();
+        bool yielded = false;
         try
         {
-            return System.Threading.Tasks.Task.Run(async () =>
+            // On this thread until something has to wait (a cache hit never does): no hop to the thread pool, whose
+            // first use in an MSBuild process starts its threads. The node is given back to MSBuild (Yield) only then,
+            // while the step imports, builds or waits for a remote builder: a cache hit does not pay for it.
+            try
             {
-                await using (store)
+                // Started as a task of the default scheduler, run inline: MSBuild runs tasks under its own
+                // TaskScheduler, which Parallel.ForEachAsync and the like would otherwise queue their work to.
+                var start = new System.Threading.Tasks.Task<System.Threading.Tasks.Task<StepResult>>(
+                    () => StepRunner.RunAsync(step, store, cache, log, _cancel.Token));
+                start.RunSynchronously(System.Threading.Tasks.TaskScheduler.Default);
+                var run = start.Result;
+                if (!run.IsCompleted && engine is not null)
                 {
-                    return await StepRunner.RunAsync(step, store, cache, log, _cancel.Token).ConfigureAwait(false);
+                    engine.Yield();
+                    yielded = true;
                 }
-            }).GetAwaiter().GetResult();
+
+                return run.GetAwaiter().GetResult();
+            }
+            finally
+            {
+                store.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            }
         }
         finally
         {
             log.Close();
-            engine?.Reacquire();
+            if (yielded)
+            {
+                engine!.Reacquire();
+            }
+
         }
     }
 
@@ -258,6 +284,9 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
     private sealed class TaskStepLog(TaskLoggingHelper log, MessageImportance outputImportance) : IStepLog
     {
         private volatile bool _closed;
+
+        // Asked once: with a quiet console and no binary log, MSBuild drops low-importance messages.
+        public bool DetailEnabled { get; } = log.LogsMessagesOfImportance(MessageImportance.Low);
 
         public void Output(string line)
         {

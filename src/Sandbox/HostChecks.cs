@@ -12,6 +12,9 @@ internal static class HostChecks
     /// <summary>The Nix system names this host runs: its own, plus i686-linux where the kernel runs 32-bit x86.</summary>
     public static IReadOnlyList<string> Systems => s_systems.Value;
 
+    /// <summary>The first of <see cref="Systems"/>: for a known architecture, without the IA32 probe.</summary>
+    public static string HostSystem => OwnSystem ?? Systems[0];
+
     public static void CheckConstraints(SandboxSpec spec) => CheckConstraints(spec.System, spec.MinMemory);
 
     public static void CheckConstraints(string? system, long minMemory)

@@ -47,4 +47,7 @@ public static class SandboxRunner
 
     /// <summary>The Nix system names this host can build for (<see cref="SandboxSpec.System"/>).</summary>
     public static IReadOnlyList<string> SupportedSystems => HostChecks.Systems;
+
+    /// <summary>This host's own Nix system, the first of <see cref="SupportedSystems"/>, known without their probe (which starts a process).</summary>
+    public static string HostSystem => HostChecks.HostSystem;
 }

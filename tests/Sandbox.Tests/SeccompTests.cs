@@ -40,6 +40,16 @@ public sealed class SeccompTests
     }
 
     [Fact]
+    public void TheHostSystemIsTheFirstSupportedOneWithoutTheProbe()
+    {
+        // HostSystem answers without the IA32 probe (a process start); it must agree with the probed list.
+        Assert.Equal(
+            System.Runtime.InteropServices.RuntimeInformation.OSArchitecture == System.Runtime.InteropServices.Architecture.X64 ? "x86_64-linux" : SandboxRunner.SupportedSystems[0],
+            SandboxRunner.HostSystem);
+        Assert.Equal(SandboxRunner.SupportedSystems[0], SandboxRunner.HostSystem);
+    }
+
+    [Fact]
     public async Task ExtendedAttributesCannotBeSet()
     {
         using var tree = new SandboxTree();

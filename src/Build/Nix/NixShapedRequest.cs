@@ -52,26 +52,53 @@ public sealed record NixShapedRequest(BuildSpec Spec, string[] OutputNames, stri
             }
         }
 
-        // Inputs are named HASH-NAME, the hash standing for their content, as Nix names store paths.
-        var storeInputs = inputs
-            .Select(i => (i.Name, BaseName: NixStorePaths.BaseName("input:" + Fingerprint(i.Node), i.Name), i.Node))
-            .ToList();
-        if (storeInputs.GroupBy(i => i.Name).FirstOrDefault(g => g.Count() > 1) is { } duplicate)
+        // Inputs are named HASH-NAME, the hash standing for their content, as Nix names store paths. Loops and arrays
+        // rather than LINQ over tuples: the MSBuild task's first call in a process JIT-compiled each of those
+        // framework generics (ReadyToRun leaves them out).
+        var storeInputs = new StoreInput[inputs.Count];
+        var inputCounts = new Dictionary<string, int>(inputs.Count, StringComparer.Ordinal);
+        for (int i = 0; i < storeInputs.Length; i++)
         {
-            throw new ArgumentException($"two inputs are named {duplicate.Key}");
+            var (inputName, node) = inputs[i];
+            storeInputs[i] = new StoreInput(inputName, NixStorePaths.BaseName("input:" + Fingerprint(node), inputName), node);
+            inputCounts[inputName] = inputCounts.GetValueOrDefault(inputName) + 1;
         }
 
-        var argv = command.ToArray();
-        if (storeInputs.FirstOrDefault(i => i.Name == argv[0] && i.Node is FileNode) is { BaseName: { } program })
+        foreach (var input in storeInputs)
         {
-            argv[0] = $"{NixStorePaths.StoreDir}/{program}";
+            if (inputCounts[input.Name] > 1)
+            {
+                throw new ArgumentException($"two inputs are named {input.Name}");
+            }
+        }
+
+        string[] argv = new string[command.Count];
+        for (int i = 0; i < argv.Length; i++)
+        {
+            argv[i] = command[i];
+        }
+
+        foreach (var input in storeInputs)
+        {
+            if (input.Name == argv[0] && input.Node is FileNode)
+            {
+                argv[0] = $"{NixStorePaths.StoreDir}/{input.BaseName}";
+                break;
+            }
         }
 
         // Outputs are named after everything that went into the build, so the same run gets the same paths.
         var fingerprint = new StringBuilder($"run:{name}\n");
-        foreach (var input in storeInputs.OrderBy(i => i.BaseName, StringComparer.Ordinal))
+        string[] inputBaseNames = new string[storeInputs.Length];
+        for (int i = 0; i < storeInputs.Length; i++)
         {
-            fingerprint.Append("input ").Append(input.BaseName).Append('\n');
+            inputBaseNames[i] = storeInputs[i].BaseName;
+        }
+
+        Array.Sort(inputBaseNames, StringComparer.Ordinal);
+        foreach (string baseName in inputBaseNames)
+        {
+            fingerprint.Append("input ").Append(baseName).Append('\n');
         }
 
         foreach (string arg in argv)
@@ -79,25 +106,45 @@ public sealed record NixShapedRequest(BuildSpec Spec, string[] OutputNames, stri
             fingerprint.Append("arg ").Append(arg).Append('\n');
         }
 
-        foreach (var (key, value) in extraEnvironment.OrderBy(e => e.Key, StringComparer.Ordinal))
+        string[] extraKeys = new string[extraEnvironment.Count];
+        int extraCount = 0;
+        foreach (var entry in extraEnvironment)
         {
-            fingerprint.Append("env ").Append(key).Append('=').Append(value).Append('\n');
+            extraKeys[extraCount++] = entry.Key;
+        }
+
+        Array.Sort(extraKeys, StringComparer.Ordinal);
+        foreach (string key in extraKeys)
+        {
+            fingerprint.Append("env ").Append(key).Append('=').Append(extraEnvironment[key]).Append('\n');
         }
 
         fingerprint.Append(network ? "network\n" : "").Append(binSh ? "binsh\n" : "");
-        string[] outputBaseNames = outputNames
-            .Select(o => NixStorePaths.BaseName($"{fingerprint}output {o}", o == "out" ? name : $"{name}-{o}"))
-            .ToArray();
+        string[] outputBaseNames = new string[outputNames.Count];
+        for (int i = 0; i < outputBaseNames.Length; i++)
+        {
+            string o = outputNames[i];
+            outputBaseNames[i] = NixStorePaths.BaseName($"{fingerprint}output {o}", o == "out" ? name : $"{name}-{o}");
+        }
 
-        string system = SandboxRunner.SupportedSystems[0];
-        var environment = new SortedDictionary<string, string>(StringComparer.Ordinal)
+        var inputBins = new List<string>(storeInputs.Length);
+        foreach (var input in storeInputs)
+        {
+            if (input.Node is DirectoryNode)
+            {
+                inputBins.Add($"{NixStorePaths.StoreDir}/{input.BaseName}/bin");
+            }
+        }
+
+        string system = SandboxRunner.HostSystem;
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal)
         {
             ["HOME"] = "/homeless-shelter",
             ["NIX_BUILD_CORES"] = Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture),
             ["NIX_BUILD_TOP"] = "/build",
             ["NIX_LOG_FD"] = "2",
             ["NIX_STORE"] = NixStorePaths.StoreDir,
-            ["PATH"] = SearchPath(storeInputs.Where(i => i.Node is DirectoryNode).Select(i => $"{NixStorePaths.StoreDir}/{i.BaseName}/bin"), binSh),
+            ["PATH"] = SearchPath(inputBins, binSh),
             ["PWD"] = "/build",
             ["TEMP"] = "/build",
             ["TEMPDIR"] = "/build",
@@ -119,40 +166,86 @@ public sealed record NixShapedRequest(BuildSpec Spec, string[] OutputNames, stri
             environment[outputNames[i]] = $"{NixStorePaths.StoreDir}/{outputBaseNames[i]}";
         }
 
-        foreach (var (key, value) in extraEnvironment)
+        foreach (var entry in extraEnvironment)
         {
-            environment[key] = value;
+            environment[entry.Key] = entry.Value;
         }
 
-        // Needles: every input's and output's hash part; an output's references are reported by name.
-        var needles = storeInputs.Select(i => (Hash: i.BaseName[..NixStorePaths.HashLength], Owner: i.Name))
-            .Concat(outputBaseNames.Select((b, i) => (Hash: b[..NixStorePaths.HashLength], Owner: outputNames[i])))
-            .ToList();
+        var variables = new EnvironmentVariable[environment.Count];
+        int variableCount = 0;
+        foreach (var entry in environment)
+        {
+            variables[variableCount++] = new EnvironmentVariable(entry.Key, entry.Value);
+        }
 
-        var outputPaths = outputBaseNames.Select(b => $"nix/store/{b}").ToList();
-        var order = Enumerable.Range(0, outputNames.Count).OrderBy(i => outputPaths[i], StringComparer.Ordinal).ToArray();
+        Array.Sort(variables, static (a, b) => BuildRequestValidator.CompareUtf8(a.Key, b.Key));
+
+        // Needles: every input's and output's hash part; an output's references are reported by name.
+        string[] needleHashes = new string[storeInputs.Length + outputNames.Count];
+        string[] needleOwners = new string[needleHashes.Length];
+        for (int i = 0; i < storeInputs.Length; i++)
+        {
+            needleHashes[i] = storeInputs[i].BaseName[..NixStorePaths.HashLength];
+            needleOwners[i] = storeInputs[i].Name;
+        }
+
+        for (int i = 0; i < outputNames.Count; i++)
+        {
+            needleHashes[storeInputs.Length + i] = outputBaseNames[i][..NixStorePaths.HashLength];
+            needleOwners[storeInputs.Length + i] = outputNames[i];
+        }
+
+        // The request's outputs sorted by path (stable: a few, so an insertion sort).
+        string[] outputPaths = new string[outputNames.Count];
+        int[] order = new int[outputNames.Count];
+        for (int i = 0; i < order.Length; i++)
+        {
+            outputPaths[i] = $"nix/store/{outputBaseNames[i]}";
+            int j = i;
+            for (; j > 0 && string.CompareOrdinal(outputPaths[order[j - 1]], outputPaths[i]) > 0; j--)
+            {
+                order[j] = order[j - 1];
+            }
+
+            order[j] = i;
+        }
+
+        var specInputs = new Node[storeInputs.Length];
+        for (int i = 0; i < specInputs.Length; i++)
+        {
+            specInputs[i] = storeInputs[i].Node.WithName(PathComponent.Create(storeInputs[i].BaseName));
+        }
+
+        Array.Sort(specInputs, static (a, b) => a.Name.CompareTo(b.Name));
+        string[] sortedOutputPaths = new string[order.Length], sortedOutputNames = new string[order.Length], sortedBaseNames = new string[order.Length];
+        for (int i = 0; i < order.Length; i++)
+        {
+            sortedOutputPaths[i] = outputPaths[order[i]];
+            sortedOutputNames[i] = outputNames[order[i]];
+            sortedBaseNames[i] = outputBaseNames[order[i]];
+        }
+
         var spec = new BuildSpec
         {
-            Inputs = [.. storeInputs.Select(i => i.Node.WithName(PathComponent.Create(i.BaseName))).OrderBy(n => n.Name)],
-            CommandArgs = [.. argv],
+            Inputs = ImmutableArray.Create(specInputs),
+            CommandArgs = ImmutableArray.Create(argv),
             WorkingDir = "build",
             ScratchPaths = ["build", "nix/store"],
             InputsDir = "nix/store",
-            Outputs = [.. order.Select(i => outputPaths[i])],
-            EnvironmentVars = [.. environment
-                .OrderBy(e => e.Key, Comparer<string>.Create(BuildRequestValidator.CompareUtf8))
-                .Select(e => new EnvironmentVariable(e.Key, e.Value))],
+            Outputs = ImmutableArray.Create(sortedOutputPaths),
+            EnvironmentVars = ImmutableArray.Create(variables),
             Constraints = new BuildConstraints(system, 0, ImmutableArray<string>.Empty, network, binSh),
-            RefscanNeedles = [.. needles.Select(n => n.Hash)],
+            RefscanNeedles = ImmutableArray.Create(needleHashes),
         };
-        return new NixShapedRequest(
-            spec, [.. order.Select(i => outputNames[i])], [.. order.Select(i => outputBaseNames[i])], [.. needles.Select(n => n.Owner)]);
+        return new NixShapedRequest(spec, sortedOutputNames, sortedBaseNames, needleOwners);
     }
 
+    /// <summary>An input under its store name.</summary>
+    private sealed record StoreInput(string Name, string BaseName, Node Node);
+
     /// <summary>The inputs' <c>bin/</c> directories, then <c>/bin</c> (holding only <c>sh</c>) when the build has a /bin/sh, or Nix's <c>/path-not-set</c>.</summary>
-    private static string SearchPath(IEnumerable<string> inputBins, bool binSh)
+    private static string SearchPath(List<string> path, bool binSh)
     {
-        var path = inputBins.ToList();
         if (binSh)
         {
             path.Add("/bin");

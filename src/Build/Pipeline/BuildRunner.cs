@@ -61,7 +61,11 @@ public sealed class BuildRunner(CastoreStore store, BuildRunnerOptions? options 
         if (!_options.Rebuild && _options.ResultCache is { } cache &&
             await cache.TryGetAsync(requestDigest, store, cancellationToken).ConfigureAwait(false) is { } cached)
         {
-            Log($"request {requestDigest} was built before and its outputs are in the store: not running it again");
+            if (_options.Log is not null)
+            {
+                Log($"request {requestDigest} was built before and its outputs are in the store: not running it again");
+            }
+
             return new BuildRun(cached, Cached: true, Sandbox: null);
         }
 

@@ -89,10 +89,19 @@ public static class HostExporter
             }
 
             await job.MaterializeAsync(node, NativePath.FromString(staging), staging, cancellationToken).ConfigureAwait(false);
-            await Parallel.ForEachAsync(
-                job.Files,
-                new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.MaxParallelism), CancellationToken = cancellationToken },
-                async (file, ct) => await job.WriteFileAsync(file, ct).ConfigureAwait(false)).ConfigureAwait(false);
+            if (job.Files.Count == 1)
+            {
+                // One file (a file output): written here, without a hop to the thread pool.
+                cancellationToken.ThrowIfCancellationRequested();
+                await job.WriteFileAsync(job.Files[0], cancellationToken).ConfigureAwait(false);
+            }
+            else if (job.Files.Count > 1)
+            {
+                await Parallel.ForEachAsync(
+                    job.Files,
+                    new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.MaxParallelism), CancellationToken = cancellationToken },
+                    async (file, ct) => await job.WriteFileAsync(file, ct).ConfigureAwait(false)).ConfigureAwait(false);
+            }
 
             // Directories become read-only last, deepest first, once nothing more is written into them.
             for (int i = job.Directories.Count - 1; i >= 0; i--)

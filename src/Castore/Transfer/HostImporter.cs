@@ -71,6 +71,9 @@ public static class HostImporter
     // Files up to this size are read once into memory; larger ones are hashed first, then copied only when absent.
     private const int SmallFileLimit = 256 * 1024;
 
+    // Up to this many files, those the import cache knows are checked one after another before the parallel part.
+    private const int InlineCacheCheckLimit = 256;
+
     // A pseudo-file is read into memory whole; one that gives more than this is refused (/proc/kcore would never end).
     private const int PseudoFileLimit = 16 << 20;
 
@@ -119,10 +122,30 @@ public static class HostImporter
         state.ScanDone();
         state.Cached = cache?.Load(path);
 
-        await Parallel.ForEachAsync(
-            state.Files,
-            new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.MaxParallelism), CancellationToken = cancellationToken },
-            async (file, ct) => await StoreFileAsync(file, state, ct).ConfigureAwait(false)).ConfigureAwait(false);
+        // A few files the import cache knows are settled here, without a hop to the thread pool (a cache hit's import
+        // of a toolchain); the rest are read and hashed in parallel.
+        var files = state.Files;
+        bool checkedCache = state.Cached is not null && files.Count <= InlineCacheCheckLimit;
+        if (checkedCache)
+        {
+            files = new List<ScannedFile>(files.Count);
+            foreach (var file in state.Files)
+            {
+                if (!await TryStoreFromCacheAsync(file, state, cancellationToken).ConfigureAwait(false))
+                {
+                    files.Add(file);
+                }
+            }
+        }
+
+        if (files.Count > 0)
+        {
+            await Parallel.ForEachAsync(
+                files,
+                new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.MaxParallelism), CancellationToken = cancellationToken },
+                async (file, ct) => await StoreFileAsync(file, state, !checkedCache, ct).ConfigureAwait(false)).ConfigureAwait(false);
+        }
+
         state.Report(force: true);
         if (cache is not null && (state.Files.Any(f => f.Identity is not null && !f.FromCache) || state.Cached!.Count > state.Files.Count))
         {
@@ -416,7 +439,8 @@ public static class HostImporter
             $"cannot import {displayPath}: it is {status.TypeDescription}; only regular files, directories and symlinks can be imported");
     }
 
-    private static async ValueTask StoreFileAsync(ScannedFile file, ImportState state, CancellationToken cancellationToken)
+    /// <summary>True when the import cache knows the file as it is now and the store still has its blob.</summary>
+    private static async ValueTask<bool> TryStoreFromCacheAsync(ScannedFile file, ImportState state, CancellationToken cancellationToken)
     {
         if (file.Identity is { } seen && state.Cached?.GetValueOrDefault((seen.Device, seen.Inode)) is { } known &&
             known with { Digest = default } == seen)
@@ -428,8 +452,18 @@ public static class HostImporter
                 file.Digest = known.Digest;
                 file.FromCache = true;
                 state.FileDone(file.Size);
-                return;
+                return true;
             }
+        }
+
+        return false;
+    }
+
+    private static async ValueTask StoreFileAsync(ScannedFile file, ImportState state, bool checkCache, CancellationToken cancellationToken)
+    {
+        if (checkCache && await TryStoreFromCacheAsync(file, state, cancellationToken).ConfigureAwait(false))
+        {
+            return;
         }
 
         using var handle = OpenFile(file);
