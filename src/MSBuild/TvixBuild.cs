@@ -227,7 +227,6 @@ public sealed class TvixBuild : Microsoft.Build.Utilities.Task, ICancelableTask
             {
                 engine!.Reacquire();
             }
-
         }
     }
 
