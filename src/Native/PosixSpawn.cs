@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 
 namespace TvixFuseBuild.Native;
 
@@ -28,7 +27,7 @@ internal static unsafe class PosixSpawn
         byte* signals = stackalloc byte[256];
         Libc.posix_spawn_file_actions_init(actions);
         Libc.posix_spawnattr_init(attr);
-        var strings = new List<nint>();
+        using var strings = new NativeStrings();
         try
         {
             // Output first: stdin's /dev/null is opened onto 0 after any dup2 from there.
@@ -87,7 +86,7 @@ internal static unsafe class PosixSpawn
 
             step = "spawn";
             int child;
-            rc = Libc.posix_spawn(&child, Utf8(program, strings), actions, attr, Strings(argv, strings), Strings(environment, strings));
+            rc = Libc.posix_spawn(&child, strings.Add(program), actions, attr, strings.AddArray(argv), strings.AddArray(environment));
             pid = rc == 0 ? child : 0;
             return rc;
         }
@@ -95,34 +94,6 @@ internal static unsafe class PosixSpawn
         {
             Libc.posix_spawn_file_actions_destroy(actions);
             Libc.posix_spawnattr_destroy(attr);
-            foreach (nint p in strings)
-            {
-                NativeMemory.Free((void*)p);
-            }
         }
-    }
-
-    /// <summary>A NULL-terminated array of NUL-terminated UTF-8 strings in unmanaged memory, recorded in <paramref name="owned"/>.</summary>
-    private static byte** Strings(IReadOnlyList<string> values, List<nint> owned)
-    {
-        var array = (byte**)NativeMemory.Alloc((nuint)(values.Count + 1), (nuint)sizeof(byte*));
-        owned.Add((nint)array);
-        for (int i = 0; i < values.Count; i++)
-        {
-            array[i] = Utf8(values[i], owned);
-        }
-
-        array[values.Count] = null;
-        return array;
-    }
-
-    private static byte* Utf8(string value, List<nint> owned)
-    {
-        int count = System.Text.Encoding.UTF8.GetByteCount(value);
-        var p = (byte*)NativeMemory.Alloc((nuint)count + 1);
-        owned.Add((nint)p);
-        System.Text.Encoding.UTF8.GetBytes(value, new Span<byte>(p, count));
-        p[count] = 0;
-        return p;
     }
 }

@@ -1,7 +1,6 @@
 using System.Collections;
 using System.CommandLine;
 using System.Diagnostics.CodeAnalysis;
-using System.Runtime.InteropServices;
 using System.Text;
 using TvixFuseBuild.Castore.Grpc;
 using TvixFuseBuild.Native;
@@ -82,24 +81,11 @@ internal static class FullTool
         var argv = Strings("/proc/self/cmdline") ?? [.. Environment.GetCommandLineArgs().Select(Encoding.UTF8.GetBytes)];
         var envp = Strings("/proc/self/environ") ??
                    [.. Environment.GetEnvironmentVariables().Cast<DictionaryEntry>().Select(e => Encoding.UTF8.GetBytes($"{e.Key}={e.Value}"))];
-        var allocated = new List<nint>();
-        try
-        {
-            byte* file = Bytes(Encoding.UTF8.GetBytes(path), allocated);
-            byte** args = Array(argv, allocated);
-            byte** env = Array(envp, allocated);
-            // What the exec keeps of this process's state is what the full tool's runtime sets up anyway (SIGPIPE
-            // ignored); handlers are reset and no signal is blocked on this thread.
-            Libc.execve(file, args, env);
-            return Errno.Last;
-        }
-        finally
-        {
-            foreach (nint p in allocated)
-            {
-                NativeMemory.Free((void*)p);
-            }
-        }
+        using var strings = new NativeStrings();
+        // What the exec keeps of this process's state is what the full tool's runtime sets up anyway (SIGPIPE
+        // ignored); handlers are reset and no signal is blocked on this thread.
+        Libc.execve(strings.Add(path), strings.AddArray(argv), strings.AddArray(envp));
+        return Errno.Last;
     }
 
     /// <summary>A NUL-separated /proc file's strings as bytes (exactly, whatever their encoding), or null if it cannot be read.</summary>
@@ -127,27 +113,5 @@ internal static class FullTool
         }
 
         return strings;
-    }
-
-    private static unsafe byte** Array(List<byte[]> strings, List<nint> allocated)
-    {
-        var array = (byte**)NativeMemory.Alloc((nuint)(strings.Count + 1), (nuint)sizeof(byte*));
-        allocated.Add((nint)array);
-        for (int i = 0; i < strings.Count; i++)
-        {
-            array[i] = Bytes(strings[i], allocated);
-        }
-
-        array[strings.Count] = null;
-        return array;
-    }
-
-    private static unsafe byte* Bytes(byte[] bytes, List<nint> allocated)
-    {
-        var copy = (byte*)NativeMemory.Alloc((nuint)bytes.Length + 1);
-        allocated.Add((nint)copy);
-        bytes.CopyTo(new Span<byte>(copy, bytes.Length));
-        copy[bytes.Length] = 0;
-        return copy;
     }
 }
