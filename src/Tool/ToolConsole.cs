@@ -113,6 +113,8 @@ internal static class ToolConsole
         {
             // What it does before its first wait is out of this thread's reach (a read of a regular file on a hung
             // network filesystem): after a signal the process still ends within StopTimeout, as for one on the pool.
+            // Such reads block the signals on this thread (Termination.ElsewhereDuring), or the kernel would hand them
+            // to it and no handler would ever run.
             var returned = new TaskCompletionSource();
             _ = ExitIfStuckAsync(termination, returned.Task);
             invocation = StartInline(parse, configuration, termination.Token);

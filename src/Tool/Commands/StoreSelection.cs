@@ -110,7 +110,7 @@ internal static class StoreSelection
     /// </summary>
     public static bool UsesRemoteStore(ParseResult parse)
     {
-        var (blobs, directories) = Addresses(new StoreOptions(parse.GetValue(Store), parse.GetValue(BlobServiceAddress), parse.GetValue(DirectoryServiceAddress)));
+        var (blobs, directories) = Addresses(Options(parse));
         return IsRemote(blobs) || IsRemote(directories);
 
         static bool IsRemote(string? address)
